@@ -1,0 +1,538 @@
+/*
+ * sluice — multithreaded streaming with backpressure.
+ *
+ * The Node.js stream model carried over to POSIX threads. Every stage of a
+ * pipeline runs on its own thread; stages are joined by bounded rings
+ * (sl_ring). A ring's level is counted in bytes (or items in object mode),
+ * and its two marks carry Node's backpressure signals between threads:
+ *
+ *   write() returns false  ->  the ring is at its high mark: the writer pauses
+ *   'drain' / resume()     ->  the reader pulled the level down to the low
+ *                              mark: the paused writer is woken, once
+ *   end() / 'end'          ->  sl_ring_close(): the reader gets every buffered
+ *                              chunk, then SL_EOF
+ *   destroy(err)           ->  sl_ring_abort(): both sides wake with err
+ *
+ * Layers, bottom up: sl_buf (a refcounted chunk from a pool), sl_ring (the
+ * bounded queue, usable on its own), sl_stage (a node with an ops table, run
+ * on its own thread), sl_pipeline (owns stages and rings, starts, waits,
+ * cancels, reports the first error once).
+ *
+ * Conventions. Every function that can fail returns int: 0 on success, a
+ * positive status for normal events (SL_AGAIN, SL_EOF), a negative SL_E*
+ * code on error. Every handle is opaque and freed by its *_free function.
+ * The library never prints, exits, aborts or installs signal handlers.
+ * Thread-safety is stated for each function; "any thread" means the
+ * function may be called concurrently with any other function on the same
+ * object except its *_free.
+ */
+#ifndef SLUICE_H
+#define SLUICE_H
+
+#include <errno.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(SL_BUILDING) && defined(__GNUC__)
+#define SL_EXTERN __attribute__((visibility("default")))
+#else
+#define SL_EXTERN /* nothing */
+#endif
+
+#if defined(__GNUC__)
+#define SL_PRINTF(f, a) __attribute__((format(printf, f, a)))
+#else
+#define SL_PRINTF(f, a)
+#endif
+
+/* ------------------------------------------------------------------------
+ * Version
+ * ---------------------------------------------------------------------- */
+
+#define SL_VERSION_MAJOR 0
+#define SL_VERSION_MINOR 1
+#define SL_VERSION_PATCH 0
+#define SL_VERSION_HEX \
+  ((SL_VERSION_MAJOR << 16) | (SL_VERSION_MINOR << 8) | SL_VERSION_PATCH)
+
+/* The version of the library linked at run time, "MAJOR.MINOR.PATCH".
+ * Any thread. */
+SL_EXTERN const char *sl_version(void);
+
+/* The same as a number, SL_VERSION_HEX of the library linked at run time. */
+SL_EXTERN unsigned sl_version_number(void);
+
+/* ------------------------------------------------------------------------
+ * Status and error codes
+ *
+ * One table generates the enum, sl_strerror() and sl_err_name(). Errors
+ * that have an errno equivalent use its negated value, so a stage that gets
+ * errno from a system call can return -errno; the rest lie below -4000.
+ * ---------------------------------------------------------------------- */
+
+#define SL_ERRNO_MAP(XX)                                             \
+  XX(EINVAL, -EINVAL, "invalid argument")                            \
+  XX(ENOMEM, -ENOMEM, "out of memory")                               \
+  XX(ECANCELED, -ECANCELED, "operation cancelled")                   \
+  XX(EPIPE, -EPIPE, "broken pipe")                                   \
+  XX(EIO, -EIO, "i/o error")                                         \
+  XX(ENOSPC, -ENOSPC, "no space left on device")                     \
+  XX(EBUSY, -EBUSY, "resource busy or already started")             \
+  XX(ENOENT, -ENOENT, "no such file or directory")                   \
+  XX(EEXIST, -EEXIST, "file already exists")                         \
+  XX(EACCES, -EACCES, "permission denied")                           \
+  XX(EBADF, -EBADF, "bad file descriptor")                           \
+  XX(EMSGSIZE, -EMSGSIZE, "message too long")                        \
+  XX(ECLOSED, -4001, "write after end of stream")                    \
+  XX(EDATA, -4002, "invalid or corrupt data")                        \
+  XX(ESTAGE, -4003, "stage failed")                                  \
+  XX(ETHREAD, -4004, "cannot create thread")
+
+typedef enum sl_status {
+  SL_OK = 0,
+  SL_AGAIN = 1, /* would block: the ring is full (write) or empty (read) */
+  SL_EOF = 2,   /* end of stream: the writer closed and all chunks were read */
+#define SL_XX_(name, value, msg) SL_##name = (value),
+  SL_ERRNO_MAP(SL_XX_)
+#undef SL_XX_
+} sl_status;
+
+/* A static message for code: "invalid argument", "end of stream", ...; for
+ * an unknown negative value "unknown error". Never NULL. Any thread. */
+SL_EXTERN const char *sl_strerror(int code);
+
+/* The name of code: "SL_EINVAL", "SL_EOF", ...; "SL_UNKNOWN" for an
+ * unknown value. Never NULL. Any thread. */
+SL_EXTERN const char *sl_err_name(int code);
+
+/* ------------------------------------------------------------------------
+ * Allocator hook
+ * ---------------------------------------------------------------------- */
+
+typedef void *(*sl_malloc_fn)(size_t size);
+typedef void *(*sl_realloc_fn)(void *ptr, size_t size);
+typedef void *(*sl_calloc_fn)(size_t count, size_t size);
+typedef void (*sl_free_fn)(void *ptr);
+
+/* Route every allocation the library makes through these functions (tests
+ * use it to fail the Nth allocation). All four must be given, or all four
+ * NULL to restore the C library's. Call it before any other sl_ function,
+ * while no sluice object exists: memory allocated by one allocator must not
+ * be freed by another. Not thread-safe with respect to anything.
+ * Returns 0, or SL_EINVAL when only some functions are given. */
+SL_EXTERN int sl_set_allocator(sl_malloc_fn malloc_fn, sl_realloc_fn realloc_fn,
+                               sl_calloc_fn calloc_fn, sl_free_fn free_fn);
+
+/* ------------------------------------------------------------------------
+ * sl_pool and sl_buf — chunks
+ *
+ * A sl_buf is one chunk: bytes (data, len, cap) or, in object mode, one
+ * pointer with a destructor, which counts as one item. A buffer is
+ * reference-counted; rings move pointers, never bytes, and a tee hands the
+ * same buffer to every branch, so a buffer whose count is above one must be
+ * treated as read-only.
+ *
+ * A sl_pool recycles buffers of one size and buffer headers, so a pipeline
+ * in its steady state allocates nothing. A pool is thread-safe: any thread
+ * may take from it and any thread may release into it.
+ * ---------------------------------------------------------------------- */
+
+typedef struct sl_buf sl_buf;
+typedef struct sl_pool sl_pool;
+
+typedef struct sl_pool_stats {
+  size_t buf_size;         /* capacity of a pooled byte buffer */
+  size_t outstanding;      /* buffers (and headers) handed out, not returned */
+  size_t peak_outstanding; /* the most ever outstanding at once */
+  size_t bytes_outstanding; /* capacity bytes handed out, not returned */
+  size_t peak_bytes;       /* the most capacity bytes outstanding at once */
+  size_t cached;           /* buffers kept for reuse */
+  uint64_t allocations;    /* allocations made from the allocator */
+  uint64_t reuses;         /* requests served from the cache */
+} sl_pool_stats;
+
+/* Create a pool for byte buffers of up to buf_size bytes, kept in
+ * power-of-two size classes from 64 bytes (the last class is buf_size), so
+ * a small chunk takes a small buffer. max_cached bounds how many free
+ * buffers each class keeps; 0 keeps every buffer returned, so the pool
+ * settles at the pipeline's peak working set, which the marks bound. On success *out owns the pool. Returns 0, SL_EINVAL
+ * (out NULL, buf_size 0 or above 1 GiB), SL_ENOMEM. Any thread. */
+SL_EXTERN int sl_pool_new(sl_pool **out, size_t buf_size, size_t max_cached);
+
+/* Release the caller's reference to pool. Buffers still outstanding keep it
+ * alive; it is freed when the last one returns. NULL is a no-op. */
+SL_EXTERN void sl_pool_free(sl_pool *pool);
+
+/* Fill *st with the pool's counters, read under its lock. Any thread.
+ * Returns 0 or SL_EINVAL. */
+SL_EXTERN int sl_pool_stats_get(sl_pool *pool, sl_pool_stats *st);
+
+/* A byte buffer with room for at least cap bytes and len 0, reference count
+ * one, owned by the caller. pool may be NULL (plain allocation of exactly
+ * cap); from a pool, cap is rounded up to its size class, and a request
+ * larger than the pool's buffer size is allocated and counted by the pool
+ * but not cached. cap 0 is valid. Returns 0, SL_EINVAL, SL_ENOMEM.
+ * Any thread. */
+SL_EXTERN int sl_buf_new(sl_pool *pool, size_t cap, sl_buf **out);
+
+/* A byte buffer holding a copy of len bytes from data. As sl_buf_new. */
+SL_EXTERN int sl_buf_new_copy(sl_pool *pool, const void *data, size_t len,
+                              sl_buf **out);
+
+/* An object-mode buffer carrying obj; dtor (may be NULL) is called with obj
+ * when the last reference is released. On success the buffer owns obj; on
+ * failure obj is untouched and still the caller's. Returns 0, SL_EINVAL,
+ * SL_ENOMEM. Any thread. */
+SL_EXTERN int sl_buf_new_object(sl_pool *pool, void *obj, void (*dtor)(void *),
+                                sl_buf **out);
+
+/* Take one more reference; returns buf. Any thread. */
+SL_EXTERN sl_buf *sl_buf_ref(sl_buf *buf);
+
+/* Drop one reference; the last one returns the buffer to its pool (or frees
+ * it) and runs an object's destructor. NULL is a no-op. Any thread. */
+SL_EXTERN void sl_buf_unref(sl_buf *buf);
+
+/* The bytes of a byte buffer (NULL for an object buffer). */
+SL_EXTERN unsigned char *sl_buf_data(const sl_buf *buf);
+/* Bytes in use (0 for an object buffer). */
+SL_EXTERN size_t sl_buf_len(const sl_buf *buf);
+/* Bytes of room (0 for an object buffer). */
+SL_EXTERN size_t sl_buf_cap(const sl_buf *buf);
+/* Set the bytes in use; SL_EINVAL when len > cap or buf is an object. The
+ * caller must hold the only reference. */
+SL_EXTERN int sl_buf_set_len(sl_buf *buf, size_t len);
+/* The object of an object buffer, NULL for a byte buffer. */
+SL_EXTERN void *sl_buf_object(const sl_buf *buf);
+/* 1 for an object buffer, 0 for a byte buffer. */
+SL_EXTERN int sl_buf_is_object(const sl_buf *buf);
+/* The current reference count (for assertions; racy by nature). */
+SL_EXTERN unsigned sl_buf_refcount(const sl_buf *buf);
+
+/* ------------------------------------------------------------------------
+ * sl_ring — a bounded single-producer single-consumer queue of sl_buf *
+ *
+ * One mutex, two condition variables. The level is the sum of the queued
+ * chunks' lengths (byte mode) or their number (object mode). A chunk is
+ * admitted while level < hwm, so level <= hwm + one chunk, always; a ring
+ * also holds at most max_chunks chunks whatever their size, so zero-length
+ * chunks cannot grow it without bound. A writer that finds the ring full
+ * pauses; it is woken once, when a reader pulls the level down to lwm (and
+ * the count to half of max_chunks): one drain per pause. A reader that
+ * finds the ring empty waits and is woken by the next write. Nothing is
+ * signalled unless a side waits.
+ *
+ * Exactly one thread writes and one thread reads at a time; close, abort,
+ * level and stats may be called from any thread.
+ * ---------------------------------------------------------------------- */
+
+typedef struct sl_ring sl_ring;
+
+enum sl_ring_mode {
+  SL_RING_BYTES = 0,  /* level counts bytes (Node's default) */
+  SL_RING_OBJECTS = 1 /* level counts chunks (Node's objectMode) */
+};
+
+#define SL_LWM_DEFAULT ((size_t)-1) /* half the high mark */
+
+typedef struct sl_ring_opts {
+  size_t hwm;        /* high mark, > 0 */
+  size_t lwm;        /* low mark, < hwm, or SL_LWM_DEFAULT */
+  int mode;          /* enum sl_ring_mode */
+  size_t max_chunks; /* slots; 0 picks: byte mode 1024, object mode hwm + 1 */
+} sl_ring_opts;
+
+typedef struct sl_ring_stats {
+  size_t level;         /* now */
+  size_t chunks;        /* queued now */
+  size_t peak_level;    /* the highest level ever reached */
+  size_t hwm, lwm;
+  uint64_t chunks_in;   /* chunks admitted */
+  uint64_t chunks_out;  /* chunks read */
+  uint64_t bytes_in;    /* bytes admitted (0 in object mode) */
+  uint64_t bytes_out;
+  uint64_t pauses;      /* times the writer found the ring full and waited */
+  uint64_t drains;      /* times a paused writer was woken by the low mark */
+  uint64_t starves;     /* times the reader found the ring empty and waited */
+  uint64_t signals;     /* condition-variable signals and broadcasts sent */
+  uint64_t writer_wait_ns; /* time the writer spent waiting */
+  uint64_t reader_wait_ns; /* time the reader spent waiting */
+  int writer_waiting;   /* 1 while the writer is blocked */
+  int reader_waiting;   /* 1 while the reader is blocked */
+  int closed;           /* 1 once closed */
+  int error;            /* the abort code, or 0 */
+} sl_ring_stats;
+
+/* Create a ring. opts NULL is invalid: hwm has no sensible default outside a
+ * pipeline. On success *out owns the ring. Returns 0; SL_EINVAL when out or
+ * opts is NULL, hwm is 0, lwm >= hwm, mode is unknown, max_chunks is above
+ * 2^24, or object mode asks for fewer than hwm + 1 slots; SL_ENOMEM.
+ * Any thread. */
+SL_EXTERN int sl_ring_new(sl_ring **out, const sl_ring_opts *opts);
+
+/* Free the ring and release every chunk still queued. No thread may be
+ * using it. NULL is a no-op. */
+SL_EXTERN void sl_ring_free(sl_ring *ring);
+
+/* Queue buf, waiting while the ring is full. On 0 the ring owns buf; on any
+ * other return the caller still does. Returns 0; SL_ECLOSED after close;
+ * the abort code after abort (also when it arrives while waiting);
+ * SL_EINVAL for NULL arguments or an object buffer in a byte ring (or a
+ * byte buffer in an object ring). Writer thread. */
+SL_EXTERN int sl_ring_write(sl_ring *ring, sl_buf *buf);
+
+/* Queue buf without waiting: Node's write() returning false. Returns 0
+ * (the ring owns buf) while level < hwm and a slot is free; SL_AGAIN when
+ * the level is at or above hwm or no slot is free (the caller keeps buf and
+ * may wait with sl_ring_wait_writable); otherwise as sl_ring_write.
+ * Writer thread. */
+SL_EXTERN int sl_ring_try_write(sl_ring *ring, sl_buf *buf);
+
+/* Wait until a write would be admitted, the ring is closed or aborted.
+ * Counts as a pause when it has to wait. Returns 0, SL_ECLOSED or the abort
+ * code. Writer thread. */
+SL_EXTERN int sl_ring_wait_writable(sl_ring *ring);
+
+/* Take the oldest chunk, waiting while the ring is empty. On 0 the caller
+ * owns *out. Returns 0; SL_EOF once closed and empty; the abort code after
+ * abort; SL_EINVAL. Reader thread. */
+SL_EXTERN int sl_ring_read(sl_ring *ring, sl_buf **out);
+
+/* As sl_ring_read without waiting: SL_AGAIN when empty and still open.
+ * Reader thread. */
+SL_EXTERN int sl_ring_try_read(sl_ring *ring, sl_buf **out);
+
+/* Take up to max chunks under one lock, waiting while the ring is empty.
+ * On 0, *n (>= 1) chunks are in out[0..*n-1] and the caller owns them.
+ * Returns as sl_ring_read; *n is 0 on any non-zero return. Reader thread. */
+SL_EXTERN int sl_ring_read_batch(sl_ring *ring, sl_buf **out, size_t max,
+                                 size_t *n);
+
+/* End of stream: writes fail with SL_ECLOSED, the reader gets the queued
+ * chunks, then SL_EOF. Idempotent; a no-op after abort. Any thread. */
+SL_EXTERN void sl_ring_close(sl_ring *ring);
+
+/* Fail the stream with err (negative): every queued chunk is released and
+ * both sides wake at once and get err from then on. The first abort wins.
+ * Returns 0, or SL_EINVAL when ring is NULL or err >= 0. Any thread. */
+SL_EXTERN int sl_ring_abort(sl_ring *ring, int err);
+
+/* The current level (bytes or items). Any thread. */
+SL_EXTERN size_t sl_ring_level(sl_ring *ring);
+
+/* Fill *st, read under the ring's lock. Returns 0 or SL_EINVAL. Any thread. */
+SL_EXTERN int sl_ring_stats_get(sl_ring *ring, sl_ring_stats *st);
+
+/* ------------------------------------------------------------------------
+ * sl_stage — a node of a pipeline
+ *
+ * A stage is an ops table and a context. Which ops are set decides its kind:
+ *
+ *   source     read                 (Node's Readable: _read + push)
+ *   transform  transform [+ flush]  (Node's Transform)
+ *   sink       write [+ final]      (Node's Writable)
+ *   duplex     read + write [+ final]: two independent directions, e.g. a
+ *              socket; the write side consumes the stage's input, the read
+ *              side produces its output, each on its own thread.
+ *
+ * The framework owns the loop: it reads the input ring, calls the op, and
+ * writes what the op pushes to the output ring(s); at end of stream it calls
+ * flush or final exactly once and closes the output. An op returns 0 or a
+ * negative SL_E* code (a source's read returns SL_EOF at its end) and may
+ * explain a failure with sl_stage_set_error(). Ops run on the stage's own
+ * thread, named "sl:<name>", with every async signal blocked.
+ * ---------------------------------------------------------------------- */
+
+typedef struct sl_stage sl_stage;
+typedef struct sl_pipeline sl_pipeline;
+
+typedef struct sl_stage_ops {
+  /* Source / duplex read side: produce chunks with sl_stage_push (zero or
+   * more per call). Return 0 to be called again, SL_EOF at the end of the
+   * stream (chunks pushed in the same call are kept), or an error. */
+  int (*read)(sl_stage *stage, void *ctx);
+
+  /* Transform: in is owned by the op, which pushes it on, pushes other
+   * chunks and releases it, or releases it. */
+  int (*transform)(sl_stage *stage, void *ctx, sl_buf *in);
+
+  /* Transform: at end of stream, push what is left. Optional. */
+  int (*flush)(sl_stage *stage, void *ctx);
+
+  /* Sink / duplex write side: consume in, which the op owns. */
+  int (*write)(sl_stage *stage, void *ctx, sl_buf *in);
+
+  /* Sink / duplex write side: at end of stream. Optional. */
+  int (*final)(sl_stage *stage, void *ctx);
+
+  /* Release ctx. Called exactly once, by sl_stage_free or sl_pipeline_free,
+   * after the stage's threads have ended. Optional. */
+  void (*destroy)(void *ctx);
+} sl_stage_ops;
+
+/* Create a stage named name (copied; shown in errors, stats and the thread
+ * name) running ops on ctx. ops is copied. On success *out owns the stage
+ * until it is added to a pipeline. Returns 0; SL_EINVAL when out, name or
+ * ops is NULL, name is empty or the ops fit no kind; SL_ENOMEM. On failure
+ * destroy is not called and ctx stays the caller's. Any thread. */
+SL_EXTERN int sl_stage_new(sl_stage **out, const char *name,
+                           const sl_stage_ops *ops, void *ctx);
+
+/* Free a stage that was never added to a pipeline: calls destroy(ctx).
+ * NULL is a no-op. */
+SL_EXTERN void sl_stage_free(sl_stage *stage);
+
+/* The options of the ring that carries this stage's output: high and low
+ * marks (SL_LWM_DEFAULT: half) and mode (enum sl_ring_mode). Unset, the
+ * pipeline's defaults apply. Before sl_pipeline_start. Returns 0 or
+ * SL_EINVAL (as sl_ring_new), SL_EBUSY once started. */
+SL_EXTERN int sl_stage_set_output(sl_stage *stage, size_t hwm, size_t lwm,
+                                  int mode);
+
+/* The stage's name. */
+SL_EXTERN const char *sl_stage_name(const sl_stage *stage);
+
+/* The stage's context. */
+SL_EXTERN void *sl_stage_ctx(const sl_stage *stage);
+
+/* Push a chunk downstream, waiting while the output ring is full (this is
+ * where backpressure pauses the stage). Always takes ownership of buf.
+ * Returns 0, or SL_ECANCELED when the pipeline is failing or cancelled: the
+ * op should then return that code at once. SL_EINVAL when stage has no
+ * output or buf is NULL. From the stage's own ops only. */
+SL_EXTERN int sl_stage_push(sl_stage *stage, sl_buf *buf);
+
+/* A byte buffer of at least cap bytes from the pipeline's pool, owned by
+ * the caller. Returns 0, SL_EINVAL, SL_ENOMEM. From the stage's ops. */
+SL_EXTERN int sl_stage_buf(sl_stage *stage, size_t cap, sl_buf **out);
+
+/* The pool of the stage's pipeline (NULL before it joins one). */
+SL_EXTERN sl_pool *sl_stage_pool(const sl_stage *stage);
+
+/* Explain the error the op is about to return: the pipeline reports it as
+ * "<stage>: <message>". The first message per failure is kept (at most 255
+ * bytes). From the stage's own ops. */
+SL_EXTERN void sl_stage_set_error(sl_stage *stage, const char *fmt, ...)
+    SL_PRINTF(2, 3);
+
+/* 1 once the pipeline is failing or cancelled: a long-running op (a source
+ * waiting on something the framework does not see) should poll it and
+ * return SL_ECANCELED. Any thread. */
+SL_EXTERN int sl_stage_cancelled(const sl_stage *stage);
+
+/* How the stage ended: 0, its own error, or SL_ECANCELED when another
+ * stage failed first or the pipeline was cancelled. Valid after
+ * sl_pipeline_wait. */
+SL_EXTERN int sl_stage_status(const sl_stage *stage);
+
+/* ------------------------------------------------------------------------
+ * sl_pipeline — stages, rings and threads
+ * ---------------------------------------------------------------------- */
+
+typedef void (*sl_finished_cb)(sl_pipeline *p, int status, void *arg);
+
+typedef struct sl_pipeline_opts {
+  size_t buf_size; /* pooled buffer size; 0 picks 64 KiB */
+  size_t hwm;      /* default high mark of every ring; 0 picks 256 KiB */
+  size_t lwm;      /* default low mark; 0 or SL_LWM_DEFAULT: half of hwm */
+  size_t max_cached; /* pool's per-class free-list bound; 0: no bound */
+  size_t stack_size; /* stage thread stack; 0 keeps the system's */
+} sl_pipeline_opts;
+
+typedef struct sl_stage_stats {
+  const char *name;
+  uint64_t chunks_in, bytes_in;   /* read from the input ring */
+  uint64_t chunks_out, bytes_out; /* pushed to the output ring(s) */
+  uint64_t busy_ns;    /* running ops: wall time less the two below */
+  uint64_t blocked_full_ns;  /* waiting on a full output (backpressured) */
+  uint64_t blocked_empty_ns; /* waiting on an empty input (starved) */
+  int running;         /* 1 while its thread(s) run */
+  int status;          /* as sl_stage_status, 0 while running */
+} sl_stage_stats;
+
+/* Create an empty pipeline. opts may be NULL for the defaults. Returns 0,
+ * SL_EINVAL (out NULL, lwm >= hwm), SL_ENOMEM. Any thread. */
+SL_EXTERN int sl_pipeline_new(sl_pipeline **out, const sl_pipeline_opts *opts);
+
+/* Add stages in order and link each to the next with a ring:
+ * sl_pipeline_chain(p, src, upper, sink, NULL). On 0 the pipeline owns the
+ * stages; on failure nothing changed and the caller still owns them. The
+ * first stage must produce (source, transform or duplex) and the last
+ * consume, unless the chain links onto stages already added; a stage may be
+ * in one pipeline once. Returns 0, SL_EINVAL (NULL, a stage in another
+ * pipeline, kinds that do not fit), SL_EBUSY once started, SL_ENOMEM.
+ * The thread that builds the pipeline. */
+SL_EXTERN int sl_pipeline_chain(sl_pipeline *p, sl_stage *first, ...);
+
+/* The same, from an array of n stages. */
+SL_EXTERN int sl_pipeline_chainv(sl_pipeline *p, sl_stage *const *stages,
+                                 size_t n);
+
+/* Call cb(p, status, arg) exactly once, when every stage thread has ended,
+ * from the last stage thread to end (or from sl_pipeline_wait when start
+ * failed). No lock is held; cb must not call sl_pipeline_wait or _free.
+ * Before start. Returns 0, SL_EINVAL, SL_EBUSY. */
+SL_EXTERN int sl_pipeline_on_finished(sl_pipeline *p, sl_finished_cb cb,
+                                      void *arg);
+
+/* Start every stage's thread(s). The graph must be complete: each stage
+ * with an input linked to a producer, each with an output linked to a
+ * consumer, and at least one stage. Returns 0; SL_EINVAL (an incomplete
+ * graph); SL_EBUSY (started before); SL_ENOMEM or SL_ETHREAD, in which case
+ * the threads already started are cancelled and joined, and wait/free work
+ * as after a failure. The building thread. */
+SL_EXTERN int sl_pipeline_start(sl_pipeline *p);
+
+/* Wait until every stage thread has ended, join them, and return the first
+ * error (0 when all went well, SL_ECANCELED after sl_pipeline_cancel). May
+ * be called again: it returns the same. Any thread except a stage's;
+ * returns SL_EINVAL before start. */
+SL_EXTERN int sl_pipeline_wait(sl_pipeline *p);
+
+/* Fail the pipeline with SL_ECANCELED unless it already failed or finished:
+ * every ring is aborted and every stage winds down. Returns at once; use
+ * sl_pipeline_wait to join. Any thread, stage threads and signal-free
+ * contexts included; a no-op when NULL. */
+SL_EXTERN void sl_pipeline_cancel(sl_pipeline *p);
+
+/* Cancel if running, wait, call every stage's destroy once, release every
+ * buffer and free the pipeline. NULL is a no-op. Not from a stage thread
+ * or the finished callback. */
+SL_EXTERN void sl_pipeline_free(sl_pipeline *p);
+
+/* The first error as "<stage>: <message>", or NULL while there is none.
+ * The string lives as long as p. Valid after wait; any thread. */
+SL_EXTERN const char *sl_pipeline_error(sl_pipeline *p);
+
+/* The pipeline's buffer pool (for sources that fill pooled buffers and for
+ * memory statistics). */
+SL_EXTERN sl_pool *sl_pipeline_pool(sl_pipeline *p);
+
+/* Number of stages. */
+SL_EXTERN size_t sl_pipeline_stage_count(const sl_pipeline *p);
+
+/* The i-th stage, in the order they were added (NULL when out of range). */
+SL_EXTERN sl_stage *sl_pipeline_stage(const sl_pipeline *p, size_t i);
+
+/* The ring carrying stage's output (NULL for a sink or before chain). */
+SL_EXTERN sl_ring *sl_stage_output(const sl_stage *stage);
+
+/* Counters of stage i, readable at any moment without stopping anything.
+ * The name lives as long as p. Returns 0 or SL_EINVAL. Any thread. */
+SL_EXTERN int sl_pipeline_stage_stats(sl_pipeline *p, size_t i,
+                                      sl_stage_stats *st);
+
+/* Print a table of every stage's and ring's counters to f. Any thread.
+ * Returns 0, SL_EINVAL, or SL_EIO when writing fails. */
+SL_EXTERN int sl_pipeline_stats_print(sl_pipeline *p, FILE *f);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* SLUICE_H */

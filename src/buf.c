@@ -1,0 +1,328 @@
+/*
+ * Chunks and the pool that recycles them.
+ *
+ * A byte buffer is one allocation: the header, then cap bytes of data. A
+ * pool keeps two free lists, full-size byte buffers and bare headers for
+ * object buffers, so a pipeline in its steady state takes every chunk from
+ * a list and gives it back: no allocation per chunk.
+ *
+ * Threads: any thread takes from a pool and any thread releases into it
+ * (the sink releases what the source took). The lists and counters sit
+ * under the pool's mutex; the critical sections are a few pointer moves.
+ * The reference count is atomic and needs no lock: the release on the
+ * decrement publishes the buffer's contents to whoever frees it, the
+ * acquire on the last decrement sees them.
+ *
+ * Lifetime: sl_pool_free drops the owner's reference; outstanding buffers
+ * keep the pool alive and the last one to return frees it.
+ */
+#include "sluice-int.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* Size classes: powers of two from 64 bytes up to the pool's buffer size,
+ * which is the last class; one more list holds bare headers for object
+ * buffers. A small chunk takes a small buffer, so memory follows the bytes
+ * really queued, not the count of chunks times the largest size. */
+#define CLASS_MIN ((size_t)64)
+#define CLASS_MAX 27 /* 64 B << 24 = 1 GiB, plus the header list */
+
+struct free_list {
+  sl_buf *head;
+  size_t n;
+};
+
+struct sl_pool {
+  pthread_mutex_t mu;
+  size_t buf_size, max_cached;
+  int nclasses; /* byte classes; lists[nclasses] holds object headers */
+  struct free_list lists[CLASS_MAX + 1];
+  size_t outstanding, peak_outstanding;
+  size_t bytes_outstanding, peak_bytes, cached;
+  uint64_t allocations, reuses;
+  bool dead;
+};
+
+#define POOL_MAX_BUF ((size_t)1 << 30)
+
+static size_t class_size(const sl_pool *pool, int k) {
+  size_t size = CLASS_MIN << k;
+  return k == pool->nclasses - 1 || size > pool->buf_size ? pool->buf_size
+                                                          : size;
+}
+
+/* The class serving cap bytes, or -1 when cap is above the buffer size. */
+static int class_of(const sl_pool *pool, size_t cap) {
+  if (cap > pool->buf_size)
+    return -1;
+  int k = 0;
+  while (k < pool->nclasses - 1 && (CLASS_MIN << k) < cap)
+    k++;
+  return k;
+}
+
+int sl_pool_new(sl_pool **out, size_t buf_size, size_t max_cached) {
+  if (!out)
+    return SL_EINVAL;
+  *out = NULL;
+  if (buf_size == 0 || buf_size > POOL_MAX_BUF)
+    return SL_EINVAL;
+  sl_pool *pool = sl__calloc(1, sizeof *pool);
+  if (!pool)
+    return SL_ENOMEM;
+  if (pthread_mutex_init(&pool->mu, NULL) != 0) {
+    sl__free(pool);
+    return SL_ENOMEM;
+  }
+  pool->buf_size = buf_size;
+  pool->max_cached = max_cached ? max_cached : SIZE_MAX;
+  pool->nclasses = 1;
+  while ((CLASS_MIN << (pool->nclasses - 1)) < buf_size)
+    pool->nclasses++;
+  *out = pool;
+  return 0;
+}
+
+static void free_chain(sl_buf *b) {
+  while (b) {
+    sl_buf *next = b->next;
+    sl__free(b);
+    b = next;
+  }
+}
+
+static void pool_destroy(sl_pool *pool) {
+  for (int k = 0; k <= pool->nclasses; k++)
+    free_chain(pool->lists[k].head);
+  pthread_mutex_destroy(&pool->mu);
+  sl__free(pool);
+}
+
+void sl_pool_free(sl_pool *pool) {
+  if (!pool)
+    return;
+  pthread_mutex_lock(&pool->mu);
+  pool->dead = true;
+  sl_buf *chains[CLASS_MAX + 1];
+  for (int k = 0; k <= pool->nclasses; k++) {
+    chains[k] = pool->lists[k].head;
+    pool->lists[k] = (struct free_list){0};
+  }
+  pool->cached = 0;
+  bool last = pool->outstanding == 0;
+  pthread_mutex_unlock(&pool->mu);
+  for (int k = 0; k <= pool->nclasses; k++)
+    free_chain(chains[k]);
+  if (last)
+    pool_destroy(pool);
+}
+
+int sl_pool_stats_get(sl_pool *pool, sl_pool_stats *st) {
+  if (!pool || !st)
+    return SL_EINVAL;
+  pthread_mutex_lock(&pool->mu);
+  st->buf_size = pool->buf_size;
+  st->outstanding = pool->outstanding;
+  st->peak_outstanding = pool->peak_outstanding;
+  st->bytes_outstanding = pool->bytes_outstanding;
+  st->peak_bytes = pool->peak_bytes;
+  st->cached = pool->cached;
+  st->allocations = pool->allocations;
+  st->reuses = pool->reuses;
+  pthread_mutex_unlock(&pool->mu);
+  return 0;
+}
+
+static sl_buf *buf_alloc(size_t cap) {
+  if (cap > SIZE_MAX - sizeof(sl_buf))
+    return NULL;
+  sl_buf *b = sl__malloc(sizeof(sl_buf) + cap);
+  if (b) {
+    b->data = cap ? (unsigned char *)(b + 1) : NULL;
+    b->cap = cap;
+  }
+  return b;
+}
+
+/* Take a buffer of capacity cap (object: a bare header) from pool. */
+static sl_buf *pool_take(sl_pool *pool, size_t cap, bool object) {
+  sl_buf *b = NULL;
+  int k = object ? pool->nclasses : class_of(pool, cap);
+  size_t real_cap = object ? 0 : k < 0 ? cap : class_size(pool, k);
+
+  pthread_mutex_lock(&pool->mu);
+  if (k >= 0 && pool->lists[k].head) {
+    b = pool->lists[k].head;
+    pool->lists[k].head = b->next;
+    pool->lists[k].n--;
+    pool->cached--;
+    pool->reuses++;
+  }
+  /* Count before allocating so the peak covers the allocation too; undone
+   * below if the allocation fails. */
+  pool->outstanding++;
+  pool->bytes_outstanding += real_cap;
+  if (pool->outstanding > pool->peak_outstanding)
+    pool->peak_outstanding = pool->outstanding;
+  if (pool->bytes_outstanding > pool->peak_bytes)
+    pool->peak_bytes = pool->bytes_outstanding;
+  if (!b)
+    pool->allocations++;
+  pthread_mutex_unlock(&pool->mu);
+
+  if (!b) {
+    b = buf_alloc(real_cap);
+    if (!b) {
+      pthread_mutex_lock(&pool->mu);
+      pool->outstanding--;
+      pool->bytes_outstanding -= real_cap;
+      pool->allocations--;
+      pthread_mutex_unlock(&pool->mu);
+      return NULL;
+    }
+  }
+  b->flags = k >= 0 ? BUF_CACHEABLE | ((unsigned)k << BUF_CLASS_SHIFT) : 0;
+  b->pool = pool;
+  return b;
+}
+
+static void pool_give(sl_pool *pool, sl_buf *b) {
+  bool destroy;
+  int k = (int)(b->flags >> BUF_CLASS_SHIFT);
+
+  pthread_mutex_lock(&pool->mu);
+  pool->outstanding--;
+  pool->bytes_outstanding -= b->cap;
+  if (!pool->dead && (b->flags & BUF_CACHEABLE) &&
+      pool->lists[k].n < pool->max_cached) {
+    b->next = pool->lists[k].head;
+    pool->lists[k].head = b;
+    pool->lists[k].n++;
+    pool->cached++;
+    b = NULL;
+  }
+  destroy = pool->dead && pool->outstanding == 0;
+  pthread_mutex_unlock(&pool->mu);
+  sl__free(b);
+  if (destroy)
+    pool_destroy(pool);
+}
+
+static void buf_init(sl_buf *b, bool object) {
+  atomic_init(&b->refs, 1);
+  b->flags &= ~(unsigned)BUF_OBJECT;
+  if (object)
+    b->flags |= BUF_OBJECT;
+  b->len = 0;
+  b->obj = NULL;
+  b->dtor = NULL;
+  b->next = NULL;
+}
+
+int sl_buf_new(sl_pool *pool, size_t cap, sl_buf **out) {
+  if (!out)
+    return SL_EINVAL;
+  *out = NULL;
+  sl_buf *b;
+  if (pool) {
+    b = pool_take(pool, cap, false);
+  } else {
+    b = buf_alloc(cap);
+    if (b) {
+      b->flags = 0;
+      b->pool = NULL;
+    }
+  }
+  if (!b)
+    return SL_ENOMEM;
+  buf_init(b, false);
+  *out = b;
+  return 0;
+}
+
+int sl_buf_new_copy(sl_pool *pool, const void *data, size_t len,
+                    sl_buf **out) {
+  if (!out || (!data && len))
+    return SL_EINVAL;
+  int rc = sl_buf_new(pool, len, out);
+  if (rc == 0 && len) {
+    memcpy((*out)->data, data, len);
+    (*out)->len = len;
+  }
+  return rc;
+}
+
+int sl_buf_new_object(sl_pool *pool, void *obj, void (*dtor)(void *),
+                      sl_buf **out) {
+  if (!out)
+    return SL_EINVAL;
+  *out = NULL;
+  sl_buf *b;
+  if (pool) {
+    b = pool_take(pool, 0, true);
+  } else {
+    b = buf_alloc(0);
+    if (b) {
+      b->flags = 0;
+      b->pool = NULL;
+    }
+  }
+  if (!b)
+    return SL_ENOMEM;
+  buf_init(b, true);
+  b->obj = obj;
+  b->dtor = dtor;
+  *out = b;
+  return 0;
+}
+
+sl_buf *sl_buf_ref(sl_buf *buf) {
+  if (buf)
+    atomic_fetch_add_explicit(&buf->refs, 1, memory_order_relaxed);
+  return buf;
+}
+
+void sl_buf_unref(sl_buf *buf) {
+  if (!buf)
+    return;
+  if (atomic_fetch_sub_explicit(&buf->refs, 1, memory_order_acq_rel) != 1)
+    return;
+  if ((buf->flags & BUF_OBJECT) && buf->dtor)
+    buf->dtor(buf->obj);
+  if (buf->pool)
+    pool_give(buf->pool, buf);
+  else
+    sl__free(buf);
+}
+
+unsigned char *sl_buf_data(const sl_buf *buf) {
+  return buf && !(buf->flags & BUF_OBJECT) ? buf->data : NULL;
+}
+
+size_t sl_buf_len(const sl_buf *buf) {
+  return buf ? buf->len : 0;
+}
+
+size_t sl_buf_cap(const sl_buf *buf) {
+  return buf ? buf->cap : 0;
+}
+
+int sl_buf_set_len(sl_buf *buf, size_t len) {
+  if (!buf || (buf->flags & BUF_OBJECT) || len > buf->cap)
+    return SL_EINVAL;
+  buf->len = len;
+  return 0;
+}
+
+void *sl_buf_object(const sl_buf *buf) {
+  return buf && (buf->flags & BUF_OBJECT) ? buf->obj : NULL;
+}
+
+int sl_buf_is_object(const sl_buf *buf) {
+  return buf && (buf->flags & BUF_OBJECT) ? 1 : 0;
+}
+
+unsigned sl_buf_refcount(const sl_buf *buf) {
+  return buf ? atomic_load_explicit(&buf->refs, memory_order_relaxed) : 0;
+}

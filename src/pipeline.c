@@ -1,0 +1,400 @@
+/*
+ * sl_pipeline — owns stages, rings and threads.
+ *
+ * Building (chain) only links stages; start creates one ring per link, with
+ * the producer's output options or the pipeline's defaults, then one thread
+ * per stage (two for a duplex). The rings array is immutable once
+ * rings_ready is set, so cancel and fail may walk it without the lock.
+ *
+ * Failure. The first negative code, from a stage or from cancel, is kept
+ * with its message ("<stage>: <message>"), and every ring is aborted with
+ * SL_ECANCELED: blocked writers and readers wake at once, every loop winds
+ * down, every queued buffer is released by the abort. Later errors only
+ * mark their stage cancelled.
+ *
+ * Finishing. live_threads counts stage threads still running; the last one
+ * to end calls the finished callback (no lock held), then sets finished
+ * under the lock and broadcasts done_cv. sl_pipeline_wait waits for that
+ * and joins the threads exactly once, whoever calls it first.
+ *
+ * Lock order: p->mu is never held while taking a ring's or the pool's
+ * lock, nor while calling user code.
+ */
+#include "stage-int.h"
+
+#include <stdarg.h>
+#include <string.h>
+
+#define DEFAULT_BUF_SIZE ((size_t)64 << 10)
+#define DEFAULT_HWM ((size_t)256 << 10)
+
+int sl_pipeline_new(sl_pipeline **out, const sl_pipeline_opts *opts) {
+  if (!out)
+    return SL_EINVAL;
+  *out = NULL;
+  sl_pipeline_opts o = opts ? *opts : (sl_pipeline_opts){0};
+  if (!o.buf_size)
+    o.buf_size = DEFAULT_BUF_SIZE;
+  if (!o.hwm)
+    o.hwm = DEFAULT_HWM;
+  if (!o.lwm)
+    o.lwm = SL_LWM_DEFAULT;
+  if (o.lwm != SL_LWM_DEFAULT && o.lwm >= o.hwm)
+    return SL_EINVAL;
+
+  sl_pipeline *p = sl__calloc(1, sizeof *p);
+  if (!p)
+    return SL_ENOMEM;
+  p->opts = o;
+  int rc = sl_pool_new(&p->pool, o.buf_size, o.max_cached);
+  if (rc != 0)
+    goto fail_p;
+  rc = SL_ENOMEM;
+  if (pthread_mutex_init(&p->mu, NULL) != 0)
+    goto fail_pool;
+  if (pthread_cond_init(&p->done_cv, NULL) != 0)
+    goto fail_mu;
+  *out = p;
+  return 0;
+
+fail_mu:
+  pthread_mutex_destroy(&p->mu);
+fail_pool:
+  sl_pool_free(p->pool);
+fail_p:
+  sl__free(p);
+  return rc;
+}
+
+static bool produces(const sl_stage *s) {
+  return s->kind != KIND_SINK;
+}
+
+static bool consumes(const sl_stage *s) {
+  return s->kind != KIND_SOURCE;
+}
+
+int sl_pipeline_chainv(sl_pipeline *p, sl_stage *const *v, size_t n) {
+  if (!p || !v || n == 0)
+    return SL_EINVAL;
+  if (p->started)
+    return SL_EBUSY;
+  size_t fresh = 0;
+  for (size_t i = 0; i < n; i++) {
+    sl_stage *s = v[i];
+    if (!s || (s->p && s->p != p))
+      return SL_EINVAL;
+    for (size_t j = 0; j < i; j++)
+      if (v[j] == s)
+        return SL_EINVAL;
+    if (!s->p)
+      fresh++;
+    if (i + 1 < n) {
+      sl_stage *t = v[i + 1];
+      if (!t || !produces(s) || s->next || !consumes(t) || t->prev)
+        return SL_EINVAL;
+    }
+  }
+  if (p->nstages + fresh > p->cap_stages) {
+    size_t cap = p->cap_stages ? p->cap_stages : 8;
+    while (cap < p->nstages + fresh)
+      cap *= 2;
+    sl_stage **grown = sl__realloc(p->stages, cap * sizeof *grown);
+    if (!grown)
+      return SL_ENOMEM;
+    p->stages = grown;
+    p->cap_stages = cap;
+  }
+  /* Nothing can fail from here on. */
+  for (size_t i = 0; i < n; i++) {
+    sl_stage *s = v[i];
+    if (!s->p) {
+      s->p = p;
+      p->stages[p->nstages++] = s;
+    }
+    if (i + 1 < n) {
+      s->next = v[i + 1];
+      v[i + 1]->prev = s;
+    }
+  }
+  return 0;
+}
+
+int sl_pipeline_chain(sl_pipeline *p, sl_stage *first, ...) {
+  sl_stage *v[64];
+  size_t n = 0;
+  va_list ap;
+  va_start(ap, first);
+  for (sl_stage *s = first; s; s = va_arg(ap, sl_stage *)) {
+    if (n == sizeof v / sizeof v[0]) {
+      va_end(ap);
+      return SL_EINVAL; /* longer chains: sl_pipeline_chainv */
+    }
+    v[n++] = s;
+  }
+  va_end(ap);
+  return sl_pipeline_chainv(p, v, n);
+}
+
+int sl_pipeline_on_finished(sl_pipeline *p, sl_finished_cb cb, void *arg) {
+  if (!p)
+    return SL_EINVAL;
+  if (p->started)
+    return SL_EBUSY;
+  p->finished_cb = cb;
+  p->finished_arg = arg;
+  return 0;
+}
+
+/* Abort every ring; rings_ready must have been seen set under the lock. */
+static void abort_rings(sl_pipeline *p) {
+  for (size_t i = 0; i < p->nrings; i++)
+    sl_ring_abort(p->rings[i], SL_ECANCELED);
+}
+
+/* Keep err as the pipeline's first error if it is; true if it was. */
+static bool record_first_locked(sl_pipeline *p, sl_stage *s, int err) {
+  if (p->first_err || p->finished)
+    return false;
+  p->first_err = err;
+  atomic_store_explicit(&p->failing, 1, memory_order_release);
+  if (!s) {
+    snprintf(p->errbuf, sizeof p->errbuf, "%s", sl_strerror(err));
+  } else {
+    bool has_msg =
+        atomic_load_explicit(&s->errmsg_set, memory_order_acquire) == 2;
+    snprintf(p->errbuf, sizeof p->errbuf, "%s: %s", s->name,
+             has_msg ? s->errmsg : sl_strerror(err));
+  }
+  return true;
+}
+
+void sl__pipeline_fail(sl_pipeline *p, sl_stage *s, int err) {
+  pthread_mutex_lock(&p->mu);
+  bool first = record_first_locked(p, s, err);
+  bool ready = p->rings_ready;
+  pthread_mutex_unlock(&p->mu);
+  int none = 0;
+  atomic_compare_exchange_strong(&s->status, &none,
+                                 first ? err : SL_ECANCELED);
+  if (first && ready)
+    abort_rings(p);
+}
+
+void sl_pipeline_cancel(sl_pipeline *p) {
+  if (!p)
+    return;
+  pthread_mutex_lock(&p->mu);
+  bool first = record_first_locked(p, NULL, SL_ECANCELED);
+  bool ready = p->rings_ready;
+  pthread_mutex_unlock(&p->mu);
+  if (first && ready)
+    abort_rings(p);
+}
+
+static void finish(sl_pipeline *p) {
+  pthread_mutex_lock(&p->mu);
+  int status = p->first_err;
+  pthread_mutex_unlock(&p->mu);
+  if (p->finished_cb)
+    p->finished_cb(p, status, p->finished_arg);
+  pthread_mutex_lock(&p->mu);
+  p->finished = true;
+  pthread_cond_broadcast(&p->done_cv);
+  pthread_mutex_unlock(&p->mu);
+}
+
+void sl__pipeline_thread_done(sl_pipeline *p) {
+  pthread_mutex_lock(&p->mu);
+  bool last = --p->live_threads == 0;
+  pthread_mutex_unlock(&p->mu);
+  if (last)
+    finish(p);
+}
+
+static int validate(const sl_pipeline *p) {
+  if (p->nstages == 0)
+    return SL_EINVAL;
+  for (size_t i = 0; i < p->nstages; i++) {
+    const sl_stage *s = p->stages[i];
+    if ((consumes(s) && !s->prev) || (produces(s) && !s->next))
+      return SL_EINVAL;
+  }
+  return 0;
+}
+
+static int make_rings(sl_pipeline *p) {
+  size_t links = 0;
+  for (size_t i = 0; i < p->nstages; i++)
+    links += p->stages[i]->next != NULL;
+  p->rings = sl__calloc(links, sizeof *p->rings);
+  if (!p->rings)
+    return SL_ENOMEM;
+  for (size_t i = 0; i < p->nstages; i++) {
+    sl_stage *s = p->stages[i];
+    if (!s->next)
+      continue;
+    sl_ring_opts o = s->has_out_opts
+                         ? s->out_opts
+                         : (sl_ring_opts){.hwm = p->opts.hwm,
+                                          .lwm = p->opts.lwm,
+                                          .mode = SL_RING_BYTES};
+    int rc = sl_ring_new(&p->rings[p->nrings], &o);
+    if (rc != 0)
+      return rc; /* the rings made so far are freed with the pipeline */
+    s->out = p->rings[p->nrings++];
+    s->next->in = s->out;
+  }
+  return 0;
+}
+
+static int spawn(sl_stage *s, void *(*fn)(void *),
+                 const pthread_attr_t *attr) {
+  int err = pthread_create(&s->threads[s->nthreads], attr, fn, s);
+  if (err)
+    return err == ENOMEM ? SL_ENOMEM : SL_ETHREAD;
+  s->nthreads++;
+  atomic_store(&s->running, 1);
+  return 0;
+}
+
+int sl_pipeline_start(sl_pipeline *p) {
+  if (!p)
+    return SL_EINVAL;
+  if (p->started)
+    return SL_EBUSY;
+  int rc = validate(p);
+  if (rc != 0)
+    return rc;
+  p->started = true;
+
+  rc = make_rings(p);
+  int planned = 0;
+  for (size_t i = 0; i < p->nstages; i++)
+    planned += p->stages[i]->kind == KIND_DUPLEX ? 2 : 1;
+
+  pthread_mutex_lock(&p->mu);
+  p->rings_ready = rc == 0;
+  p->live_threads = planned;
+  bool cancelled = p->first_err != 0;
+  pthread_mutex_unlock(&p->mu);
+  if (rc != 0) {
+    /* No thread runs: fail and finish here. */
+    pthread_mutex_lock(&p->mu);
+    record_first_locked(p, NULL, rc);
+    p->live_threads = 0;
+    pthread_mutex_unlock(&p->mu);
+    finish(p);
+    return rc;
+  }
+  if (cancelled)
+    abort_rings(p);
+
+  pthread_attr_t attr;
+  pthread_attr_t *pattr = NULL;
+  if (p->opts.stack_size && pthread_attr_init(&attr) == 0) {
+    if (pthread_attr_setstacksize(&attr, p->opts.stack_size) == 0)
+      pattr = &attr;
+  }
+  sigset_t old;
+  sl__block_signals(&old);
+  int started = 0;
+  for (size_t i = 0; i < p->nstages && rc == 0; i++) {
+    sl_stage *s = p->stages[i];
+    if (s->kind == KIND_SOURCE || s->kind == KIND_DUPLEX) {
+      rc = spawn(s, sl__stage_source_main, pattr);
+      started += rc == 0;
+    }
+    if (rc == 0 && s->kind != KIND_SOURCE) {
+      rc = spawn(s, sl__stage_input_main, pattr);
+      started += rc == 0;
+    }
+  }
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  if (pattr)
+    pthread_attr_destroy(pattr);
+  if (rc != 0) {
+    /* Fail what runs, and count the threads that never started as
+     * ended; if none started, finish here. */
+    pthread_mutex_lock(&p->mu);
+    bool first = record_first_locked(p, NULL, rc);
+    p->live_threads -= planned - started;
+    bool last = p->live_threads == 0;
+    pthread_mutex_unlock(&p->mu);
+    if (first)
+      abort_rings(p);
+    if (last)
+      finish(p);
+    return rc;
+  }
+  return 0;
+}
+
+int sl_pipeline_wait(sl_pipeline *p) {
+  if (!p || !p->started)
+    return SL_EINVAL;
+  pthread_mutex_lock(&p->mu);
+  while (!p->finished)
+    pthread_cond_wait(&p->done_cv, &p->mu);
+  if (p->join == JOIN_NONE) {
+    p->join = JOIN_RUNNING;
+    pthread_mutex_unlock(&p->mu);
+    for (size_t i = 0; i < p->nstages; i++) {
+      sl_stage *s = p->stages[i];
+      for (int t = 0; t < s->nthreads; t++)
+        pthread_join(s->threads[t], NULL);
+      atomic_store(&s->running, 0);
+      int none = 0;
+      if (p->first_err)
+        atomic_compare_exchange_strong(&s->status, &none, SL_ECANCELED);
+    }
+    pthread_mutex_lock(&p->mu);
+    p->join = JOIN_DONE;
+    pthread_cond_broadcast(&p->done_cv);
+  }
+  while (p->join != JOIN_DONE)
+    pthread_cond_wait(&p->done_cv, &p->mu);
+  int status = p->first_err;
+  pthread_mutex_unlock(&p->mu);
+  return status;
+}
+
+void sl_pipeline_free(sl_pipeline *p) {
+  if (!p)
+    return;
+  if (p->started) {
+    sl_pipeline_cancel(p);
+    sl_pipeline_wait(p);
+  }
+  for (size_t i = 0; i < p->nstages; i++)
+    sl__stage_destroy(p->stages[i]);
+  for (size_t i = 0; i < p->nrings; i++)
+    sl_ring_free(p->rings[i]);
+  sl__free(p->rings);
+  sl__free(p->stages);
+  sl_pool_free(p->pool);
+  pthread_cond_destroy(&p->done_cv);
+  pthread_mutex_destroy(&p->mu);
+  sl__free(p);
+}
+
+const char *sl_pipeline_error(sl_pipeline *p) {
+  if (!p)
+    return NULL;
+  pthread_mutex_lock(&p->mu);
+  const char *msg = p->first_err ? p->errbuf : NULL;
+  pthread_mutex_unlock(&p->mu);
+  return msg;
+}
+
+sl_pool *sl_pipeline_pool(sl_pipeline *p) {
+  return p ? p->pool : NULL;
+}
+
+size_t sl_pipeline_stage_count(const sl_pipeline *p) {
+  return p ? p->nstages : 0;
+}
+
+sl_stage *sl_pipeline_stage(const sl_pipeline *p, size_t i) {
+  return p && i < p->nstages ? p->stages[i] : NULL;
+}

@@ -1,0 +1,252 @@
+/*
+ * sl_stage — a node and the loops its thread(s) run.
+ *
+ * The framework owns the loop, as Node's stream machinery does around
+ * _read/_transform/_write: an input loop pops chunks from the input ring
+ * (a batch under one lock), hands each to transform or write, and at end of
+ * stream calls flush or final exactly once and closes the output; a source
+ * loop calls read until it says SL_EOF. Ops push with sl_stage_push, which
+ * blocks on a full output ring: that wait is the stage being paused by
+ * backpressure.
+ *
+ * Threads: a source, transform or sink runs on one thread; a duplex stage
+ * runs its read side (source loop) and its write side (input loop) on two.
+ * Counters of the input side are written only by the input thread, those
+ * of the output side only by whichever thread pushes.
+ *
+ * Failure: an op's negative return goes to sl__pipeline_fail, which keeps
+ * the first error and aborts every ring; every other loop then sees
+ * SL_ECANCELED from its ring and winds down. Chunks a loop holds are
+ * released on every exit path.
+ */
+#include "stage-int.h"
+
+#include <signal.h>
+#include <stdarg.h>
+#include <string.h>
+
+/* Chunks taken from the input ring under one lock. Bounds what a stage
+ * holds outside its ring; the ring itself holds at most hwm + one chunk. */
+#define STAGE_BATCH 16
+
+static int kind_of(const sl_stage_ops *ops, enum stage_kind *kind) {
+  bool rd = ops->read, tr = ops->transform, wr = ops->write;
+  if (tr && !rd && !wr && !ops->final)
+    *kind = KIND_TRANSFORM;
+  else if (rd && !tr && !wr && !ops->flush && !ops->final)
+    *kind = KIND_SOURCE;
+  else if (wr && !tr && !rd && !ops->flush)
+    *kind = KIND_SINK;
+  else if (rd && wr && !tr && !ops->flush)
+    *kind = KIND_DUPLEX;
+  else
+    return SL_EINVAL;
+  return 0;
+}
+
+int sl_stage_new(sl_stage **out, const char *name, const sl_stage_ops *ops,
+                 void *ctx) {
+  if (!out)
+    return SL_EINVAL;
+  *out = NULL;
+  enum stage_kind kind;
+  if (!name || !*name || !ops || kind_of(ops, &kind) != 0)
+    return SL_EINVAL;
+  sl_stage *s = sl__calloc(1, sizeof *s);
+  if (!s)
+    return SL_ENOMEM;
+  s->name = sl__strdup(name);
+  if (!s->name) {
+    sl__free(s);
+    return SL_ENOMEM;
+  }
+  s->ops = *ops;
+  s->ctx = ctx;
+  s->kind = kind;
+  *out = s;
+  return 0;
+}
+
+/* Destroy a stage: its context, then itself. Threads have ended. */
+void sl__stage_destroy(sl_stage *s) {
+  if (s->ops.destroy)
+    s->ops.destroy(s->ctx);
+  sl__free(s->name);
+  sl__free(s);
+}
+
+void sl_stage_free(sl_stage *s) {
+  if (!s || s->p) /* a chained stage belongs to its pipeline */
+    return;
+  sl__stage_destroy(s);
+}
+
+int sl_stage_set_output(sl_stage *s, size_t hwm, size_t lwm, int mode) {
+  if (!s || s->kind == KIND_SINK || hwm == 0)
+    return SL_EINVAL;
+  if (mode != SL_RING_BYTES && mode != SL_RING_OBJECTS)
+    return SL_EINVAL;
+  if (lwm != SL_LWM_DEFAULT && lwm >= hwm)
+    return SL_EINVAL;
+  if (s->p && s->p->started)
+    return SL_EBUSY;
+  s->has_out_opts = true;
+  s->out_opts = (sl_ring_opts){.hwm = hwm, .lwm = lwm, .mode = mode};
+  return 0;
+}
+
+const char *sl_stage_name(const sl_stage *s) {
+  return s ? s->name : NULL;
+}
+
+void *sl_stage_ctx(const sl_stage *s) {
+  return s ? s->ctx : NULL;
+}
+
+sl_pool *sl_stage_pool(const sl_stage *s) {
+  return s && s->p ? s->p->pool : NULL;
+}
+
+sl_ring *sl_stage_output(const sl_stage *s) {
+  return s ? s->out : NULL;
+}
+
+int sl_stage_buf(sl_stage *s, size_t cap, sl_buf **out) {
+  if (!s || !out)
+    return out ? (*out = NULL, SL_EINVAL) : SL_EINVAL;
+  return sl_buf_new(s->p ? s->p->pool : NULL, cap, out);
+}
+
+int sl_stage_push(sl_stage *s, sl_buf *buf) {
+  if (!buf)
+    return SL_EINVAL;
+  if (!s || !s->out) {
+    sl_buf_unref(buf);
+    return SL_EINVAL;
+  }
+  size_t len = buf->len;
+  int rc = sl_ring_write(s->out, buf);
+  if (rc != 0) {
+    sl_buf_unref(buf);
+    return rc;
+  }
+  ctr_add(&s->out_ctr.chunks, 1);
+  ctr_add(&s->out_ctr.bytes, len);
+  return 0;
+}
+
+void sl_stage_set_error(sl_stage *s, const char *fmt, ...) {
+  if (!s || !fmt)
+    return;
+  /* The first message wins: a later one (say from flush after a failed
+   * transform) would describe a consequence, not the cause. */
+  int expected = 0;
+  if (!atomic_compare_exchange_strong(&s->errmsg_set, &expected, 1))
+    return;
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(s->errmsg, sizeof s->errmsg, fmt, ap);
+  va_end(ap);
+  atomic_store_explicit(&s->errmsg_set, 2, memory_order_release);
+}
+
+int sl_stage_cancelled(const sl_stage *s) {
+  return s && s->p &&
+         atomic_load_explicit(&s->p->failing, memory_order_acquire);
+}
+
+int sl_stage_status(const sl_stage *s) {
+  return s ? atomic_load(&s->status) : SL_EINVAL;
+}
+
+static void thread_begin(sl_stage *s, const char *suffix) {
+  char name[16];
+  snprintf(name, sizeof name, "sl:%s%s", s->name, suffix);
+  pthread_setname_np(pthread_self(), name);
+  uint64_t zero = 0;
+  atomic_compare_exchange_strong(&s->start_ns, &zero, sl__now_ns());
+}
+
+/* A loop ended with rc: close the output on success, fail otherwise. */
+static void thread_end(sl_stage *s, sl_ring *out, int rc) {
+  if (rc == 0) {
+    if (out)
+      sl_ring_close(out);
+  } else {
+    sl__pipeline_fail(s->p, s, rc);
+  }
+  atomic_store(&s->end_ns, sl__now_ns());
+  sl__pipeline_thread_done(s->p);
+}
+
+/* Source, and the read side of a duplex. */
+void *sl__stage_source_main(void *arg) {
+  sl_stage *s = arg;
+  thread_begin(s, s->kind == KIND_DUPLEX ? "/r" : "");
+  int rc;
+  for (;;) {
+    if (sl_stage_cancelled(s)) {
+      rc = SL_ECANCELED;
+      break;
+    }
+    rc = s->ops.read(s, s->ctx);
+    if (rc == SL_EOF) {
+      rc = 0;
+      break;
+    }
+    if (rc < 0)
+      break;
+  }
+  thread_end(s, s->out, rc);
+  return NULL;
+}
+
+/* Transform, sink, and the write side of a duplex. */
+void *sl__stage_input_main(void *arg) {
+  sl_stage *s = arg;
+  bool transform = s->kind == KIND_TRANSFORM;
+  thread_begin(s, s->kind == KIND_DUPLEX ? "/w" : "");
+  sl_buf *batch[STAGE_BATCH];
+  size_t n = 0, i = 0;
+  int rc;
+  for (;;) {
+    rc = sl_ring_read_batch(s->in, batch, STAGE_BATCH, &n);
+    if (rc == SL_EOF) {
+      if (transform)
+        rc = s->ops.flush ? s->ops.flush(s, s->ctx) : 0;
+      else
+        rc = s->ops.final ? s->ops.final(s, s->ctx) : 0;
+      break;
+    }
+    if (rc < 0)
+      break;
+    uint64_t bytes = 0;
+    for (i = 0; i < n; i++)
+      bytes += batch[i]->len;
+    ctr_add(&s->in_ctr.chunks, n);
+    ctr_add(&s->in_ctr.bytes, bytes);
+    for (i = 0; i < n; i++) {
+      sl_buf *b = batch[i];
+      rc = transform ? s->ops.transform(s, s->ctx, b)
+                     : s->ops.write(s, s->ctx, b);
+      if (rc < 0)
+        break;
+    }
+    if (rc < 0) {
+      /* The op owned batch[i]; the rest of the batch is still ours. */
+      for (i++; i < n; i++)
+        sl_buf_unref(batch[i]);
+      break;
+    }
+  }
+  thread_end(s, transform ? s->out : NULL, rc < 0 ? rc : 0);
+  return NULL;
+}
+
+/* Stage threads take no asynchronous signals: those belong to the
+ * application. Called with the set to restore filled in by the caller. */
+int sl__block_signals(sigset_t *old) {
+  sigset_t all;
+  sigfillset(&all);
+  return pthread_sigmask(SIG_BLOCK, &all, old);
+}
