@@ -13,8 +13,9 @@
  * mark their stage cancelled.
  *
  * Finishing. live_threads counts stage threads still running; the last one
- * to end calls the finished callback (no lock held), then sets finished
- * under the lock and broadcasts done_cv. sl_pipeline_wait waits for that
+ * to end sets ended (from then on nothing can change the outcome: a late
+ * cancel is a no-op), calls the finished callback with no lock held, then
+ * sets finished and broadcasts done_cv. sl_pipeline_wait waits for that
  * and joins the threads exactly once, whoever calls it first.
  *
  * Lock order: p->mu is never held while taking a ring's or the pool's
@@ -154,7 +155,7 @@ static void abort_rings(sl_pipeline *p) {
 
 /* Keep err as the pipeline's first error if it is; true if it was. */
 static bool record_first_locked(sl_pipeline *p, sl_stage *s, int err) {
-  if (p->first_err || p->finished)
+  if (p->first_err || p->ended)
     return false;
   p->first_err = err;
   atomic_store_explicit(&p->failing, 1, memory_order_release);
@@ -192,10 +193,9 @@ void sl_pipeline_cancel(sl_pipeline *p) {
     abort_rings(p);
 }
 
-static void finish(sl_pipeline *p) {
-  pthread_mutex_lock(&p->mu);
-  int status = p->first_err;
-  pthread_mutex_unlock(&p->mu);
+/* Every thread has ended (ended set under the lock, status read with it):
+ * tell the callback, then let waiters in. */
+static void finish(sl_pipeline *p, int status) {
   if (p->finished_cb)
     p->finished_cb(p, status, p->finished_arg);
   pthread_mutex_lock(&p->mu);
@@ -204,12 +204,24 @@ static void finish(sl_pipeline *p) {
   pthread_mutex_unlock(&p->mu);
 }
 
+/* With the lock held: count n threads as ended; true if none is left, in
+ * which case the caller must finish with *status. */
+static bool threads_ended_locked(sl_pipeline *p, int n, int *status) {
+  p->live_threads -= n;
+  if (p->live_threads > 0)
+    return false;
+  p->ended = true;
+  *status = p->first_err;
+  return true;
+}
+
 void sl__pipeline_thread_done(sl_pipeline *p) {
+  int status = 0;
   pthread_mutex_lock(&p->mu);
-  bool last = --p->live_threads == 0;
+  bool last = threads_ended_locked(p, 1, &status);
   pthread_mutex_unlock(&p->mu);
   if (last)
-    finish(p);
+    finish(p, status);
 }
 
 static int validate(const sl_pipeline *p) {
@@ -280,11 +292,12 @@ int sl_pipeline_start(sl_pipeline *p) {
   pthread_mutex_unlock(&p->mu);
   if (rc != 0) {
     /* No thread runs: fail and finish here. */
+    int status = rc;
     pthread_mutex_lock(&p->mu);
     record_first_locked(p, NULL, rc);
-    p->live_threads = 0;
+    threads_ended_locked(p, planned, &status);
     pthread_mutex_unlock(&p->mu);
-    finish(p);
+    finish(p, status);
     return rc;
   }
   if (cancelled)
@@ -316,15 +329,15 @@ int sl_pipeline_start(sl_pipeline *p) {
   if (rc != 0) {
     /* Fail what runs, and count the threads that never started as
      * ended; if none started, finish here. */
+    int status = rc;
     pthread_mutex_lock(&p->mu);
     bool first = record_first_locked(p, NULL, rc);
-    p->live_threads -= planned - started;
-    bool last = p->live_threads == 0;
+    bool last = threads_ended_locked(p, planned - started, &status);
     pthread_mutex_unlock(&p->mu);
     if (first)
       abort_rings(p);
     if (last)
-      finish(p);
+      finish(p, status);
     return rc;
   }
   return 0;

@@ -60,7 +60,7 @@ struct sl_pipeline {
 
   pthread_mutex_t mu;
   pthread_cond_t done_cv;
-  bool started, rings_ready, finished;
+  bool started, rings_ready, ended, finished;
   enum join_state join;
   int live_threads;
   int first_err;
