@@ -110,6 +110,10 @@ SL_EXTERN const char *sl_strerror(int code);
  * unknown value. Never NULL. Any thread. */
 SL_EXTERN const char *sl_err_name(int code);
 
+/* The SL_E* code for a positive errno value: -errnum when the table has
+ * it, SL_EIO otherwise (say so in the stage's message). Any thread. */
+SL_EXTERN int sl_err_from_errno(int errnum);
+
 /* ------------------------------------------------------------------------
  * Allocator hook
  * ---------------------------------------------------------------------- */
@@ -211,7 +215,10 @@ SL_EXTERN int sl_buf_set_len(sl_buf *buf, size_t len);
 SL_EXTERN void *sl_buf_object(const sl_buf *buf);
 /* 1 for an object buffer, 0 for a byte buffer. */
 SL_EXTERN int sl_buf_is_object(const sl_buf *buf);
-/* The current reference count (for assertions; racy by nature). */
+/* The current reference count. While the caller holds a reference, 1 means
+ * it holds the only one: every other holder's release happened before this
+ * call returned (acquire), so the caller may then write the data in place.
+ * Any other value is a snapshot. */
 SL_EXTERN unsigned sl_buf_refcount(const sl_buf *buf);
 
 /* ------------------------------------------------------------------------
@@ -343,8 +350,10 @@ SL_EXTERN int sl_ring_stats_get(sl_ring *ring, sl_ring_stats *st);
  * The framework owns the loop: it reads the input ring, calls the op, and
  * writes what the op pushes to the output ring(s); at end of stream it calls
  * flush or final exactly once and closes the output. An op returns 0 or a
- * negative SL_E* code (a source's read returns SL_EOF at its end) and may
- * explain a failure with sl_stage_set_error(). Ops run on the stage's own
+ * negative SL_E* code (a source's read returns SL_EOF at its end; any other
+ * positive return counts as 0) and may explain a failure with
+ * sl_stage_set_error(). An op that gets an errno from a system call returns
+ * sl_err_from_errno(errno). Ops run on the stage's own
  * thread, named "sl:<name>", with every async signal blocked.
  * ---------------------------------------------------------------------- */
 
@@ -408,7 +417,9 @@ SL_EXTERN void *sl_stage_ctx(const sl_stage *stage);
 SL_EXTERN int sl_stage_push(sl_stage *stage, sl_buf *buf);
 
 /* A byte buffer of at least cap bytes from the pipeline's pool, owned by
- * the caller. Returns 0, SL_EINVAL, SL_ENOMEM. From the stage's ops. */
+ * the caller; cap 0 asks for the pipeline's buffer size (what a source
+ * reading a file wants). Returns 0, SL_EINVAL, SL_ENOMEM. From the stage's
+ * ops. */
 SL_EXTERN int sl_stage_buf(sl_stage *stage, size_t cap, sl_buf **out);
 
 /* The pool of the stage's pipeline (NULL before it joins one). */
@@ -439,7 +450,8 @@ typedef void (*sl_finished_cb)(sl_pipeline *p, int status, void *arg);
 typedef struct sl_pipeline_opts {
   size_t buf_size; /* pooled buffer size; 0 picks 64 KiB */
   size_t hwm;      /* default high mark of every ring; 0 picks 256 KiB */
-  size_t lwm;      /* default low mark; 0 or SL_LWM_DEFAULT: half of hwm */
+  size_t lwm;      /* default low mark; 0 or SL_LWM_DEFAULT: half of hwm
+                    * (unlike sl_ring_opts, where 0 is a real mark) */
   size_t max_cached; /* pool's per-class free-list bound; 0: no bound */
   size_t stack_size; /* stage thread stack; 0 keeps the system's */
 } sl_pipeline_opts;
@@ -482,22 +494,28 @@ SL_EXTERN int sl_pipeline_on_finished(sl_pipeline *p, sl_finished_cb cb,
 
 /* Start every stage's thread(s). The graph must be complete: each stage
  * with an input linked to a producer, each with an output linked to a
- * consumer, and at least one stage. Returns 0; SL_EINVAL (an incomplete
- * graph); SL_EBUSY (started before); SL_ENOMEM or SL_ETHREAD, in which case
- * the threads already started are cancelled and joined, and wait/free work
- * as after a failure. The building thread. */
+ * consumer, and at least one stage. Returns 0; SL_EINVAL (NULL or an
+ * incomplete graph: nothing happened, the pipeline may be completed and
+ * started again); SL_EBUSY (started before); SL_ENOMEM or SL_ETHREAD: the
+ * pipeline failed with that code, the threads already started wind down,
+ * the finished callback fires, and sl_pipeline_wait returns the code.
+ * The building thread. */
 SL_EXTERN int sl_pipeline_start(sl_pipeline *p);
 
 /* Wait until every stage thread has ended, join them, and return the first
  * error (0 when all went well, SL_ECANCELED after sl_pipeline_cancel). May
- * be called again: it returns the same. Any thread except a stage's;
- * returns SL_EINVAL before start. */
+ * be called again, from several threads at once: it returns the same. Any
+ * thread except a stage's, once sl_pipeline_start has returned; SL_EINVAL
+ * when start was never called or returned SL_EINVAL. */
 SL_EXTERN int sl_pipeline_wait(sl_pipeline *p);
 
-/* Fail the pipeline with SL_ECANCELED unless it already failed or finished:
- * every ring is aborted and every stage winds down. Returns at once; use
- * sl_pipeline_wait to join. Any thread, stage threads and signal-free
- * contexts included; a no-op when NULL. */
+/* Fail the pipeline with SL_ECANCELED unless it already failed or every
+ * stage thread has ended: every ring is aborted and every stage winds down.
+ * Before start, the pipeline starts already cancelled. Returns at once;
+ * use sl_pipeline_wait to join. Any thread, stage threads and the finished
+ * callback included, but not a signal handler (it takes locks: from a
+ * handler, write to a pipe and cancel from the loop that reads it). A
+ * no-op when NULL. */
 SL_EXTERN void sl_pipeline_cancel(sl_pipeline *p);
 
 /* Cancel if running, wait, call every stage's destroy once, release every
@@ -505,8 +523,10 @@ SL_EXTERN void sl_pipeline_cancel(sl_pipeline *p);
  * or the finished callback. */
 SL_EXTERN void sl_pipeline_free(sl_pipeline *p);
 
-/* The first error as "<stage>: <message>", or NULL while there is none.
- * The string lives as long as p. Valid after wait; any thread. */
+/* The first error as "<stage>: <message>" (the message given with
+ * sl_stage_set_error, else sl_strerror of the code), or the bare message
+ * when no stage caused it (cancel, a failed start); NULL while there is
+ * none. Once set it does not change; it lives as long as p. Any thread. */
 SL_EXTERN const char *sl_pipeline_error(sl_pipeline *p);
 
 /* The pipeline's buffer pool (for sources that fill pooled buffers and for
@@ -519,7 +539,7 @@ SL_EXTERN size_t sl_pipeline_stage_count(const sl_pipeline *p);
 /* The i-th stage, in the order they were added (NULL when out of range). */
 SL_EXTERN sl_stage *sl_pipeline_stage(const sl_pipeline *p, size_t i);
 
-/* The ring carrying stage's output (NULL for a sink or before chain). */
+/* The ring carrying stage's output (NULL for a sink, or before start). */
 SL_EXTERN sl_ring *sl_stage_output(const sl_stage *stage);
 
 /* Counters of stage i, readable at any moment without stopping anything.

@@ -324,5 +324,5 @@ int sl_buf_is_object(const sl_buf *buf) {
 }
 
 unsigned sl_buf_refcount(const sl_buf *buf) {
-  return buf ? atomic_load_explicit(&buf->refs, memory_order_relaxed) : 0;
+  return buf ? atomic_load_explicit(&buf->refs, memory_order_acquire) : 0;
 }

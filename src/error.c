@@ -40,6 +40,18 @@ const char *sl_err_name(int code) {
   }
 }
 
+int sl_err_from_errno(int errnum) {
+  switch (-errnum) {
+#define SL_XX_(name, value, msg) \
+  case SL_##name:                \
+    return SL_##name;
+    SL_ERRNO_MAP(SL_XX_)
+#undef SL_XX_
+  default:
+    return SL_EIO;
+  }
+}
+
 const char *sl_version(void) {
 #define SL_STR2_(x) #x
 #define SL_STR_(x) SL_STR2_(x)

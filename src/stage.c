@@ -114,7 +114,10 @@ sl_ring *sl_stage_output(const sl_stage *s) {
 int sl_stage_buf(sl_stage *s, size_t cap, sl_buf **out) {
   if (!s || !out)
     return out ? (*out = NULL, SL_EINVAL) : SL_EINVAL;
-  return sl_buf_new(s->p ? s->p->pool : NULL, cap, out);
+  sl_pool *pool = s->p ? s->p->pool : NULL;
+  if (cap == 0)
+    cap = s->p ? s->p->opts.buf_size : 0;
+  return sl_buf_new(pool, cap, out);
 }
 
 int sl_stage_push(sl_stage *s, sl_buf *buf) {
