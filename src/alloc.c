@@ -59,3 +59,23 @@ char *sl__strdup(const char *s) {
     memcpy(d, s, n);
   return d;
 }
+
+/* Cache-line aligned, zeroed memory through the hook: over-allocate, align
+ * up, and keep the hook's pointer just below the aligned block. */
+void *sl__aligned_calloc(size_t size) {
+  size_t extra = SL_CACHELINE + sizeof(void *);
+  if (size > SIZE_MAX - extra)
+    return NULL;
+  unsigned char *raw = sl__calloc(1, size + extra);
+  if (!raw)
+    return NULL;
+  uintptr_t at = ((uintptr_t)raw + sizeof(void *) + SL_CACHELINE - 1) &
+                 ~(uintptr_t)(SL_CACHELINE - 1);
+  ((void **)at)[-1] = raw;
+  return (void *)at;
+}
+
+void sl__aligned_free(void *ptr) {
+  if (ptr)
+    sl__free(((void **)ptr)[-1]);
+}

@@ -1,32 +1,52 @@
 /*
  * sl_ring — the bounded queue between two stage threads.
  *
- * Slots are a power-of-two array indexed by free-running head (next read)
- * and tail (next write) counters masked on use, so count = tail - head
- * needs no wrap test. Everything is under one mutex: the critical sections
- * are a few loads and stores, and a reader that pops a batch takes the
- * lock once for many chunks.
+ * Layout. Slots are a power-of-two array indexed by free-running counters
+ * masked on use: tail (next write, advanced only by the writer) and head
+ * (next read). The level is units_in - units_out, units being bytes (byte
+ * mode) or chunks (object mode), so count and level need no wrap test and
+ * no shared read-modify-write. The writer's counters, the reader's
+ * counters, the stop flags and the slow-path state live on separate cache
+ * lines: each side writes only its own line.
  *
- * Backpressure with hysteresis. The writer may queue while level < hwm and
- * a slot is free ("full" is the negation). A writer that finds the ring
- * full pauses on not_full. The reader wakes it only when it drains the
- * ring to the low mark ("resumable"): one signal per pause, however many
- * chunks are read. A reader that finds the ring empty starves on not_empty
- * and the next write wakes it.
+ * Fast path, no lock. While a write finds room and a read finds data,
+ * neither side takes the mutex: the writer fills a slot and publishes it
+ * with a release store of tail; the reader acquires tail, takes a batch and
+ * gives the slots back with a compare-and-swap of head (acq_rel). head is
+ * a CAS, not a store, because abort may claim the same chunks to release
+ * them: whoever wins the CAS owns what it read, so nothing is released
+ * twice.
  *
- * No signal without a waiter: each side publishes writer_waiting /
- * reader_waiting while it waits, and the other side signals only then, and
- * only once per wait (the *_woken flags), so a burst of writes to a
- * sleeping reader costs one signal, not one per chunk.
+ * Slow path, one mutex and two condition variables. A writer that finds
+ * the ring full (level >= hwm or every slot taken) pauses on not_full; a
+ * reader that finds it empty starves on not_empty. A waiter announces
+ * itself (writer_waiting / reader_waiting) under the mutex with a
+ * sequentially consistent store, then looks again with sequentially
+ * consistent loads; the other side publishes with a sequentially
+ * consistent store and then reads the flag. In the single total order of
+ * those operations one of the two comes first, so either the waiter sees
+ * the new state and does not sleep, or the other side sees the flag and
+ * takes the mutex to wake it: no lost wake-up, and no lock and no signal
+ * at all while nobody waits. (On x86 a seq_cst store is one xchg and a
+ * seq_cst load a plain load; no standalone fence is needed, which also
+ * keeps ThreadSanitizer's model exact.)
  *
- * Why-stop fields: err (aborted, first code wins) and closed. Every wait is
- * a while loop that re-checks them after each wake. Abort and free release
- * queued buffers after dropping the lock, since a buffer's destructor is
- * user code.
+ * Hysteresis. A paused writer is woken only when the reader has pulled the
+ * level down to lwm (and the count to lwm_chunks): one drain per pause,
+ * not one signal per chunk. The woken flags make each wait end with at
+ * most one signal however many chunks move before the waiter runs.
+ *
+ * Why stop. err (abort, the first code wins) and closed are re-checked
+ * after every wake. Close is the writer's end of stream: the reader drains
+ * what was queued, then gets SL_EOF. Abort releases what is queued: it
+ * claims slots with the same CAS as the reader, and a writer that
+ * published concurrently with an abort sees err after its publishing
+ * store and releases its own chunk the same way. Buffers are released with no lock
+ * held, since a destructor is user code.
  *
  * Threads: one writer, one reader; close, abort, level and stats from any
  * thread. Observers (sl__ring_wait_blocked) wait on a third condition
- * variable that is only signalled while someone observes.
+ * variable, signalled only while someone observes.
  */
 #include "sluice-int.h"
 
@@ -34,31 +54,44 @@
 
 #define RING_MAX_CHUNKS ((size_t)1 << 24)
 #define RING_DEFAULT_CHUNKS 1024
+#define ABORT_BATCH 64
 
 struct sl_ring {
-  pthread_mutex_t mu;
-  pthread_cond_t not_full, not_empty, observed;
-
-  sl_buf **slots;
-  size_t mask;
-  uint64_t head, tail; /* free-running: count = tail - head */
-
-  size_t hwm, lwm;
-  size_t max_chunks, lwm_chunks;
+  /* Read-only after creation. */
+  _Atomic(sl_buf *) *slots; /* atomic: abort may read a slot the writer
+                             * is about to reuse; relaxed costs nothing */
+  uint64_t mask;
+  size_t hwm, lwm, max_chunks, lwm_chunks;
   bool objects;
 
-  size_t level, peak_level;
-  bool closed;
-  int err;
+  /* The writer's line. */
+  _Alignas(SL_CACHELINE) _Atomic uint64_t tail;
+  _Atomic uint64_t units_in, bytes_in;
+  _Atomic size_t peak_level;
 
-  bool writer_waiting, reader_waiting;
-  bool writer_woken, reader_woken; /* signalled during the current wait */
+  /* The reader's line. */
+  _Alignas(SL_CACHELINE) _Atomic uint64_t head;
+  _Atomic uint64_t units_out, chunks_out, bytes_out;
+
+  /* Stop flags and waiter flags: written rarely, read on every call. */
+  _Alignas(SL_CACHELINE) _Atomic int err;
+  _Atomic int closed;
+  _Atomic int writer_waiting, reader_waiting;
+
+  /* The slow path, under mu. */
+  _Alignas(SL_CACHELINE) pthread_mutex_t mu;
+  pthread_cond_t not_full, not_empty, observed;
+  bool writer_woken, reader_woken;
   int observers;
-
-  uint64_t chunks_in, chunks_out, bytes_in, bytes_out;
   uint64_t pauses, drains, starves, signals;
   uint64_t writer_wait_ns, reader_wait_ns;
 };
+
+#define LOAD(p, mo) atomic_load_explicit(p, memory_order_##mo)
+#define STORE(p, v, mo) atomic_store_explicit(p, v, memory_order_##mo)
+/* The operations of the waiter handshake (see the essay). */
+#define LOAD_SC(p) atomic_load_explicit(p, memory_order_seq_cst)
+#define STORE_SC(p, v) atomic_store_explicit(p, v, memory_order_seq_cst)
 
 static size_t round_pow2(size_t n) {
   size_t p = 1;
@@ -88,7 +121,7 @@ int sl_ring_new(sl_ring **out, const sl_ring_opts *opts) {
   if (max_chunks > RING_MAX_CHUNKS || (objects && max_chunks < opts->hwm + 1))
     return SL_EINVAL;
 
-  sl_ring *r = sl__calloc(1, sizeof *r);
+  sl_ring *r = sl__aligned_calloc(sizeof *r);
   if (!r)
     return SL_ENOMEM;
   size_t nslots = round_pow2(max_chunks);
@@ -109,7 +142,7 @@ int sl_ring_new(sl_ring **out, const sl_ring_opts *opts) {
   r->objects = objects;
   r->max_chunks = max_chunks;
   /* In object mode the level is the count, so the low mark alone decides;
-   * in byte mode a ring full of slots resumes at half. */
+   * in byte mode a ring whose slots are all taken resumes at half. */
   r->lwm_chunks = objects ? max_chunks : max_chunks / 2;
   *out = r;
   return 0;
@@ -123,37 +156,48 @@ fail_mu:
 fail_slots:
   sl__free(r->slots);
 fail_ring:
-  sl__free(r);
+  sl__aligned_free(r);
   return SL_ENOMEM;
 }
 
 void sl_ring_free(sl_ring *r) {
   if (!r)
     return;
-  for (uint64_t i = r->head; i != r->tail; i++)
-    sl_buf_unref(r->slots[i & r->mask]);
+  uint64_t tail = LOAD(&r->tail, acquire);
+  for (uint64_t i = LOAD(&r->head, acquire); i != tail; i++)
+    sl_buf_unref(LOAD(&r->slots[i & r->mask], relaxed));
   pthread_cond_destroy(&r->observed);
   pthread_cond_destroy(&r->not_empty);
   pthread_cond_destroy(&r->not_full);
   pthread_mutex_destroy(&r->mu);
   sl__free(r->slots);
-  sl__free(r);
+  sl__aligned_free(r);
 }
 
-static inline size_t cost(const sl_ring *r, const sl_buf *b) {
-  return r->objects ? 1 : b->len;
+/* ---- predicates, from fresh loads of the other side's counters ---- */
+
+static inline size_t level_of(sl_ring *r, uint64_t units_in) {
+  return (size_t)(units_in - LOAD_SC(&r->units_out));
 }
 
-static inline size_t count_locked(const sl_ring *r) {
-  return (size_t)(r->tail - r->head);
+/* Full as the writer sees it. A stale view only overstates the level. */
+static inline bool full(sl_ring *r) {
+  uint64_t tail = LOAD(&r->tail, relaxed);
+  uint64_t units_in = LOAD(&r->units_in, relaxed);
+  return tail - LOAD_SC(&r->head) >= r->max_chunks ||
+         level_of(r, units_in) >= r->hwm;
 }
 
-static inline bool full_locked(const sl_ring *r) {
-  return r->level >= r->hwm || count_locked(r) >= r->max_chunks;
+static inline bool resumable(sl_ring *r) {
+  uint64_t tail = LOAD_SC(&r->tail);
+  uint64_t units_in = LOAD_SC(&r->units_in);
+  return tail - LOAD_SC(&r->head) <= r->lwm_chunks &&
+         level_of(r, units_in) <= r->lwm;
 }
 
-static inline bool resumable_locked(const sl_ring *r) {
-  return r->level <= r->lwm && count_locked(r) <= r->lwm_chunks;
+static inline int writer_stop(sl_ring *r) {
+  int err = LOAD_SC(&r->err);
+  return err ? err : LOAD_SC(&r->closed) ? SL_ECLOSED : 0;
 }
 
 static inline void signal_locked(sl_ring *r, pthread_cond_t *cv) {
@@ -161,37 +205,61 @@ static inline void signal_locked(sl_ring *r, pthread_cond_t *cv) {
   r->signals++;
 }
 
+/* Observers are diagnostics: their wake-ups are not counted as signals. */
 static inline void notify_observers_locked(sl_ring *r) {
-  if (r->observers) {
+  if (r->observers)
     pthread_cond_broadcast(&r->observed);
-    r->signals++;
+}
+
+/* ---- abort's release: claim chunks with the reader's CAS ---- */
+
+static void release_queued(sl_ring *r) {
+  sl_buf *v[ABORT_BATCH];
+  for (;;) {
+    uint64_t head = LOAD_SC(&r->head);
+    uint64_t tail = LOAD_SC(&r->tail);
+    if (head == tail)
+      return;
+    size_t n = tail - head < ABORT_BATCH ? (size_t)(tail - head) : ABORT_BATCH;
+    for (size_t i = 0; i < n; i++)
+      v[i] = LOAD(&r->slots[(head + i) & r->mask], relaxed);
+    if (!atomic_compare_exchange_strong(&r->head, &head, head + n))
+      continue; /* the reader took them first */
+    for (size_t i = 0; i < n; i++)
+      sl_buf_unref(v[i]);
   }
 }
 
-/* The "why stop" for the writer: 0 to go on. */
-static inline int writer_stop_locked(const sl_ring *r) {
-  return r->err ? r->err : r->closed ? SL_ECLOSED : 0;
+/* ---- writer ---- */
+
+/* Pause until the reader drains the ring to the low mark or the stream
+ * stops. Returns 0 when there is room, SL_AGAIN never, else the stop. */
+static int writer_wait(sl_ring *r) {
+  int rc;
+  pthread_mutex_lock(&r->mu);
+  STORE_SC(&r->writer_waiting, 1);
+  r->writer_woken = false;
+  if ((rc = writer_stop(r)) == 0 && full(r)) {
+    r->pauses++;
+    notify_observers_locked(r);
+    uint64_t t0 = sl__now_ns();
+    while (!r->writer_woken && (rc = writer_stop(r)) == 0)
+      pthread_cond_wait(&r->not_full, &r->mu);
+    r->writer_wait_ns += sl__now_ns() - t0;
+  }
+  STORE(&r->writer_waiting, 0, relaxed);
+  pthread_mutex_unlock(&r->mu);
+  return rc;
 }
 
-/* Wait until the ring has room or the writer must stop. */
-static int wait_room_locked(sl_ring *r, bool block) {
-  int rc = writer_stop_locked(r);
-  if (rc || !full_locked(r))
-    return rc;
-  if (!block)
-    return SL_AGAIN;
-  r->pauses++;
-  r->writer_waiting = true;
-  r->writer_woken = false;
-  notify_observers_locked(r);
-  uint64_t t0 = sl__now_ns();
-  do {
-    pthread_cond_wait(&r->not_full, &r->mu);
-    rc = writer_stop_locked(r);
-  } while (!rc && full_locked(r));
-  r->writer_wait_ns += sl__now_ns() - t0;
-  r->writer_waiting = false;
-  return rc;
+/* After publishing: wake a starving reader, once per wait. */
+static void wake_reader(sl_ring *r) {
+  pthread_mutex_lock(&r->mu);
+  if (LOAD(&r->reader_waiting, relaxed) && !r->reader_woken) {
+    r->reader_woken = true;
+    signal_locked(r, &r->not_empty);
+  }
+  pthread_mutex_unlock(&r->mu);
 }
 
 static int ring_write(sl_ring *r, sl_buf *b, bool block) {
@@ -199,23 +267,33 @@ static int ring_write(sl_ring *r, sl_buf *b, bool block) {
     return SL_EINVAL;
   if (r->objects != !!(b->flags & BUF_OBJECT))
     return SL_EINVAL;
-  pthread_mutex_lock(&r->mu);
-  int rc = wait_room_locked(r, block);
-  if (rc == 0) {
-    size_t c = cost(r, b);
-    r->slots[r->tail++ & r->mask] = b;
-    r->level += c;
-    if (r->level > r->peak_level)
-      r->peak_level = r->level;
-    r->chunks_in++;
-    r->bytes_in += r->objects ? 0 : c;
-    if (r->reader_waiting && !r->reader_woken) {
-      r->reader_woken = true;
-      signal_locked(r, &r->not_empty);
-    }
+  int rc;
+  while ((rc = writer_stop(r)) == 0 && full(r)) {
+    if (!block)
+      return SL_AGAIN;
+    if ((rc = writer_wait(r)) != 0)
+      break;
   }
-  pthread_mutex_unlock(&r->mu);
-  return rc;
+  if (rc)
+    return rc;
+
+  uint64_t tail = LOAD(&r->tail, relaxed);
+  uint64_t units = LOAD(&r->units_in, relaxed) + (r->objects ? 1 : b->len);
+  STORE(&r->slots[tail & r->mask], b, relaxed);
+  STORE(&r->units_in, units, relaxed);
+  if (!r->objects)
+    STORE(&r->bytes_in, LOAD(&r->bytes_in, relaxed) + b->len, relaxed);
+  STORE_SC(&r->tail, tail + 1); /* publishes the slot and units_in */
+
+  if (LOAD_SC(&r->reader_waiting))
+    wake_reader(r);
+  if (LOAD_SC(&r->err))
+    release_queued(r); /* an abort may have missed this chunk */
+
+  size_t level = level_of(r, units);
+  if (level > LOAD(&r->peak_level, relaxed))
+    STORE(&r->peak_level, level, relaxed);
+  return 0;
 }
 
 int sl_ring_write(sl_ring *r, sl_buf *b) {
@@ -229,79 +307,117 @@ int sl_ring_try_write(sl_ring *r, sl_buf *b) {
 int sl_ring_wait_writable(sl_ring *r) {
   if (!r)
     return SL_EINVAL;
+  int rc;
+  while ((rc = writer_stop(r)) == 0 && full(r))
+    if ((rc = writer_wait(r)) != 0)
+      break;
+  return rc;
+}
+
+/* ---- reader ---- */
+
+/* 0 when a chunk is queued, SL_EOF, SL_AGAIN or the abort code. Looks at
+ * err first: an aborted ring reads as aborted even with chunks queued. */
+static inline int reader_state(sl_ring *r) {
+  int err = LOAD_SC(&r->err);
+  if (err)
+    return err;
+  if (LOAD_SC(&r->tail) != LOAD(&r->head, relaxed))
+    return 0;
+  if (!LOAD_SC(&r->closed))
+    return SL_AGAIN;
+  /* Closed: the writer's last publish happened before the close. */
+  return LOAD_SC(&r->tail) != LOAD(&r->head, relaxed) ? 0 : SL_EOF;
+}
+
+/* Starve until a chunk arrives or the stream stops. */
+static int reader_wait(sl_ring *r) {
+  int rc;
   pthread_mutex_lock(&r->mu);
-  int rc = wait_room_locked(r, true);
+  STORE_SC(&r->reader_waiting, 1);
+  r->reader_woken = false;
+  if ((rc = reader_state(r)) == SL_AGAIN) {
+    r->starves++;
+    notify_observers_locked(r);
+    uint64_t t0 = sl__now_ns();
+    do
+      pthread_cond_wait(&r->not_empty, &r->mu);
+    while (!r->reader_woken && (rc = reader_state(r)) == SL_AGAIN);
+    r->reader_wait_ns += sl__now_ns() - t0;
+    if (rc == SL_AGAIN)
+      rc = reader_state(r);
+  }
+  STORE(&r->reader_waiting, 0, relaxed);
   pthread_mutex_unlock(&r->mu);
   return rc;
 }
 
-/* Wait until a chunk is queued; 0, SL_EOF, SL_AGAIN or the abort code. */
-static int wait_data_locked(sl_ring *r, bool block) {
-  if (r->err)
-    return r->err;
-  if (count_locked(r))
-    return 0;
-  if (r->closed)
-    return SL_EOF;
-  if (!block)
-    return SL_AGAIN;
-  r->starves++;
-  r->reader_waiting = true;
-  r->reader_woken = false;
-  notify_observers_locked(r);
-  uint64_t t0 = sl__now_ns();
-  do {
-    pthread_cond_wait(&r->not_empty, &r->mu);
-  } while (!r->err && !r->closed && count_locked(r) == 0);
-  r->reader_wait_ns += sl__now_ns() - t0;
-  r->reader_waiting = false;
-  if (r->err)
-    return r->err;
-  return count_locked(r) ? 0 : SL_EOF;
+/* After taking chunks: wake a paused writer once the low mark is
+ * reached, once per pause. */
+static void wake_writer(sl_ring *r) {
+  pthread_mutex_lock(&r->mu);
+  if (LOAD(&r->writer_waiting, relaxed) && !r->writer_woken &&
+      resumable(r)) {
+    r->writer_woken = true;
+    r->drains++;
+    signal_locked(r, &r->not_full);
+  }
+  pthread_mutex_unlock(&r->mu);
 }
 
 static int ring_read(sl_ring *r, sl_buf **out, size_t max, size_t *n,
                      bool block) {
-  pthread_mutex_lock(&r->mu);
-  int rc = wait_data_locked(r, block);
-  size_t got = 0;
-  if (rc == 0) {
-    size_t avail = count_locked(r);
-    if (max > avail)
-      max = avail;
-    size_t bytes = 0;
-    for (; got < max; got++) {
-      sl_buf *b = r->slots[r->head++ & r->mask];
-      bytes += r->objects ? 0 : b->len;
-      out[got] = b;
-    }
-    r->level -= r->objects ? got : bytes;
-    r->chunks_out += got;
-    r->bytes_out += bytes;
-    if (r->writer_waiting && !r->writer_woken && resumable_locked(r)) {
-      r->writer_woken = true;
-      r->drains++;
-      signal_locked(r, &r->not_full);
-    }
-  }
-  pthread_mutex_unlock(&r->mu);
-  if (n)
+  int rc;
+  *n = 0;
+  for (;;) {
+    while ((rc = reader_state(r)) == SL_AGAIN && block)
+      if ((rc = reader_wait(r)) != SL_AGAIN && rc != 0)
+        break;
+    if (rc)
+      return rc;
+
+    uint64_t head = LOAD(&r->head, relaxed);
+    uint64_t avail = LOAD(&r->tail, acquire) - head;
+    size_t got = avail < max ? (size_t)avail : max;
+    for (size_t i = 0; i < got; i++)
+      out[i] = LOAD(&r->slots[(head + i) & r->mask], relaxed);
+    /* Lost only to an abort, which then owns (and releases) them: no
+     * chunk is looked into before the CAS is won. */
+    if (!atomic_compare_exchange_strong(&r->head, &head, head + got))
+      continue;
+    uint64_t bytes = 0;
+    for (size_t i = 0; i < got; i++)
+      bytes += out[i]->len;
+    uint64_t units = r->objects ? got : bytes;
+    STORE(&r->chunks_out, LOAD(&r->chunks_out, relaxed) + got, relaxed);
+    STORE(&r->bytes_out, LOAD(&r->bytes_out, relaxed) + (r->objects ? 0 : bytes),
+          relaxed);
+    STORE_SC(&r->units_out, LOAD(&r->units_out, relaxed) + units);
+    if (LOAD_SC(&r->writer_waiting))
+      wake_writer(r);
     *n = got;
-  return rc;
+    return 0;
+  }
 }
 
 int sl_ring_read(sl_ring *r, sl_buf **out) {
-  if (!r || !out)
+  if (!out)
     return SL_EINVAL;
   *out = NULL;
-  return ring_read(r, out, 1, NULL, true);
+  if (!r)
+    return SL_EINVAL;
+  size_t n;
+  return ring_read(r, out, 1, &n, true);
 }
 
 int sl_ring_try_read(sl_ring *r, sl_buf **out) {
-  if (!r || !out)
+  if (!out)
     return SL_EINVAL;
   *out = NULL;
-  return ring_read(r, out, 1, NULL, false);
+  if (!r)
+    return SL_EINVAL;
+  size_t n;
+  return ring_read(r, out, 1, &n, false);
 }
 
 int sl_ring_read_batch(sl_ring *r, sl_buf **out, size_t max, size_t *n) {
@@ -312,15 +428,17 @@ int sl_ring_read_batch(sl_ring *r, sl_buf **out, size_t max, size_t *n) {
   return ring_read(r, out, max, n, true);
 }
 
+/* ---- either thread ---- */
+
 void sl_ring_close(sl_ring *r) {
   if (!r)
     return;
   pthread_mutex_lock(&r->mu);
-  if (!r->err && !r->closed) {
-    r->closed = true;
-    if (r->reader_waiting)
+  if (!LOAD(&r->err, relaxed) && !LOAD(&r->closed, relaxed)) {
+    STORE_SC(&r->closed, 1);
+    if (LOAD(&r->reader_waiting, relaxed))
       signal_locked(r, &r->not_empty);
-    if (r->writer_waiting)
+    if (LOAD(&r->writer_waiting, relaxed))
       signal_locked(r, &r->not_full);
     notify_observers_locked(r);
   }
@@ -330,61 +448,54 @@ void sl_ring_close(sl_ring *r) {
 int sl_ring_abort(sl_ring *r, int err) {
   if (!r || err >= 0)
     return SL_EINVAL;
-  uint64_t from = 0, to = 0;
   pthread_mutex_lock(&r->mu);
-  if (!r->err) {
-    r->err = err;
-    /* Once err is set no read or write touches the slots again, so the
-     * queued chunks can be released after the lock is dropped (a
-     * destructor is user code) without copying them out. */
-    from = r->head;
-    to = r->tail;
-    r->head = r->tail;
-    r->level = 0;
-    if (r->reader_waiting)
+  int expected = 0;
+  bool first = atomic_compare_exchange_strong_explicit(
+      &r->err, &expected, err, memory_order_seq_cst, memory_order_relaxed);
+  if (first) {
+    if (LOAD(&r->reader_waiting, relaxed))
       signal_locked(r, &r->not_empty);
-    if (r->writer_waiting)
+    if (LOAD(&r->writer_waiting, relaxed))
       signal_locked(r, &r->not_full);
     notify_observers_locked(r);
   }
   pthread_mutex_unlock(&r->mu);
-  for (uint64_t i = from; i != to; i++)
-    sl_buf_unref(r->slots[i & r->mask]);
+  if (first)
+    release_queued(r);
   return 0;
 }
 
 size_t sl_ring_level(sl_ring *r) {
-  if (!r)
+  if (!r || LOAD(&r->err, acquire))
     return 0;
-  pthread_mutex_lock(&r->mu);
-  size_t level = r->level;
-  pthread_mutex_unlock(&r->mu);
-  return level;
+  return level_of(r, LOAD(&r->units_in, acquire));
 }
 
 int sl_ring_stats_get(sl_ring *r, sl_ring_stats *st) {
   if (!r || !st)
     return SL_EINVAL;
   pthread_mutex_lock(&r->mu);
-  st->level = r->level;
-  st->chunks = count_locked(r);
-  st->peak_level = r->peak_level;
+  st->error = LOAD(&r->err, acquire);
+  uint64_t head = LOAD(&r->head, acquire);
+  uint64_t tail = LOAD(&r->tail, acquire);
+  st->chunks = st->error || tail < head ? 0 : (size_t)(tail - head);
+  st->level = sl_ring_level(r);
+  st->peak_level = LOAD(&r->peak_level, relaxed);
   st->hwm = r->hwm;
   st->lwm = r->lwm;
-  st->chunks_in = r->chunks_in;
-  st->chunks_out = r->chunks_out;
-  st->bytes_in = r->bytes_in;
-  st->bytes_out = r->bytes_out;
+  st->chunks_in = tail;
+  st->chunks_out = LOAD(&r->chunks_out, relaxed);
+  st->bytes_in = LOAD(&r->bytes_in, relaxed);
+  st->bytes_out = LOAD(&r->bytes_out, relaxed);
   st->pauses = r->pauses;
   st->drains = r->drains;
   st->starves = r->starves;
   st->signals = r->signals;
   st->writer_wait_ns = r->writer_wait_ns;
   st->reader_wait_ns = r->reader_wait_ns;
-  st->writer_waiting = r->writer_waiting;
-  st->reader_waiting = r->reader_waiting;
-  st->closed = r->closed;
-  st->error = r->err;
+  st->writer_waiting = LOAD(&r->writer_waiting, relaxed);
+  st->reader_waiting = LOAD(&r->reader_waiting, relaxed);
+  st->closed = LOAD(&r->closed, acquire);
   pthread_mutex_unlock(&r->mu);
   return 0;
 }
@@ -392,15 +503,19 @@ int sl_ring_stats_get(sl_ring *r, sl_ring_stats *st) {
 int sl__ring_wait_blocked(sl_ring *r, int side) {
   if (!r || (side != SL__WRITER && side != SL__READER))
     return SL_EINVAL;
+  _Atomic int *waiting =
+      side == SL__WRITER ? &r->writer_waiting : &r->reader_waiting;
+  int rc;
   pthread_mutex_lock(&r->mu);
   r->observers++;
-  int rc;
   for (;;) {
-    if ((rc = r->err) != 0)
+    /* A side counts as blocked once it sleeps: its flag is up and it has
+     * made its last check (it holds the lock until it sleeps). */
+    if ((rc = LOAD(&r->err, acquire)) != 0)
       break;
-    if (side == SL__WRITER ? r->writer_waiting : r->reader_waiting)
+    if (LOAD(waiting, relaxed))
       break;
-    if (r->closed) {
+    if (LOAD(&r->closed, acquire)) {
       rc = SL_ECLOSED;
       break;
     }

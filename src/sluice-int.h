@@ -34,6 +34,9 @@ void *sl__calloc(size_t count, size_t size);
 void *sl__realloc(void *ptr, size_t size);
 void sl__free(void *ptr);
 char *sl__strdup(const char *s);
+/* Zeroed, aligned to SL_CACHELINE (for structs with padded counters). */
+void *sl__aligned_calloc(size_t size);
+void sl__aligned_free(void *ptr);
 
 /* clock.c: CLOCK_MONOTONIC in nanoseconds. */
 uint64_t sl__now_ns(void);

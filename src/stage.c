@@ -52,12 +52,12 @@ int sl_stage_new(sl_stage **out, const char *name, const sl_stage_ops *ops,
   enum stage_kind kind;
   if (!name || !*name || !ops || kind_of(ops, &kind) != 0)
     return SL_EINVAL;
-  sl_stage *s = sl__calloc(1, sizeof *s);
+  sl_stage *s = sl__aligned_calloc(sizeof *s);
   if (!s)
     return SL_ENOMEM;
   s->name = sl__strdup(name);
   if (!s->name) {
-    sl__free(s);
+    sl__aligned_free(s);
     return SL_ENOMEM;
   }
   s->ops = *ops;
@@ -72,7 +72,7 @@ void sl__stage_destroy(sl_stage *s) {
   if (s->ops.destroy)
     s->ops.destroy(s->ctx);
   sl__free(s->name);
-  sl__free(s);
+  sl__aligned_free(s);
 }
 
 void sl_stage_free(sl_stage *s) {
