@@ -55,6 +55,9 @@
 #define RING_MAX_CHUNKS ((size_t)1 << 24)
 #define RING_DEFAULT_CHUNKS 1024
 #define ABORT_BATCH 64
+#ifndef SL__RING_SPIN
+#define SL__RING_SPIN 256
+#endif
 
 struct sl_ring {
   /* Read-only after creation. */
@@ -365,14 +368,36 @@ static void wake_writer(sl_ring *r) {
   pthread_mutex_unlock(&r->mu);
 }
 
+static inline void cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  __asm__ __volatile__("yield");
+#endif
+}
+
+/* Before sleeping, look a few more times: a writer that is running will
+ * publish within far less than the cost of a sleep and a wake-up. */
+static int reader_spin(sl_ring *r) {
+  int rc = SL_AGAIN;
+  for (int i = 0; i < SL__RING_SPIN && rc == SL_AGAIN; i++) {
+    cpu_relax();
+    rc = reader_state(r);
+  }
+  return rc;
+}
+
 static int ring_read(sl_ring *r, sl_buf **out, size_t max, size_t *n,
                      bool block) {
   int rc;
   *n = 0;
   for (;;) {
-    while ((rc = reader_state(r)) == SL_AGAIN && block)
-      if ((rc = reader_wait(r)) != SL_AGAIN && rc != 0)
-        break;
+    rc = reader_state(r);
+    if (rc == SL_AGAIN && block)
+      rc = reader_spin(r);
+    while (rc == SL_AGAIN && block)
+      if ((rc = reader_wait(r)) == SL_AGAIN)
+        rc = reader_state(r);
     if (rc)
       return rc;
 
