@@ -436,9 +436,10 @@ SL_EXTERN void sl_stage_set_error(sl_stage *stage, const char *fmt, ...)
  * return SL_ECANCELED. Any thread. */
 SL_EXTERN int sl_stage_cancelled(const sl_stage *stage);
 
-/* How the stage ended: 0, its own error, or SL_ECANCELED when another
- * stage failed first or the pipeline was cancelled. Valid after
- * sl_pipeline_wait. */
+/* How the stage ended: 0 when it finished its stream (also when that was
+ * before another stage failed), its own error when it failed first, or
+ * SL_ECANCELED when it was stopped by another stage's failure or a cancel.
+ * Valid after sl_pipeline_wait. */
 SL_EXTERN int sl_stage_status(const sl_stage *stage);
 
 /* ------------------------------------------------------------------------
@@ -472,13 +473,15 @@ typedef struct sl_stage_stats {
 SL_EXTERN int sl_pipeline_new(sl_pipeline **out, const sl_pipeline_opts *opts);
 
 /* Add stages in order and link each to the next with a ring:
- * sl_pipeline_chain(p, src, upper, sink, NULL). On 0 the pipeline owns the
- * stages; on failure nothing changed and the caller still owns them. The
- * first stage must produce (source, transform or duplex) and the last
- * consume, unless the chain links onto stages already added; a stage may be
- * in one pipeline once. Returns 0, SL_EINVAL (NULL, a stage in another
- * pipeline, kinds that do not fit), SL_EBUSY once started, SL_ENOMEM.
- * The thread that builds the pipeline. */
+ * sl_pipeline_chain(p, src, upper, sink, NULL). At least two stages; each
+ * but the last must produce (source, transform, duplex) and have no
+ * consumer yet, each but the first must consume (transform, sink, duplex)
+ * and have no producer yet. A stage already added to p may be named again
+ * to link onto it; a stage belongs to one pipeline. On 0 the pipeline owns
+ * the stages; on failure nothing changed and the caller still owns them.
+ * Returns 0, SL_EINVAL (NULL, fewer than two stages, a stage twice, a stage
+ * in another pipeline, kinds or links that do not fit), SL_EBUSY once
+ * started, SL_ENOMEM. The thread that builds the pipeline. */
 SL_EXTERN int sl_pipeline_chain(sl_pipeline *p, sl_stage *first, ...);
 
 /* The same, from an array of n stages. */

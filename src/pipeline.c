@@ -76,7 +76,7 @@ static bool consumes(const sl_stage *s) {
 }
 
 int sl_pipeline_chainv(sl_pipeline *p, sl_stage *const *v, size_t n) {
-  if (!p || !v || n == 0)
+  if (!p || !v || n < 2)
     return SL_EINVAL;
   if (p->started)
     return SL_EBUSY;
@@ -357,9 +357,6 @@ int sl_pipeline_wait(sl_pipeline *p) {
       for (int t = 0; t < s->nthreads; t++)
         pthread_join(s->threads[t], NULL);
       atomic_store(&s->running, 0);
-      int none = 0;
-      if (p->first_err)
-        atomic_compare_exchange_strong(&s->status, &none, SL_ECANCELED);
     }
     pthread_mutex_lock(&p->mu);
     p->join = JOIN_DONE;
