@@ -544,6 +544,48 @@ static void fmt_rate(char *out, size_t n, double r) {
     snprintf(out, n, "%.1f k/s", r / 1e3);
 }
 
+/* ---- the mechanism alone: one thread, nobody waits --------------------- */
+
+/* ns per item to write `capacity` chunks and read them back on one thread,
+ * the ring with batch reads, the naive queue one pop per item. With no
+ * second thread nothing sleeps, so this is what each handoff costs in
+ * instructions and atomic operations, free of the scheduler's noise. */
+static void handoff_cost(sl_buf **bufs, size_t capacity, size_t items,
+                         double *ring_ns, double *naive_ns) {
+  sl_ring_opts o = {.hwm = (size_t)1 << 30, .lwm = SL_LWM_DEFAULT,
+                    .mode = SL_RING_BYTES, .max_chunks = capacity};
+  sl_ring *ring;
+  int rc = sl_ring_new(&ring, &o);
+  if (rc != 0)
+    die("sl_ring_new", rc);
+  struct naive q;
+  naive_init(&q, capacity);
+  sl_buf *batch[64];
+  size_t rounds = items / capacity ? items / capacity : 1;
+
+  uint64_t t0 = now_ns();
+  for (size_t r = 0; r < rounds; r++) {
+    for (size_t i = 0; i < capacity; i++)
+      if ((rc = sl_ring_write(ring, bufs[i])) != 0)
+        die("sl_ring_write", rc);
+    for (size_t got = 0, n; got < capacity; got += n)
+      if ((rc = sl_ring_read_batch(ring, batch, 64, &n)) != 0)
+        die("sl_ring_read_batch", rc);
+  }
+  uint64_t t1 = now_ns();
+  for (size_t r = 0; r < rounds; r++) {
+    for (size_t i = 0; i < capacity; i++)
+      naive_push(&q, bufs[i]);
+    for (size_t i = 0; i < capacity; i++)
+      naive_pop(&q);
+  }
+  uint64_t t2 = now_ns();
+  *ring_ns = (double)(t1 - t0) / (double)(rounds * capacity);
+  *naive_ns = (double)(t2 - t1) / (double)(rounds * capacity);
+  naive_destroy(&q);
+  sl_ring_free(ring);
+}
+
 int main(int argc, char **argv) {
   size_t small = env_count("BENCH_RING_SMALL", 4194304);
   size_t big = env_count("BENCH_RING_BIG", 200000);
@@ -635,6 +677,21 @@ int main(int argc, char **argv) {
          "back-to-back pair)\n\n");
   fflush(stdout);
 
+  double ring_ns[MAX_REPS], naive_ns[MAX_REPS];
+  {
+    sl_buf **bufs = make_bufs(8);
+    for (size_t r = 0; r < reps; r++)
+      handoff_cost(bufs, capacity, small, &ring_ns[r], &naive_ns[r]);
+    free_bufs(bufs);
+  }
+  double h_ring = median(ring_ns, reps), h_naive = median(naive_ns, reps);
+  printf("handoff cost, one thread, nobody waits (8 B chunks, median of %zu)\n",
+         reps);
+  printf("  sl_ring %6.1f ns/item   naive %6.1f ns/item   naive/sl_ring "
+         "%5.2fx\n\n",
+         h_ring, h_naive, h_naive / h_ring);
+  fflush(stdout);
+
   double reader_ms = idle_cpu_ms(false);
   double writer_ms = idle_cpu_ms(true);
   printf("blocked side burns no CPU (%.1f s window, the other side asleep)\n",
@@ -662,6 +719,9 @@ int main(int argc, char **argv) {
       fprintf(f, "ring_%s_signals=%llu\n", c->key,
               (unsigned long long)c->st.signals);
     }
+    fprintf(f, "handoff_sluice_ns=%.2f\n", h_ring);
+    fprintf(f, "handoff_naive_ns=%.2f\n", h_naive);
+    fprintf(f, "handoff_ratio=%.4f\n", h_naive / h_ring);
     fprintf(f, "idle_reader_cpu_ms=%.3f\n", reader_ms);
     fprintf(f, "idle_writer_cpu_ms=%.3f\n", writer_ms);
     if (fclose(f) != 0)

@@ -141,8 +141,9 @@ SL_EXTERN int sl_set_allocator(sl_malloc_fn malloc_fn, sl_realloc_fn realloc_fn,
  * same buffer to every branch, so a buffer whose count is above one must be
  * treated as read-only.
  *
- * A sl_pool recycles buffers of one size and buffer headers, so a pipeline
- * in its steady state allocates nothing. A pool is thread-safe: any thread
+ * A sl_pool recycles byte buffers in power-of-two size classes and the bare
+ * headers of object buffers, so a pipeline in its steady state allocates
+ * nothing. A pool is thread-safe: any thread
  * may take from it and any thread may release into it.
  * ---------------------------------------------------------------------- */
 

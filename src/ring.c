@@ -455,17 +455,28 @@ int sl_ring_read_batch(sl_ring *r, sl_buf **out, size_t max, size_t *n) {
 
 /* ---- either thread ---- */
 
+/* A stop (close, abort) wakes whichever side sleeps; a side already
+ * signalled will re-check the stop when it runs, so it gets no second
+ * signal. */
+static void wake_both_locked(sl_ring *r) {
+  if (LOAD(&r->reader_waiting, relaxed) && !r->reader_woken) {
+    r->reader_woken = true;
+    signal_locked(r, &r->not_empty);
+  }
+  if (LOAD(&r->writer_waiting, relaxed) && !r->writer_woken) {
+    r->writer_woken = true;
+    signal_locked(r, &r->not_full);
+  }
+  notify_observers_locked(r);
+}
+
 void sl_ring_close(sl_ring *r) {
   if (!r)
     return;
   pthread_mutex_lock(&r->mu);
   if (!LOAD(&r->err, relaxed) && !LOAD(&r->closed, relaxed)) {
     STORE_SC(&r->closed, 1);
-    if (LOAD(&r->reader_waiting, relaxed))
-      signal_locked(r, &r->not_empty);
-    if (LOAD(&r->writer_waiting, relaxed))
-      signal_locked(r, &r->not_full);
-    notify_observers_locked(r);
+    wake_both_locked(r);
   }
   pthread_mutex_unlock(&r->mu);
 }
@@ -477,13 +488,8 @@ int sl_ring_abort(sl_ring *r, int err) {
   int expected = 0;
   bool first = atomic_compare_exchange_strong_explicit(
       &r->err, &expected, err, memory_order_seq_cst, memory_order_relaxed);
-  if (first) {
-    if (LOAD(&r->reader_waiting, relaxed))
-      signal_locked(r, &r->not_empty);
-    if (LOAD(&r->writer_waiting, relaxed))
-      signal_locked(r, &r->not_full);
-    notify_observers_locked(r);
-  }
+  if (first)
+    wake_both_locked(r);
   pthread_mutex_unlock(&r->mu);
   if (first)
     release_queued(r);
