@@ -216,6 +216,15 @@ SL_EXTERN int sl_buf_set_len(sl_buf *buf, size_t len);
 SL_EXTERN void *sl_buf_object(const sl_buf *buf);
 /* 1 for an object buffer, 0 for a byte buffer. */
 SL_EXTERN int sl_buf_is_object(const sl_buf *buf);
+
+/* A flush marker: a byte buffer of length zero that asks each stage it
+ * passes to push out what it holds (sl_stage_ops.sync). A ring admits it in
+ * either mode and counts it as zero bytes (one item in object mode).
+ * Returns 0, SL_EINVAL, SL_ENOMEM. Any thread. */
+SL_EXTERN int sl_buf_new_flush(sl_pool *pool, sl_buf **out);
+
+/* 1 for a flush marker, else 0. */
+SL_EXTERN int sl_buf_is_flush(const sl_buf *buf);
 /* The current reference count. While the caller holds a reference, 1 means
  * it holds the only one: every other holder's release happened before this
  * call returned (acquire), so the caller may then write the data in place.
@@ -383,6 +392,13 @@ typedef struct sl_stage_ops {
   /* Release ctx. Called exactly once, by sl_stage_free or sl_pipeline_free,
    * after the stage's threads have ended. Optional. */
   void (*destroy)(void *ctx);
+
+  /* Transform / sink: a flush marker arrived, in order with the data (see
+   * sl_stage_push_flush): push out everything held back (a compressor
+   * ends its block with Z_SYNC_FLUSH; a sink flushes its descriptor). The
+   * framework then passes the marker on. Optional: without it the marker
+   * just passes through. transform and write never see markers. */
+  int (*sync)(sl_stage *stage, void *ctx);
 } sl_stage_ops;
 
 /* Create a stage named name (copied; shown in errors, stats and the thread
@@ -436,6 +452,22 @@ SL_EXTERN void sl_stage_set_error(sl_stage *stage, const char *fmt, ...)
  * waiting on something the framework does not see) should poll it and
  * return SL_ECANCELED. Any thread. */
 SL_EXTERN int sl_stage_cancelled(const sl_stage *stage);
+
+/* A descriptor that becomes readable (POLLIN) once the pipeline is failing
+ * or cancelled, and stays readable: an op that blocks in poll() on its own
+ * descriptor adds this one and returns SL_ECANCELED when it fires, so a
+ * source reading an idle pipe or socket is woken by sl_pipeline_cancel.
+ * Made on first use, owned by the pipeline; never read or close it.
+ * Returns the descriptor, or SL_EINVAL (no pipeline), SL_ENOMEM / SL_EIO
+ * (none could be made). From the stage's ops. */
+SL_EXTERN int sl_stage_cancel_fd(sl_stage *stage);
+
+/* Push a flush marker downstream, in order with the data: every stage's
+ * sync op runs as it passes (compressors emit what they hold, sinks flush),
+ * then it goes on to the end of the pipeline, where it is dropped. What a
+ * streaming response needs for low latency. Blocks like sl_stage_push.
+ * Returns as sl_stage_push, or SL_ENOMEM. From the stage's own ops. */
+SL_EXTERN int sl_stage_push_flush(sl_stage *stage);
 
 /* How the stage ended: 0 when it finished its stream (also when that was
  * before another stage failed), its own error when it failed first, or

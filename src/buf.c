@@ -211,7 +211,7 @@ static void pool_give(sl_pool *pool, sl_buf *b) {
 
 static void buf_init(sl_buf *b, bool object) {
   atomic_init(&b->refs, 1);
-  b->flags &= ~(unsigned)BUF_OBJECT;
+  b->flags &= ~(unsigned)(BUF_OBJECT | BUF_FLUSH);
   if (object)
     b->flags |= BUF_OBJECT;
   b->len = 0;
@@ -325,4 +325,16 @@ int sl_buf_is_object(const sl_buf *buf) {
 
 unsigned sl_buf_refcount(const sl_buf *buf) {
   return buf ? atomic_load_explicit(&buf->refs, memory_order_acquire) : 0;
+}
+
+int sl_buf_new_flush(sl_pool *pool, sl_buf **out) {
+  /* A bare header, as an object buffer's, but of byte kind. */
+  int rc = sl_buf_new_object(pool, NULL, NULL, out);
+  if (rc == 0)
+    (*out)->flags = ((*out)->flags & ~(unsigned)BUF_OBJECT) | BUF_FLUSH;
+  return rc;
+}
+
+int sl_buf_is_flush(const sl_buf *buf) {
+  return buf && (buf->flags & BUF_FLUSH) ? 1 : 0;
 }

@@ -23,8 +23,13 @@
  */
 #include "stage-int.h"
 
+#include <fcntl.h>
 #include <stdarg.h>
 #include <string.h>
+#include <unistd.h>
+#ifdef __linux__
+#include <sys/eventfd.h>
+#endif
 
 #define DEFAULT_BUF_SIZE ((size_t)64 << 10)
 #define DEFAULT_HWM ((size_t)256 << 10)
@@ -47,6 +52,7 @@ int sl_pipeline_new(sl_pipeline **out, const sl_pipeline_opts *opts) {
   if (!p)
     return SL_ENOMEM;
   p->opts = o;
+  p->cancel_rfd = p->cancel_wfd = -1;
   int rc = sl_pool_new(&p->pool, o.buf_size, o.max_cached);
   if (rc != 0)
     goto fail_p;
@@ -153,12 +159,55 @@ static void abort_rings(sl_pipeline *p) {
     sl_ring_abort(p->rings[i], SL_ECANCELED);
 }
 
+/* Make the cancel descriptor readable. A failed write can only mean it is
+ * already full of wake-ups, which is as readable as it gets. */
+static void poke_cancel_fd_locked(sl_pipeline *p) {
+  if (p->cancel_wfd < 0)
+    return;
+#ifdef __linux__
+  uint64_t one = 1;
+  ssize_t n = write(p->cancel_wfd, &one, sizeof one);
+#else
+  ssize_t n = write(p->cancel_wfd, "x", 1);
+#endif
+  (void)n;
+}
+
+int sl__pipeline_cancel_fd(sl_pipeline *p) {
+  int rc;
+  pthread_mutex_lock(&p->mu);
+  if (p->cancel_rfd < 0) {
+#ifdef __linux__
+    int fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (fd >= 0)
+      p->cancel_rfd = p->cancel_wfd = fd;
+#else
+    int fds[2];
+    if (pipe(fds) == 0) {
+      for (int i = 0; i < 2; i++) {
+        fcntl(fds[i], F_SETFD, FD_CLOEXEC);
+        fcntl(fds[i], F_SETFL, O_NONBLOCK);
+      }
+      p->cancel_rfd = fds[0];
+      p->cancel_wfd = fds[1];
+    }
+#endif
+    if (p->cancel_rfd >= 0 && p->first_err)
+      poke_cancel_fd_locked(p);
+  }
+  rc = p->cancel_rfd >= 0 ? p->cancel_rfd
+                          : errno == ENOMEM ? SL_ENOMEM : SL_EIO;
+  pthread_mutex_unlock(&p->mu);
+  return rc;
+}
+
 /* Keep err as the pipeline's first error if it is; true if it was. */
 static bool record_first_locked(sl_pipeline *p, sl_stage *s, int err) {
   if (p->first_err || p->ended)
     return false;
   p->first_err = err;
   atomic_store_explicit(&p->failing, 1, memory_order_release);
+  poke_cancel_fd_locked(p);
   if (!s) {
     snprintf(p->errbuf, sizeof p->errbuf, "%s", sl_strerror(err));
   } else {
@@ -383,6 +432,10 @@ void sl_pipeline_free(sl_pipeline *p) {
   sl__free(p->rings);
   sl__free(p->stages);
   sl_pool_free(p->pool);
+  if (p->cancel_rfd >= 0)
+    close(p->cancel_rfd);
+  if (p->cancel_wfd >= 0 && p->cancel_wfd != p->cancel_rfd)
+    close(p->cancel_wfd);
   pthread_cond_destroy(&p->done_cv);
   pthread_mutex_destroy(&p->mu);
   sl__free(p);

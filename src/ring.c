@@ -268,8 +268,8 @@ static void wake_reader(sl_ring *r) {
 static int ring_write(sl_ring *r, sl_buf *b, bool block) {
   if (!r || !b)
     return SL_EINVAL;
-  if (r->objects != !!(b->flags & BUF_OBJECT))
-    return SL_EINVAL;
+  if (r->objects != !!(b->flags & BUF_OBJECT) && !(b->flags & BUF_FLUSH))
+    return SL_EINVAL; /* a marker fits either mode */
   int rc;
   while ((rc = writer_stop(r)) == 0 && full(r)) {
     if (!block)

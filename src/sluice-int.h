@@ -15,7 +15,7 @@
 
 /* buf.c: the chunk, visible inside the library so the ring reads a length
  * without a call. */
-enum { BUF_OBJECT = 1u, BUF_CACHEABLE = 2u, BUF_CLASS_SHIFT = 8 };
+enum { BUF_OBJECT = 1u, BUF_CACHEABLE = 2u, BUF_FLUSH = 4u, BUF_CLASS_SHIFT = 8 };
 
 struct sl_buf {
   atomic_uint refs;

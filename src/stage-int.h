@@ -65,12 +65,14 @@ struct sl_pipeline {
   int live_threads;
   int first_err;
   char errbuf[SL_ERRMSG_MAX + 64];
+  int cancel_rfd, cancel_wfd; /* -1 until sl_stage_cancel_fd */
   _Atomic int failing; /* fast check for sl_stage_cancelled */
 };
 
 /* pipeline.c */
 void sl__pipeline_fail(sl_pipeline *p, sl_stage *s, int err);
 void sl__pipeline_thread_done(sl_pipeline *p);
+int sl__pipeline_cancel_fd(sl_pipeline *p);
 
 /* stage.c: thread entry points. */
 void *sl__stage_source_main(void *arg);

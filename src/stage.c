@@ -153,6 +153,20 @@ void sl_stage_set_error(sl_stage *s, const char *fmt, ...) {
   atomic_store_explicit(&s->errmsg_set, 2, memory_order_release);
 }
 
+int sl_stage_cancel_fd(sl_stage *s) {
+  if (!s || !s->p)
+    return SL_EINVAL;
+  return sl__pipeline_cancel_fd(s->p);
+}
+
+int sl_stage_push_flush(sl_stage *s) {
+  if (!s || !s->out)
+    return SL_EINVAL;
+  sl_buf *mark;
+  int rc = sl_buf_new_flush(s->p->pool, &mark);
+  return rc ? rc : sl_stage_push(s, mark);
+}
+
 int sl_stage_cancelled(const sl_stage *s) {
   return s && s->p &&
          atomic_load_explicit(&s->p->failing, memory_order_acquire);
@@ -204,6 +218,17 @@ void *sl__stage_source_main(void *arg) {
   return NULL;
 }
 
+/* A flush marker: let the stage push out what it holds, then pass the
+ * marker on (a sink drops it). Owns mark. */
+static int pass_marker(sl_stage *s, sl_buf *mark, bool transform) {
+  int rc = s->ops.sync ? s->ops.sync(s, s->ctx) : 0;
+  if (rc < 0 || !transform) {
+    sl_buf_unref(mark);
+    return rc;
+  }
+  return sl_stage_push(s, mark);
+}
+
 /* Transform, sink, and the write side of a duplex. */
 void *sl__stage_input_main(void *arg) {
   sl_stage *s = arg;
@@ -230,8 +255,11 @@ void *sl__stage_input_main(void *arg) {
     ctr_add(&s->in_ctr.bytes, bytes);
     for (i = 0; i < n; i++) {
       sl_buf *b = batch[i];
-      rc = transform ? s->ops.transform(s, s->ctx, b)
-                     : s->ops.write(s, s->ctx, b);
+      if (b->flags & BUF_FLUSH)
+        rc = pass_marker(s, b, transform);
+      else
+        rc = transform ? s->ops.transform(s, s->ctx, b)
+                       : s->ops.write(s, s->ctx, b);
       if (rc < 0)
         break;
     }
