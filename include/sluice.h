@@ -413,12 +413,27 @@ SL_EXTERN int sl_stage_new(sl_stage **out, const char *name,
  * NULL is a no-op. */
 SL_EXTERN void sl_stage_free(sl_stage *stage);
 
-/* The options of the ring that carries this stage's output: high and low
+/* The options of the ring(s) that carry this stage's output: high and low
  * marks (SL_LWM_DEFAULT: half) and mode (enum sl_ring_mode). Unset, the
  * pipeline's defaults apply. Before sl_pipeline_start. Returns 0 or
  * SL_EINVAL (as sl_ring_new), SL_EBUSY once started. */
 SL_EXTERN int sl_stage_set_output(sl_stage *stage, size_t hwm, size_t lwm,
                                   int mode);
+
+/* How a stage with several inputs (fan-in) takes its chunks. */
+enum sl_merge_mode {
+  SL_MERGE_ARRIVAL = 0,    /* as they arrive: one thread per input, the ops
+                            * never run at once; each input's order kept */
+  SL_MERGE_ROUND_ROBIN = 1 /* one chunk from each open input in turn, on
+                            * one thread. Beware a tee whose branches meet
+                            * again here: the tee may wait on one branch
+                            * while this stage waits on the other */
+};
+
+/* Set how the stage merges several inputs (default SL_MERGE_ARRIVAL).
+ * Before sl_pipeline_start. Returns 0; SL_EINVAL for a source or an
+ * unknown mode; SL_EBUSY once started. */
+SL_EXTERN int sl_stage_set_merge(sl_stage *stage, int mode);
 
 /* The stage's name. */
 SL_EXTERN const char *sl_stage_name(const sl_stage *stage);
@@ -521,6 +536,21 @@ SL_EXTERN int sl_pipeline_chain(sl_pipeline *p, sl_stage *first, ...);
 SL_EXTERN int sl_pipeline_chainv(sl_pipeline *p, sl_stage *const *stages,
                                  size_t n);
 
+/* Link from to to: the graph form of chain. A producer linked to several
+ * consumers is a tee (fan-out): every branch gets the same buffers, by
+ * reference, and the slowest branch governs; a consumer linked from
+ * several producers merges them (fan-in, see sl_stage_set_merge) and ends
+ * when all have ended. The graph must stay acyclic (checked by start).
+ * Returns as sl_pipeline_chain; linking the same pair twice is SL_EINVAL. */
+SL_EXTERN int sl_pipeline_link(sl_pipeline *p, sl_stage *from, sl_stage *to);
+
+/* A stage that passes every chunk on unchanged: link it to several
+ * consumers for a tee, from several producers for a merge (mode as
+ * sl_stage_set_merge). name NULL picks "tee" or "merge". Returns as
+ * sl_stage_new. */
+SL_EXTERN int sl_tee_new(sl_stage **out, const char *name);
+SL_EXTERN int sl_merge_new(sl_stage **out, const char *name, int mode);
+
 /* Call cb(p, status, arg) exactly once, when every stage thread has ended,
  * from the last stage thread to end (or from sl_pipeline_wait when start
  * failed). No lock is held; cb must not call sl_pipeline_wait or _free.
@@ -575,7 +605,8 @@ SL_EXTERN size_t sl_pipeline_stage_count(const sl_pipeline *p);
 /* The i-th stage, in the order they were added (NULL when out of range). */
 SL_EXTERN sl_stage *sl_pipeline_stage(const sl_pipeline *p, size_t i);
 
-/* The ring carrying stage's output (NULL for a sink, or before start). */
+/* The ring carrying stage's output to its first consumer (NULL for a sink,
+ * or before start). */
 SL_EXTERN sl_ring *sl_stage_output(const sl_stage *stage);
 
 /* Counters of stage i, readable at any moment without stopping anything.

@@ -81,6 +81,28 @@ static bool consumes(const sl_stage *s) {
   return s->kind != KIND_SOURCE;
 }
 
+/* Room for one more pointer in *v (of *cap); nothing changes on failure. */
+static int reserve(sl_stage ***v, size_t n, size_t *cap, size_t more) {
+  if (n + more <= *cap)
+    return 0;
+  size_t c = *cap ? *cap : 4;
+  while (c < n + more)
+    c *= 2;
+  sl_stage **grown = sl__realloc(*v, c * sizeof *grown);
+  if (!grown)
+    return SL_ENOMEM;
+  *v = grown;
+  *cap = c;
+  return 0;
+}
+
+static bool linked(const sl_stage *from, const sl_stage *to) {
+  for (size_t i = 0; i < from->ncons; i++)
+    if (from->cons[i] == to)
+      return true;
+  return false;
+}
+
 int sl_pipeline_chainv(sl_pipeline *p, sl_stage *const *v, size_t n) {
   if (!p || !v || n < 2)
     return SL_EINVAL;
@@ -98,21 +120,20 @@ int sl_pipeline_chainv(sl_pipeline *p, sl_stage *const *v, size_t n) {
       fresh++;
     if (i + 1 < n) {
       sl_stage *t = v[i + 1];
-      if (!t || !produces(s) || s->next || !consumes(t) || t->prev)
+      if (!t || !produces(s) || !consumes(t) || linked(s, t))
         return SL_EINVAL;
     }
   }
-  if (p->nstages + fresh > p->cap_stages) {
-    size_t cap = p->cap_stages ? p->cap_stages : 8;
-    while (cap < p->nstages + fresh)
-      cap *= 2;
-    sl_stage **grown = sl__realloc(p->stages, cap * sizeof *grown);
-    if (!grown)
+  /* Reserve everything first, so that nothing can fail while linking. A
+   * stage appears once, so it gains at most one consumer and one
+   * producer. */
+  if (reserve(&p->stages, p->nstages, &p->cap_stages, fresh) != 0)
+    return SL_ENOMEM;
+  for (size_t i = 0; i + 1 < n; i++)
+    if (reserve(&v[i]->cons, v[i]->ncons, &v[i]->cap_cons, 1) != 0 ||
+        reserve(&v[i + 1]->prods, v[i + 1]->nprods, &v[i + 1]->cap_prods,
+                1) != 0)
       return SL_ENOMEM;
-    p->stages = grown;
-    p->cap_stages = cap;
-  }
-  /* Nothing can fail from here on. */
   for (size_t i = 0; i < n; i++) {
     sl_stage *s = v[i];
     if (!s->p) {
@@ -120,11 +141,16 @@ int sl_pipeline_chainv(sl_pipeline *p, sl_stage *const *v, size_t n) {
       p->stages[p->nstages++] = s;
     }
     if (i + 1 < n) {
-      s->next = v[i + 1];
-      v[i + 1]->prev = s;
+      s->cons[s->ncons++] = v[i + 1];
+      v[i + 1]->prods[v[i + 1]->nprods++] = s;
     }
   }
   return 0;
+}
+
+int sl_pipeline_link(sl_pipeline *p, sl_stage *from, sl_stage *to) {
+  sl_stage *v[2] = {from, to};
+  return sl_pipeline_chainv(p, v, 2);
 }
 
 int sl_pipeline_chain(sl_pipeline *p, sl_stage *first, ...) {
@@ -273,47 +299,92 @@ void sl__pipeline_thread_done(sl_pipeline *p) {
     finish(p, status);
 }
 
+/* Complete (every input and output linked) and acyclic: a cycle would
+ * never see its end of stream. Kahn's algorithm over the producer counts,
+ * with the ready list threaded through the stages: no allocation. */
 static int validate(const sl_pipeline *p) {
   if (p->nstages == 0)
     return SL_EINVAL;
+  sl_stage *ready = NULL;
   for (size_t i = 0; i < p->nstages; i++) {
-    const sl_stage *s = p->stages[i];
-    if ((consumes(s) && !s->prev) || (produces(s) && !s->next))
+    sl_stage *s = p->stages[i];
+    if ((consumes(s) && s->nprods == 0) || (produces(s) && s->ncons == 0))
       return SL_EINVAL;
+    if ((s->topo_left = s->nprods) == 0) {
+      s->topo_next = ready;
+      ready = s;
+    }
   }
-  return 0;
+  size_t seen = 0;
+  while (ready) {
+    sl_stage *s = ready;
+    ready = s->topo_next;
+    seen++;
+    for (size_t c = 0; c < s->ncons; c++)
+      if (--s->cons[c]->topo_left == 0) {
+        s->cons[c]->topo_next = ready;
+        ready = s->cons[c];
+      }
+  }
+  return seen == p->nstages ? 0 : SL_EINVAL;
 }
 
-static int make_rings(sl_pipeline *p) {
+/* The ring of every edge, and each stage's thread bookkeeping. Whatever
+ * was made is freed with the pipeline if this fails. */
+static int prepare(sl_pipeline *p) {
   size_t links = 0;
   for (size_t i = 0; i < p->nstages; i++)
-    links += p->stages[i]->next != NULL;
-  p->rings = sl__calloc(links, sizeof *p->rings);
+    links += p->stages[i]->ncons;
+  p->rings = sl__calloc(links ? links : 1, sizeof *p->rings);
   if (!p->rings)
     return SL_ENOMEM;
   for (size_t i = 0; i < p->nstages; i++) {
     sl_stage *s = p->stages[i];
-    if (!s->next)
-      continue;
+    size_t nin = sl__stage_input_threads(s);
+    s->threads = sl__calloc(nin + 1, sizeof *s->threads);
+    s->inputs = sl__calloc(nin ? nin : 1, sizeof *s->inputs);
+    if (s->ncons)
+      s->outs = sl__calloc(s->ncons, sizeof *s->outs);
+    if (s->nprods)
+      s->ins = sl__calloc(s->nprods, sizeof *s->ins);
+    if (!s->threads || !s->inputs || (s->ncons && !s->outs) ||
+        (s->nprods && !s->ins))
+      return SL_ENOMEM;
+    if (nin > 1) {
+      if (pthread_mutex_init(&s->op_mu, NULL) != 0)
+        return SL_ENOMEM;
+      s->op_mu_ready = true;
+    }
+    s->open_inputs = nin;
+    for (size_t k = 0; k < nin; k++)
+      s->inputs[k] = (struct sl_input){.s = s, .idx = k};
+  }
+  for (size_t i = 0; i < p->nstages; i++) {
+    sl_stage *s = p->stages[i];
     sl_ring_opts o = s->has_out_opts
                          ? s->out_opts
                          : (sl_ring_opts){.hwm = p->opts.hwm,
                                           .lwm = p->opts.lwm,
                                           .mode = SL_RING_BYTES};
-    int rc = sl_ring_new(&p->rings[p->nrings], &o);
-    if (rc != 0)
-      return rc; /* the rings made so far are freed with the pipeline */
-    s->out = p->rings[p->nrings++];
-    s->next->in = s->out;
+    for (size_t c = 0; c < s->ncons; c++) {
+      sl_stage *t = s->cons[c];
+      int rc = sl_ring_new(&p->rings[p->nrings], &o);
+      if (rc != 0)
+        return rc;
+      s->outs[c] = p->rings[p->nrings++];
+      for (size_t k = 0; k < t->nprods; k++)
+        if (t->prods[k] == s)
+          t->ins[k] = s->outs[c];
+    }
   }
   return 0;
 }
 
-static int spawn(sl_stage *s, void *(*fn)(void *),
+static int spawn(sl_stage *s, void *(*fn)(void *), void *arg,
                  const pthread_attr_t *attr) {
-  int err = pthread_create(&s->threads[s->nthreads], attr, fn, s);
+  int err = pthread_create(&s->threads[s->nthreads], attr, fn, arg);
   if (err)
-    return err == ENOMEM ? SL_ENOMEM : SL_ETHREAD;
+    return err == ENOMEM || err == EAGAIN ? SL_ENOMEM : SL_ETHREAD;
   s->nthreads++;
   atomic_store(&s->running, 1);
   return 0;
@@ -329,10 +400,12 @@ int sl_pipeline_start(sl_pipeline *p) {
     return rc;
   p->started = true;
 
-  rc = make_rings(p);
+  rc = prepare(p);
   int planned = 0;
   for (size_t i = 0; i < p->nstages; i++)
-    planned += p->stages[i]->kind == KIND_DUPLEX ? 2 : 1;
+    planned += (int)sl__stage_input_threads(p->stages[i]) +
+               (p->stages[i]->kind == KIND_SOURCE ||
+                p->stages[i]->kind == KIND_DUPLEX);
 
   pthread_mutex_lock(&p->mu);
   p->rings_ready = rc == 0;
@@ -364,11 +437,12 @@ int sl_pipeline_start(sl_pipeline *p) {
   for (size_t i = 0; i < p->nstages && rc == 0; i++) {
     sl_stage *s = p->stages[i];
     if (s->kind == KIND_SOURCE || s->kind == KIND_DUPLEX) {
-      rc = spawn(s, sl__stage_source_main, pattr);
+      rc = spawn(s, sl__stage_source_main, s, pattr);
       started += rc == 0;
     }
-    if (rc == 0 && s->kind != KIND_SOURCE) {
-      rc = spawn(s, sl__stage_input_main, pattr);
+    size_t nin = sl__stage_input_threads(s);
+    for (size_t k = 0; k < nin && rc == 0; k++) {
+      rc = spawn(s, sl__stage_input_main, &s->inputs[k], pattr);
       started += rc == 0;
     }
   }

@@ -534,17 +534,19 @@ int sl_ring_stats_get(sl_ring *r, sl_ring_stats *st) {
 int sl__ring_wait_blocked(sl_ring *r, int side) {
   if (!r || (side != SL__WRITER && side != SL__READER))
     return SL_EINVAL;
-  _Atomic int *waiting =
-      side == SL__WRITER ? &r->writer_waiting : &r->reader_waiting;
+  bool writer = side == SL__WRITER;
+  _Atomic int *waiting = writer ? &r->writer_waiting : &r->reader_waiting;
+  bool *woken = writer ? &r->writer_woken : &r->reader_woken;
   int rc;
   pthread_mutex_lock(&r->mu);
   r->observers++;
   for (;;) {
-    /* A side counts as blocked once it sleeps: its flag is up and it has
-     * made its last check (it holds the lock until it sleeps). */
+    /* A side counts as blocked once it sleeps with no wake-up on its way:
+     * its flag is up and it has made its last check (it holds the lock
+     * until it sleeps), and nobody has signalled it yet. */
     if ((rc = LOAD(&r->err, acquire)) != 0)
       break;
-    if (LOAD(waiting, relaxed))
+    if (LOAD(waiting, relaxed) && !*woken)
       break;
     if (LOAD(&r->closed, acquire)) {
       rc = SL_ECLOSED;

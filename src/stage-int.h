@@ -21,22 +21,44 @@ struct sl_stage_counters {
   _Alignas(SL_CACHELINE) _Atomic uint64_t chunks, bytes;
 };
 
+/* One input thread's argument: the stage and which input it reads. */
+struct sl_input {
+  sl_stage *s;
+  size_t idx;
+};
+
 struct sl_stage {
   char *name;
   sl_stage_ops ops;
   void *ctx;
   enum stage_kind kind;
-  sl_pipeline *p;      /* NULL until chained */
-  sl_stage *prev, *next; /* producer and consumer links */
-  sl_ring *in, *out;   /* set by sl_pipeline_start */
+  sl_pipeline *p; /* NULL until linked */
+
+  /* Edges, in the order they were linked; the rings are made by
+   * sl_pipeline_start, outs[i] feeding cons[i], ins[i] fed by prods[i]. */
+  sl_stage **cons, **prods;
+  size_t ncons, nprods, cap_cons, cap_prods;
+  sl_ring **outs, **ins;
 
   bool has_out_opts;
   sl_ring_opts out_opts;
+  int merge; /* enum sl_merge_mode, for several inputs */
 
-  pthread_t threads[2];
+  /* With several inputs in arrival order, one thread per input; op_mu
+   * keeps the ops of one stage from running at once, and the last input
+   * to end calls flush/final (open_inputs counts the rest). */
+  pthread_mutex_t op_mu;
+  bool op_mu_ready;
+  size_t open_inputs;
+  struct sl_input *inputs;
+
+  pthread_t *threads;
   int nthreads;
 
-  _Atomic int status;  /* first outcome of the stage's threads; 0 = ok */
+  size_t topo_left; /* scratch of the acyclicity check */
+  sl_stage *topo_next;
+
+  _Atomic int status; /* first outcome of the stage's threads; 0 = ok */
   char errmsg[SL_ERRMSG_MAX];
   _Atomic int errmsg_set;
 
@@ -74,9 +96,11 @@ void sl__pipeline_fail(sl_pipeline *p, sl_stage *s, int err);
 void sl__pipeline_thread_done(sl_pipeline *p);
 int sl__pipeline_cancel_fd(sl_pipeline *p);
 
-/* stage.c: thread entry points. */
+/* stage.c: thread entry points; input_main takes a struct sl_input. */
 void *sl__stage_source_main(void *arg);
 void *sl__stage_input_main(void *arg);
+/* Input threads the stage runs: one per input in arrival order, else one. */
+size_t sl__stage_input_threads(const sl_stage *s);
 void sl__stage_destroy(sl_stage *s);
 int sl__block_signals(sigset_t *old);
 

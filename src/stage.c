@@ -71,6 +71,14 @@ int sl_stage_new(sl_stage **out, const char *name, const sl_stage_ops *ops,
 void sl__stage_destroy(sl_stage *s) {
   if (s->ops.destroy)
     s->ops.destroy(s->ctx);
+  if (s->op_mu_ready)
+    pthread_mutex_destroy(&s->op_mu);
+  sl__free(s->cons);
+  sl__free(s->prods);
+  sl__free(s->outs);
+  sl__free(s->ins);
+  sl__free(s->inputs);
+  sl__free(s->threads);
   sl__free(s->name);
   sl__aligned_free(s);
 }
@@ -108,7 +116,24 @@ sl_pool *sl_stage_pool(const sl_stage *s) {
 }
 
 sl_ring *sl_stage_output(const sl_stage *s) {
-  return s ? s->out : NULL;
+  return s && s->outs ? s->outs[0] : NULL;
+}
+
+int sl_stage_set_merge(sl_stage *s, int mode) {
+  if (!s || s->kind == KIND_SOURCE)
+    return SL_EINVAL;
+  if (mode != SL_MERGE_ARRIVAL && mode != SL_MERGE_ROUND_ROBIN)
+    return SL_EINVAL;
+  if (s->p && s->p->started)
+    return SL_EBUSY;
+  s->merge = mode;
+  return 0;
+}
+
+size_t sl__stage_input_threads(const sl_stage *s) {
+  if (s->kind == KIND_SOURCE)
+    return 0;
+  return s->nprods > 1 && s->merge == SL_MERGE_ARRIVAL ? s->nprods : 1;
 }
 
 int sl_stage_buf(sl_stage *s, size_t cap, sl_buf **out) {
@@ -123,15 +148,22 @@ int sl_stage_buf(sl_stage *s, size_t cap, sl_buf **out) {
 int sl_stage_push(sl_stage *s, sl_buf *buf) {
   if (!buf)
     return SL_EINVAL;
-  if (!s || !s->out) {
+  if (!s || !s->outs) {
     sl_buf_unref(buf);
     return SL_EINVAL;
   }
-  size_t len = buf->len;
-  int rc = sl_ring_write(s->out, buf);
-  if (rc != 0) {
-    sl_buf_unref(buf);
-    return rc;
+  size_t len = buf->len, n = s->ncons;
+  /* Fan-out: every branch gets the same buffer, one reference each, and
+   * the writes go in turn, so the slowest branch governs. */
+  for (size_t i = 1; i < n; i++)
+    sl_buf_ref(buf);
+  for (size_t i = 0; i < n; i++) {
+    int rc = sl_ring_write(s->outs[i], buf);
+    if (rc != 0) {
+      for (; i < n; i++) /* the references not handed over */
+        sl_buf_unref(buf);
+      return rc;
+    }
   }
   ctr_add(&s->out_ctr.chunks, 1);
   ctr_add(&s->out_ctr.bytes, len);
@@ -160,7 +192,7 @@ int sl_stage_cancel_fd(sl_stage *s) {
 }
 
 int sl_stage_push_flush(sl_stage *s) {
-  if (!s || !s->out)
+  if (!s || !s->outs)
     return SL_EINVAL;
   sl_buf *mark;
   int rc = sl_buf_new_flush(s->p->pool, &mark);
@@ -184,11 +216,13 @@ static void thread_begin(sl_stage *s, const char *suffix) {
   atomic_compare_exchange_strong(&s->start_ns, &zero, sl__now_ns());
 }
 
-/* A loop ended with rc: close the output on success, fail otherwise. */
-static void thread_end(sl_stage *s, sl_ring *out, int rc) {
+/* A loop ended with rc: on success close the outputs if this thread was
+ * the stage's last producer of output, fail the pipeline otherwise. */
+static void thread_end(sl_stage *s, bool close_outputs, int rc) {
   if (rc == 0) {
-    if (out)
-      sl_ring_close(out);
+    if (close_outputs)
+      for (size_t i = 0; i < s->ncons; i++)
+        sl_ring_close(s->outs[i]);
   } else {
     sl__pipeline_fail(s->p, s, rc);
   }
@@ -214,7 +248,7 @@ void *sl__stage_source_main(void *arg) {
     if (rc < 0)
       break;
   }
-  thread_end(s, s->out, rc);
+  thread_end(s, true, rc);
   return NULL;
 }
 
@@ -229,49 +263,131 @@ static int pass_marker(sl_stage *s, sl_buf *mark, bool transform) {
   return sl_stage_push(s, mark);
 }
 
-/* Transform, sink, and the write side of a duplex. */
-void *sl__stage_input_main(void *arg) {
-  sl_stage *s = arg;
+/* Hand n chunks to the op, which owns each one it is given; on failure
+ * release the ones it never got. */
+static int deliver(sl_stage *s, sl_buf **batch, size_t n) {
   bool transform = s->kind == KIND_TRANSFORM;
-  thread_begin(s, s->kind == KIND_DUPLEX ? "/w" : "");
-  sl_buf *batch[STAGE_BATCH];
-  size_t n = 0, i = 0;
-  int rc;
-  for (;;) {
-    rc = sl_ring_read_batch(s->in, batch, STAGE_BATCH, &n);
-    if (rc == SL_EOF) {
-      if (transform)
-        rc = s->ops.flush ? s->ops.flush(s, s->ctx) : 0;
-      else
-        rc = s->ops.final ? s->ops.final(s, s->ctx) : 0;
-      break;
-    }
-    if (rc < 0)
-      break;
-    uint64_t bytes = 0;
-    for (i = 0; i < n; i++)
-      bytes += batch[i]->len;
-    ctr_add(&s->in_ctr.chunks, n);
-    ctr_add(&s->in_ctr.bytes, bytes);
-    for (i = 0; i < n; i++) {
-      sl_buf *b = batch[i];
-      if (b->flags & BUF_FLUSH)
-        rc = pass_marker(s, b, transform);
-      else
-        rc = transform ? s->ops.transform(s, s->ctx, b)
-                       : s->ops.write(s, s->ctx, b);
-      if (rc < 0)
-        break;
-    }
+  uint64_t bytes = 0;
+  for (size_t i = 0; i < n; i++)
+    bytes += batch[i]->len;
+  ctr_add(&s->in_ctr.chunks, n);
+  ctr_add(&s->in_ctr.bytes, bytes);
+  for (size_t i = 0; i < n; i++) {
+    sl_buf *b = batch[i];
+    int rc;
+    if (b->flags & BUF_FLUSH)
+      rc = pass_marker(s, b, transform);
+    else
+      rc = transform ? s->ops.transform(s, s->ctx, b)
+                     : s->ops.write(s, s->ctx, b);
     if (rc < 0) {
-      /* The op owned batch[i]; the rest of the batch is still ours. */
       for (i++; i < n; i++)
         sl_buf_unref(batch[i]);
-      break;
+      return rc;
     }
   }
-  thread_end(s, transform ? s->out : NULL, rc < 0 ? rc : 0);
+  return 0;
+}
+
+/* End of every input: flush or final, exactly once. */
+static int end_of_input(sl_stage *s) {
+  if (s->kind == KIND_TRANSFORM)
+    return s->ops.flush ? s->ops.flush(s, s->ctx) : 0;
+  return s->ops.final ? s->ops.final(s, s->ctx) : 0;
+}
+
+/* Several inputs, one thread each, chunks in arrival order: the ops run
+ * under op_mu, and the input that ends last ends the stage. Returns the
+ * loop's code; *last says whether this thread ended the stage. */
+static int arrival_loop(sl_stage *s, sl_ring *in, bool *last) {
+  sl_buf *batch[STAGE_BATCH];
+  size_t n;
+  int rc;
+  *last = false;
+  while ((rc = sl_ring_read_batch(in, batch, STAGE_BATCH, &n)) == 0) {
+    pthread_mutex_lock(&s->op_mu);
+    rc = deliver(s, batch, n);
+    pthread_mutex_unlock(&s->op_mu);
+    if (rc < 0)
+      return rc;
+  }
+  if (rc != SL_EOF)
+    return rc;
+  pthread_mutex_lock(&s->op_mu);
+  *last = --s->open_inputs == 0;
+  rc = *last ? end_of_input(s) : 0;
+  pthread_mutex_unlock(&s->op_mu);
+  return rc;
+}
+
+/* One input, or several taken in turn, one chunk from each (skipping those
+ * that ended) — round-robin. */
+static int turn_loop(sl_stage *s) {
+  sl_buf *batch[STAGE_BATCH];
+  size_t n, open = s->nprods, at = 0;
+  bool one = s->nprods == 1;
+  bool *ended = NULL;
+  int rc = 0;
+  if (!one && !(ended = sl__calloc(s->nprods, sizeof *ended)))
+    return SL_ENOMEM;
+  while (open > 0) {
+    while (!one && ended[at])
+      at = (at + 1) % s->nprods;
+    rc = sl_ring_read_batch(s->ins[at], batch, one ? STAGE_BATCH : 1, &n);
+    if (rc == SL_EOF) {
+      if (!one)
+        ended[at] = true;
+      open--;
+      rc = 0;
+    } else if (rc < 0 || (rc = deliver(s, batch, n)) < 0) {
+      break;
+    }
+    if (!one)
+      at = (at + 1) % s->nprods;
+  }
+  sl__free(ended);
+  return rc < 0 ? rc : end_of_input(s);
+}
+
+/* Transform, sink, and the write side of a duplex. */
+void *sl__stage_input_main(void *arg) {
+  struct sl_input *in = arg;
+  sl_stage *s = in->s;
+  char suffix[8] = "";
+  bool arrival = sl__stage_input_threads(s) > 1;
+  if (arrival)
+    snprintf(suffix, sizeof suffix, "/%zu", in->idx);
+  else if (s->kind == KIND_DUPLEX)
+    snprintf(suffix, sizeof suffix, "/w");
+  thread_begin(s, suffix);
+  bool last = true;
+  int rc = arrival ? arrival_loop(s, s->ins[in->idx], &last) : turn_loop(s);
+  thread_end(s, last && s->kind == KIND_TRANSFORM, rc < 0 ? rc : 0);
   return NULL;
+}
+
+/* ---- tee and merge: the identity, on a stage with several edges ---- */
+
+static int pass_on(sl_stage *s, void *ctx, sl_buf *in) {
+  (void)ctx;
+  return sl_stage_push(s, in);
+}
+
+int sl_tee_new(sl_stage **out, const char *name) {
+  static const sl_stage_ops ops = {.transform = pass_on};
+  return sl_stage_new(out, name ? name : "tee", &ops, NULL);
+}
+
+int sl_merge_new(sl_stage **out, const char *name, int mode) {
+  static const sl_stage_ops ops = {.transform = pass_on};
+  if (out)
+    *out = NULL;
+  if (mode != SL_MERGE_ARRIVAL && mode != SL_MERGE_ROUND_ROBIN)
+    return SL_EINVAL;
+  int rc = sl_stage_new(out, name ? name : "merge", &ops, NULL);
+  if (rc == 0)
+    (*out)->merge = mode;
+  return rc;
 }
 
 /* Stage threads take no asynchronous signals: those belong to the

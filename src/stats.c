@@ -22,10 +22,16 @@ static void stage_stats(sl_stage *s, sl_stage_stats *st) {
   st->bytes_out = ld(&s->out_ctr.bytes);
   st->blocked_full_ns = 0;
   st->blocked_empty_ns = 0;
-  if (s->out && sl_ring_stats_get(s->out, &rs) == 0)
-    st->blocked_full_ns = rs.writer_wait_ns;
-  if (s->in && sl_ring_stats_get(s->in, &rs) == 0)
-    st->blocked_empty_ns = rs.reader_wait_ns;
+  /* Pushes wait on each branch in turn, so the full waits add up; with
+   * several inputs the stage starves only while all are empty, which the
+   * shortest of their waits bounds. */
+  for (size_t i = 0; s->outs && i < s->ncons; i++)
+    if (sl_ring_stats_get(s->outs[i], &rs) == 0)
+      st->blocked_full_ns += rs.writer_wait_ns;
+  for (size_t i = 0; s->ins && i < s->nprods; i++)
+    if (sl_ring_stats_get(s->ins[i], &rs) == 0 &&
+        (i == 0 || rs.reader_wait_ns < st->blocked_empty_ns))
+      st->blocked_empty_ns = rs.reader_wait_ns;
   uint64_t t0 = ld(&s->start_ns), t1 = ld(&s->end_ns);
   uint64_t wall = t0 ? (t1 ? t1 : sl__now_ns()) - t0 : 0;
   uint64_t blocked = st->blocked_full_ns + st->blocked_empty_ns;
@@ -74,13 +80,14 @@ int sl_pipeline_stats_print(sl_pipeline *p, FILE *f) {
   }
   err |= fprintf(f, "\n%-33s %10s %10s %8s %8s %8s\n", "ring", "hwm",
                  "peak", "pauses", "drains", "signals") < 0;
-  for (size_t i = 0; i < p->nstages; i++) {
+  for (size_t i = 0; i < p->nstages; i++)
+    for (size_t c = 0; p->stages[i]->outs && c < p->stages[i]->ncons; c++) {
     sl_stage *s = p->stages[i];
     sl_ring_stats rs;
-    if (!s->out || sl_ring_stats_get(s->out, &rs) != 0)
+    if (sl_ring_stats_get(s->outs[c], &rs) != 0)
       continue;
     char link[40];
-    snprintf(link, sizeof link, "%.15s -> %.15s", s->name, s->next->name);
+    snprintf(link, sizeof link, "%.15s -> %.15s", s->name, s->cons[c]->name);
     err |= fprintf(f, "%-33s %10zu %10zu %8llu %8llu %8llu\n", link, rs.hwm,
                    rs.peak_level, (unsigned long long)rs.pauses,
                    (unsigned long long)rs.drains,
