@@ -1,0 +1,32 @@
+#!/bin/sh
+# Run the suites whose tests race threads against each other N times in a
+# row (default 1000), in a build configured with --enable-sanitizer=thread,
+# stopping at the first failure. Loop counts inside the suites are scaled
+# down so that a thousand rounds take about an hour on two cores; every
+# round still crosses every interleaving point the suites cover.
+#
+#   ../configure --enable-sanitizer=thread && make check
+#   sh ../tests/race-loop.sh 1000
+set -eu
+n=${1:-1000}
+suites="tests/check_ring tests/check_pipeline tests/check_backpressure tests/check_graph tests/check_buf"
+for s in $suites; do
+  [ -x "$s" ] || { echo "race-loop: $s not built (run make check first)" >&2; exit 2; }
+done
+export CK_FORK=no SL_TEST_CHUNKS=${SL_TEST_CHUNKS:-20000} \
+  SL_TEST_CANCELS=${SL_TEST_CANCELS:-20} SL_TEST_ROUNDS=${SL_TEST_ROUNDS:-2000} \
+  SL_TEST_POOL_MIB=${SL_TEST_POOL_MIB:-4} \
+  TSAN_OPTIONS=${TSAN_OPTIONS:-halt_on_error=1}
+i=0
+while [ "$i" -lt "$n" ]; do
+  i=$((i + 1))
+  for s in $suites; do
+    if ! "$s" > race-loop.log 2>&1; then
+      cat race-loop.log
+      echo "race-loop: $s failed in round $i of $n" >&2
+      exit 1
+    fi
+  done
+done
+rm -f race-loop.log
+echo "race-loop: $n rounds passed: $suites"
