@@ -88,6 +88,11 @@ SL_EXTERN unsigned sl_version_number(void);
   XX(EACCES, -EACCES, "permission denied")                           \
   XX(EBADF, -EBADF, "bad file descriptor")                           \
   XX(EMSGSIZE, -EMSGSIZE, "message too long")                        \
+  XX(EISDIR, -EISDIR, "is a directory")                              \
+  XX(EROFS, -EROFS, "read-only file system")                         \
+  XX(EFBIG, -EFBIG, "file too large")                                \
+  XX(ENAMETOOLONG, -ENAMETOOLONG, "file name too long")              \
+  XX(EDQUOT, -EDQUOT, "disk quota exceeded")                         \
   XX(ECLOSED, -4001, "write after end of stream")                    \
   XX(EDATA, -4002, "invalid or corrupt data")                        \
   XX(ESTAGE, -4003, "stage failed")                                  \
@@ -621,5 +626,8 @@ SL_EXTERN int sl_pipeline_stats_print(sl_pipeline *p, FILE *f);
 #ifdef __cplusplus
 }
 #endif
+
+/* The stock stages, each in its own header. */
+#include <sluice/fd.h>
 
 #endif /* SLUICE_H */

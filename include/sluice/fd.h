@@ -166,8 +166,7 @@ typedef struct sl_fd_opts {
  * sl_stage_new). Returns 0; SL_EINVAL (out NULL, fd negative, an empty
  * name, a flag not accepted); SL_EBADF (fd is not open; errno EBADF);
  * SL_ENOMEM. On failure *out is NULL. Any thread. */
-SL_EXTERN int sl_fd_source_new(sl_stage **out, int fd,
-                               const sl_fd_opts *opts);
+SL_EXTERN int sl_fd_source_new(sl_stage **out, int fd, const sl_fd_opts *opts);
 
 /* A sink writing every byte of every chunk to fd, in order: short writes
  * are continued, EINTR retried, EAGAIN on a non-blocking descriptor waited
