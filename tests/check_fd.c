@@ -1295,7 +1295,7 @@ START_TEST(test_source_directory) {
   int before = fd_count();
 
   errno = 0;
-  ck_assert_int_eq(sl_file_source_new(&s, dir, NULL), SL_EIO);
+  ck_assert_int_eq(sl_file_source_new(&s, dir, NULL), SL_EISDIR);
   ck_assert_int_eq(errno, EISDIR);
   ck_assert_ptr_null(s);
   ck_assert_int_eq(fd_count(), before);
@@ -1313,7 +1313,7 @@ START_TEST(test_sink_open_errors) {
                    SL_ENOENT);
   ck_assert_int_eq(errno, ENOENT);
   ck_assert_ptr_null(s);
-  ck_assert_int_eq(sl_file_sink_new(&s, dir, NULL), SL_EIO);
+  ck_assert_int_eq(sl_file_sink_new(&s, dir, NULL), SL_EISDIR);
   ck_assert_int_eq(errno, EISDIR);
   ck_assert_int_eq(mkdir(in_dir("ro"), 0500), 0);
   if (geteuid() != 0) {

@@ -195,7 +195,7 @@ SL_EXTERN int sl_fd_sink_new(sl_stage **out, int fd, const sl_fd_opts *opts);
  * Returns 0; SL_EINVAL (out or path NULL, path empty, an empty name, any
  * flag); SL_ENOMEM; otherwise the open failed and the return is
  * sl_err_from_errno(errno) with errno left as open(2) set it: SL_ENOENT,
- * SL_EACCES, SL_EIO for a directory (errno EISDIR) or any errno without an
+ * SL_EACCES, SL_EISDIR, SL_EIO for any errno without an
  * SL_ code. On failure *out is NULL and nothing was left open. Any
  * thread. */
 SL_EXTERN int sl_file_source_new(sl_stage **out, const char *path,
@@ -235,7 +235,7 @@ SL_EXTERN int sl_file_source_new(sl_stage **out, const char *path,
  * SL_EEXIST (see above; errno EEXIST); SL_ENOMEM; otherwise a system call
  * failed and the return is sl_err_from_errno(errno) with errno left as it
  * set it: SL_ENOENT (no such directory), SL_EACCES (the directory is not
- * writable), SL_EIO for a directory at path (errno EISDIR) or any errno
+ * writable), SL_EISDIR, SL_EIO for any other errno
  * without an SL_ code. On failure *out is NULL, nothing is left open and
  * no temporary is left behind. Any thread. */
 SL_EXTERN int sl_file_sink_new(sl_stage **out, const char *path,
