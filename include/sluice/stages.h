@@ -7,19 +7,21 @@
  * sl_stage_new: on success *out owns it until sl_pipeline_chain hands it to
  * a pipeline; sl_stage_free frees one that never joined a pipeline. Every
  * constructor takes an options struct whose name field names the stage
- * (NULL picks the default given with it: "mem-source", "lines", ...); NULL
- * options mean every default. The name is copied. A failed constructor
- * leaves *out NULL, allocates nothing and keeps nothing it was given.
+ * (NULL picks the default given with it: "mem-source", "lines", ...; an
+ * empty name is SL_EINVAL); NULL options mean every default. The name is
+ * copied. A failed constructor leaves *out NULL (out itself may not be
+ * NULL) and nothing allocated, and keeps nothing it was given.
  *
  * Threads. Constructors may be called from any thread. A stage's ops run on
- * its own thread, as every stage's do; the callbacks a stage calls run
- * there too, one call at a time. The getters that read a stage's results
- * (sl_mem_sink_data, sl_crc32_value, ...) are valid once sl_pipeline_wait
- * has returned, from any thread, and give SL_EBUSY between
- * sl_pipeline_start and the end of sl_pipeline_wait; they must not be
- * called concurrently with sl_pipeline_start or sl_pipeline_free. Each
- * getter checks that the stage is of its kind and gives SL_EINVAL for any
- * other stage.
+ * its own thread, as every stage's do, and so do the callbacks a stage
+ * calls, one call at a time (a stage merging several inputs in arrival
+ * order has a thread per input, but its ops never run at once). The
+ * getters that read a stage's results (sl_mem_sink_data, sl_crc32_value,
+ * ...) are valid once sl_pipeline_wait has returned, from any thread, and
+ * give SL_EBUSY between sl_pipeline_start and the end of sl_pipeline_wait;
+ * they must not be called concurrently with sl_pipeline_start or
+ * sl_pipeline_free. Each getter checks that the stage is of its kind and
+ * gives SL_EINVAL for any other stage.
  *
  * Modes. These stages carry bytes. A byte stage that receives an object
  * buffer fails the pipeline with SL_EINVAL; the throttle alone also takes
@@ -188,13 +190,13 @@ typedef struct sl_lines_opts {
  * the stream, a last line without a terminator is emitted as it is.
  *
  * Output chunks are fresh buffers from the pipeline's pool, each holding a
- * copy of its line; the stage holds at most one partial line (at most
- * max_line + 1 bytes) between input chunks.
+ * copy of its line. Between input chunks the stage holds at most one
+ * partial line, of at most max_line + 1 bytes (nothing bounds it with
+ * SL_LINES_NO_LIMIT).
  *
  * A line longer than max_line fails the pipeline with SL_EMSGSIZE and a
  * message naming it: "lines: line 3 longer than 80 bytes (starting at
- * input byte 120)"; the line number counts from 1, the offset from 0. The
- * lines before it have been emitted.
+ * input byte 120)"; the line number counts from 1, the offset from 0.
  *
  * Flush markers pass on at once, ahead of a partial line that the stage
  * holds: a marker never splits a line.
@@ -251,19 +253,20 @@ SL_EXTERN int sl_adler32_value(const sl_stage *stage, uint32_t *adler,
  * Throttle
  * ---------------------------------------------------------------------- */
 
-#define SL_THROTTLE_MAX_BURST ((size_t)1 << 34) /* 16 GiB */
+#define SL_THROTTLE_MAX_BURST ((uint64_t)1 << 34) /* 16 GiB */
 
 typedef struct sl_throttle_opts {
   const char *name; /* NULL: "throttle" */
   size_t burst;     /* bucket size in bytes (objects, in object mode); 0:
-                     * a tenth of a second at rate; at most
-                     * SL_THROTTLE_MAX_BURST */
+                     * a tenth of a second at rate (rate / 10, so none
+                     * below 10 per second); at most SL_THROTTLE_MAX_BURST */
 } sl_throttle_opts;
 
 /* A pass-through transform that limits throughput to rate bytes per
  * second (objects per second for object buffers), for demos and for tests
- * of backpressure: the stage sleeps before it pushes, the ring before it
- * fills, and the stages upstream are paused by their full rings.
+ * of backpressure: the stage sleeps before it pushes a chunk, its input
+ * ring fills meanwhile, and the stages upstream pause on their full rings
+ * as they would behind a slow disk or network.
  *
  * A token bucket on CLOCK_MONOTONIC: the bucket holds up to burst bytes
  * and starts full when the first chunk arrives; it refills at rate; a
@@ -271,9 +274,10 @@ typedef struct sl_throttle_opts {
  * unchanged (the same buffer) and takes its length out. A chunk longer
  * than burst waits until its whole length has accrued: the throttle never
  * splits a chunk, so make burst at least the chunk size for smooth output.
- * So it is never faster than its rate: from the first chunk, passing B
- * bytes takes at least (B - burst) / rate seconds. Zero-length chunks and
- * flush markers pass at once.
+ * As the bucket never goes below empty, the throttle is never faster than
+ * its rate: from the first chunk on, passing B bytes takes at least
+ * (B - burst) / rate seconds. Zero-length chunks and flush markers pass at
+ * once.
  *
  * The sleep is cancellable: it waits in poll() on sl_stage_cancel_fd, so
  * sl_pipeline_cancel, or another stage's failure, wakes it at once and the

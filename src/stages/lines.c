@@ -66,7 +66,7 @@ static int part_append(struct lines *l, const unsigned char *seg, size_t n) {
   if (l->plen + n > l->pcap) {
     size_t cap = l->pcap ? l->pcap : PART_MIN_CAP;
     while (cap < l->plen + n)
-      cap *= 2; /* plen + n <= max + 1 <= SIZE_MAX: cannot wrap far */
+      cap = cap > SIZE_MAX / 2 ? l->plen + n : cap * 2;
     unsigned char *grown = sl__realloc(l->part, cap);
     if (!grown)
       return SL_ENOMEM;
@@ -78,10 +78,11 @@ static int part_append(struct lines *l, const unsigned char *seg, size_t n) {
   return 0;
 }
 
-/* Emit one line: the partial line, then seg[0..n-1], of which the first
- * keep bytes go out (the rest is the terminator being removed). */
+/* Emit one line: the first keep bytes of the partial line followed by the
+ * bytes at seg (the line's bytes in this chunk, then its terminator); what
+ * is not kept is the terminator being removed. */
 static int emit(sl_stage *stage, struct lines *l, const unsigned char *seg,
-                size_t n, size_t keep) {
+                size_t keep) {
   sl_buf *b = NULL;
   int rc = sl_buf_new(sl_stage_pool(stage), keep, &b);
   if (rc != 0)
@@ -92,7 +93,6 @@ static int emit(sl_stage *stage, struct lines *l, const unsigned char *seg,
     memcpy(d, l->part, from_part);
   if (keep > from_part)
     memcpy(d + from_part, seg, keep - from_part);
-  (void)n;
   sl_buf_set_len(b, keep);
   l->plen = 0;
   return sl_stage_push(stage, b);
@@ -130,7 +130,7 @@ static int lines_transform(sl_stage *stage, void *ctx, sl_buf *in) {
       break;
     }
     size_t keep = content + (l->flags & SL_LINES_KEEP_NEWLINE ? term : 0);
-    rc = emit(stage, l, d + i, seg + 1, keep);
+    rc = emit(stage, l, d + i, keep);
     i += seg + 1;
     l->line++;
     l->start = l->pos + i;
@@ -147,7 +147,7 @@ static int lines_flush(sl_stage *stage, void *ctx) {
   /* No terminator: a final '\r' is an ordinary byte after all. */
   if (l->plen > l->max)
     return too_long(stage, l);
-  return emit(stage, l, NULL, 0, l->plen);
+  return emit(stage, l, NULL, l->plen);
 }
 
 static void lines_destroy(void *ctx) {
@@ -172,7 +172,8 @@ int sl_lines_new(sl_stage **out, const sl_lines_opts *opts) {
   sl_stage_ops ops = {.transform = lines_transform,
                       .flush = lines_flush,
                       .destroy = lines_destroy};
-  int rc = sl_stage_new(out, opts && opts->name ? opts->name : "lines", &ops, l);
+  int rc =
+      sl_stage_new(out, opts && opts->name ? opts->name : "lines", &ops, l);
   if (rc != 0)
     sl__free(l);
   return rc;

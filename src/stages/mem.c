@@ -42,9 +42,9 @@ static int object_refused(sl_stage *stage, sl_buf *in) {
  * ---------------------------------------------------------------------- */
 
 struct mem_source {
-  const unsigned char *data; /* one buffer: the bytes, */
-  size_t len, pos;           /* their length, bytes emitted */
-  size_t chunk_size;         /* 0: the pipeline's buffer size */
+  const unsigned char *data;  /* one buffer: the bytes, */
+  size_t len, pos;            /* their length, bytes emitted */
+  size_t chunk_size;          /* 0: the pipeline's buffer size */
   const sl_mem_chunk *chunks; /* or an array: the entries, */
   size_t n, next;             /* their number, entries emitted */
   void *copy;                 /* what SL_MEM_COPY allocated, or NULL */
@@ -118,7 +118,8 @@ int sl_mem_source_new(sl_stage **out, const void *data, size_t len,
   *out = NULL;
   if (!data && len > 0)
     return SL_EINVAL;
-  if (opts && ((opts->flags & ~SL_MEM_COPY) || opts->chunk_size > MEM_MAX_CHUNK))
+  if (opts &&
+      ((opts->flags & ~SL_MEM_COPY) || opts->chunk_size > MEM_MAX_CHUNK))
     return SL_EINVAL;
   struct mem_source *m = sl__calloc(1, sizeof *m);
   if (!m)
@@ -171,8 +172,7 @@ int sl_mem_source_chunks_new(sl_stage **out, const sl_mem_chunk *chunks,
   if (opts && (opts->flags & ~SL_MEM_COPY))
     return SL_EINVAL;
   for (size_t i = 0; i < n; i++)
-    if ((!chunks[i].data && chunks[i].len > 0) ||
-        chunks[i].len > MEM_MAX_CHUNK)
+    if ((!chunks[i].data && chunks[i].len > 0) || chunks[i].len > MEM_MAX_CHUNK)
       return SL_EINVAL;
   struct mem_source *m = sl__calloc(1, sizeof *m);
   if (!m)
