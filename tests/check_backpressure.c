@@ -239,6 +239,48 @@ START_TEST(test_object_ring_pauses_at_item_mark) {
 }
 END_TEST
 
+/* Hysteresis: a paused writer resumes only once the reader has taken the
+ * level down to the low mark, so between two pauses it pushes at least
+ * hwm - lwm bytes. With one-byte chunks the reader's batches (16 chunks)
+ * take far less than that at a time, so a ring that woke its writer before
+ * the low mark would pause it about once per batch. */
+START_TEST(test_writer_resumes_at_low_mark) {
+  static const size_t sizes[] = {1};
+  const size_t len = 5000, hwm = 64, lwm = 8;
+  unsigned char *data = pu_pattern(len, 5);
+  sl_pipeline *p = NULL;
+  pu_src src;
+  pu_sink sink;
+  sl_stage *s0, *s1;
+  sl_ring_stats st;
+
+  pu_src_init(&src, data, len, sizes, 1);
+  pu_sink_init(&sink);
+  sink.spin = 2000; /* a slow sink keeps the ring at its mark */
+  ck_assert_int_eq(sl_pipeline_new(&p, NULL), 0);
+  s0 = pu_src_stage("src", &src);
+  s1 = pu_sink_stage("sink", &sink);
+  ck_assert(s0 && s1);
+  ck_assert_int_eq(sl_stage_set_output(s0, hwm, lwm, SL_RING_BYTES), 0);
+  ck_assert_int_eq(sl_pipeline_chain(p, s0, s1, NULL), 0);
+  ck_assert_int_eq(sl_pipeline_start(p), 0);
+  ck_assert_int_eq(sl_pipeline_wait(p), 0);
+  ck_assert_uint_eq(sink.got.len, len);
+  ck_assert(memcmp(sink.got.p, data, len) == 0);
+  st = pu_ring_stats(sl_stage_output(s0));
+  ck_assert_uint_eq(st.lwm, lwm);
+  ck_assert_uint_ge(st.pauses, 1);
+  ck_assert_uint_eq(st.pauses, st.drains);
+  ck_assert_uint_le(st.peak_level, hwm);
+  ck_assert_msg(st.pauses <= 1 + len / (hwm - lwm),
+                "%llu pauses for %zu bytes: resumed above the low mark",
+                (unsigned long long)st.pauses, len);
+  sl_pipeline_free(p);
+  pu_sink_fini(&sink);
+  free(data);
+}
+END_TEST
+
 /* ------------------------------------------------------------------------
  * The pool's peak does not grow with the input
  * ---------------------------------------------------------------------- */
@@ -443,6 +485,7 @@ static Suite *backpressure_suite(void) {
   tcase_add_test(tc, test_every_pause_drained);
   tcase_add_test(tc, test_pause_ended_by_abort);
   tcase_add_test(tc, test_object_ring_pauses_at_item_mark);
+  tcase_add_test(tc, test_writer_resumes_at_low_mark);
   suite_add_tcase(s, tc);
 
   tc = tcase("memory", 300);
