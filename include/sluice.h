@@ -630,5 +630,6 @@ SL_EXTERN int sl_pipeline_stats_print(sl_pipeline *p, FILE *f);
 /* The stock stages, each in its own header. */
 #include <sluice/fd.h>
 #include <sluice/stages.h>
+#include <sluice/zlib.h>
 
 #endif /* SLUICE_H */
