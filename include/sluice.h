@@ -239,8 +239,13 @@ SL_EXTERN unsigned sl_buf_refcount(const sl_buf *buf);
 /* ------------------------------------------------------------------------
  * sl_ring — a bounded single-producer single-consumer queue of sl_buf *
  *
- * One mutex, two condition variables. The level is the sum of the queued
- * chunks' lengths (byte mode) or their number (object mode). A chunk is
+ * Lock-free while neither side waits; one mutex and two condition
+ * variables to sleep and wake. The level is, in byte mode, the bytes the
+ * queued chunks hold in memory: the sum of their capacities, which for
+ * buffers filled to the brim (or made to measure) is the sum of their
+ * lengths, as Node counts; so 100 bytes read from a socket into a 64 KiB
+ * buffer weigh 64 KiB, and the marks bound memory, not just data. In
+ * object mode the level is the number of chunks. A chunk is
  * admitted while level < hwm, so level <= hwm + one chunk, always; a ring
  * also holds at most max_chunks chunks whatever their size, so zero-length
  * chunks cannot grow it without bound. A writer that finds the ring full
@@ -256,7 +261,7 @@ SL_EXTERN unsigned sl_buf_refcount(const sl_buf *buf);
 typedef struct sl_ring sl_ring;
 
 enum sl_ring_mode {
-  SL_RING_BYTES = 0,  /* level counts bytes (Node's default) */
+  SL_RING_BYTES = 0,  /* level counts bytes held (Node's default) */
   SL_RING_OBJECTS = 1 /* level counts chunks (Node's objectMode) */
 };
 

@@ -3,9 +3,10 @@
  *
  * Layout. Slots are a power-of-two array indexed by free-running counters
  * masked on use: tail (next write, advanced only by the writer) and head
- * (next read). The level is units_in - units_out, units being bytes (byte
- * mode) or chunks (object mode), so count and level need no wrap test and
- * no shared read-modify-write. The writer's counters, the reader's
+ * (next read). The level is units_in - units_out, units being the bytes
+ * the chunks hold in memory (byte mode, see cost()) or chunks (object
+ * mode), so count and level need no wrap test and no shared
+ * read-modify-write. The writer's counters, the reader's
  * counters, the stop flags and the slow-path state live on separate cache
  * lines: each side writes only its own line.
  *
@@ -177,6 +178,15 @@ void sl_ring_free(sl_ring *r) {
   sl__aligned_free(r);
 }
 
+/* What a chunk weighs against the marks: one item in object mode; in byte
+ * mode the memory it holds, its capacity, which for a buffer filled to
+ * the brim is its length. A source that gets 100 bytes from a socket into
+ * a 64 KiB buffer has queued 64 KiB of memory, and the marks bound memory.
+ * Neither changes while the chunk is queued. */
+static inline uint64_t cost(const sl_ring *r, const sl_buf *b) {
+  return r->objects ? 1 : b->cap;
+}
+
 /* ---- predicates, from fresh loads of the other side's counters ---- */
 
 static inline size_t level_of(sl_ring *r, uint64_t units_in) {
@@ -281,7 +291,7 @@ static int ring_write(sl_ring *r, sl_buf *b, bool block) {
     return rc;
 
   uint64_t tail = LOAD(&r->tail, relaxed);
-  uint64_t units = LOAD(&r->units_in, relaxed) + (r->objects ? 1 : b->len);
+  uint64_t units = LOAD(&r->units_in, relaxed) + cost(r, b);
   STORE(&r->slots[tail & r->mask], b, relaxed);
   STORE(&r->units_in, units, relaxed);
   if (!r->objects)
@@ -410,10 +420,11 @@ static int ring_read(sl_ring *r, sl_buf **out, size_t max, size_t *n,
      * chunk is looked into before the CAS is won. */
     if (!atomic_compare_exchange_strong(&r->head, &head, head + got))
       continue;
-    uint64_t bytes = 0;
-    for (size_t i = 0; i < got; i++)
+    uint64_t bytes = 0, units = 0;
+    for (size_t i = 0; i < got; i++) {
       bytes += out[i]->len;
-    uint64_t units = r->objects ? got : bytes;
+      units += cost(r, out[i]);
+    }
     STORE(&r->chunks_out, LOAD(&r->chunks_out, relaxed) + got, relaxed);
     STORE(&r->bytes_out, LOAD(&r->bytes_out, relaxed) + (r->objects ? 0 : bytes),
           relaxed);

@@ -241,23 +241,29 @@ END_TEST
 
 /* Hysteresis: a paused writer resumes only once the reader has taken the
  * level down to the low mark, so between two pauses it pushes at least
- * hwm - lwm bytes. With one-byte chunks the reader's batches (16 chunks)
- * take far less than that at a time, so a ring that woke its writer before
- * the low mark would pause it about once per batch. */
+ * hwm - lwm bytes. The level counts what a chunk holds in memory, the
+ * capacity of its pooled buffer (unit, for a one-byte chunk): the marks
+ * are set in units of it. With one-byte chunks the reader's batches (16
+ * chunks) take far less than hwm - lwm at a time, so a ring that woke its
+ * writer before the low mark would pause it about once per batch. */
 START_TEST(test_writer_resumes_at_low_mark) {
   static const size_t sizes[] = {1};
-  const size_t len = 5000, hwm = 64, lwm = 8;
+  const size_t len = 5000;
   unsigned char *data = pu_pattern(len, 5);
   sl_pipeline *p = NULL;
   pu_src src;
   pu_sink sink;
   sl_stage *s0, *s1;
   sl_ring_stats st;
+  sl_buf *probe;
 
   pu_src_init(&src, data, len, sizes, 1);
   pu_sink_init(&sink);
   sink.spin = 2000; /* a slow sink keeps the ring at its mark */
   ck_assert_int_eq(sl_pipeline_new(&p, NULL), 0);
+  ck_assert_int_eq(sl_buf_new(sl_pipeline_pool(p), 1, &probe), 0);
+  const size_t unit = sl_buf_cap(probe), hwm = 64 * unit, lwm = 8 * unit;
+  sl_buf_unref(probe);
   s0 = pu_src_stage("src", &src);
   s1 = pu_sink_stage("sink", &sink);
   ck_assert(s0 && s1);
@@ -272,7 +278,7 @@ START_TEST(test_writer_resumes_at_low_mark) {
   ck_assert_uint_ge(st.pauses, 1);
   ck_assert_uint_eq(st.pauses, st.drains);
   ck_assert_uint_le(st.peak_level, hwm);
-  ck_assert_msg(st.pauses <= 1 + len / (hwm - lwm),
+  ck_assert_msg(st.pauses <= 1 + len * unit / (hwm - lwm),
                 "%llu pauses for %zu bytes: resumed above the low mark",
                 (unsigned long long)st.pauses, len);
   sl_pipeline_free(p);
