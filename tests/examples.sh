@@ -1,0 +1,77 @@
+#!/bin/sh
+# The examples, run as a user would, checked against the system's tools:
+# copy (byte-exact), tee (gzip -dc of its output, CRC-32 from Python's
+# zlib), zlines (awk's line count of the same text) and backpressure (the
+# writer pauses, the output is intact). Run by make check from the build
+# directory; $1 may name another build directory.
+set -eu
+top=${1:-.}
+ex=$top/examples
+for p in copy tee zlines backpressure; do
+  [ -x "$ex/$p" ] || { echo "examples.sh: $ex/$p not built" >&2; exit 99; }
+done
+command -v gzip > /dev/null || { echo "examples.sh: gzip not found, skipped"; exit 77; }
+
+dir=$(mktemp -d "${TMPDIR:-/tmp}/sluice-examples.XXXXXX")
+trap 'rm -rf "$dir"' EXIT INT TERM
+fail=0
+ok() { echo "ok: $*"; }
+bad() { echo "FAIL: $*"; fail=1; }
+
+# A log of 200000 lines of varied length, the last without a newline.
+awk 'BEGIN { for (i = 0; i < 200000; i++) {
+  printf "%d GET /item/%d status=%d", i, i * 7919 % 100003, 200 + i % 5;
+  for (j = 0; j < i % 13; j++) printf " x%d", j;
+  if (i < 199999) printf "\n" } }' > "$dir/log"
+
+# copy: byte-exact, atomic (no temporary left), refuses to overwrite.
+"$ex/copy" "$dir/log" "$dir/log.copy" 2> /dev/null
+if cmp -s "$dir/log" "$dir/log.copy"; then ok "copy"; else bad "copy differs"; fi
+if "$ex/copy" "$dir/log" "$dir/log.copy" 2> /dev/null; then
+  bad "copy overwrote an existing file"
+else
+  ok "copy refuses to overwrite"
+fi
+if ls -a "$dir" | grep -q '^\.log\.copy\.'; then bad "copy left a temporary"; fi
+
+# tee: one read, gzip and crc32 at once.
+out=$("$ex/tee" "$dir/log" "$dir/log.gz")
+if gzip -dc "$dir/log.gz" | cmp -s - "$dir/log"; then
+  ok "tee: gzip branch"
+else
+  bad "tee: gzip -dc differs"
+fi
+if command -v python3 > /dev/null; then
+  want=$(python3 -c 'import sys, zlib
+print("%08x" % zlib.crc32(open(sys.argv[1], "rb").read()))' "$dir/log")
+  case $out in
+  *"crc32 $want"*) ok "tee: crc32 branch ($want)" ;;
+  *) bad "tee: crc32 branch: got '$out', want $want" ;;
+  esac
+fi
+
+# zlines: the lines of the gzip'd log, as awk counts them.
+want=$(awk 'END { print NR }' "$dir/log")
+got=$("$ex/zlines" "$dir/log.gz")
+if [ "$got" = "$want" ]; then ok "zlines: $got lines"; else bad "zlines: $got, want $want"; fi
+printf 'not gzip' > "$dir/bad.gz"
+if "$ex/zlines" "$dir/bad.gz" 2> "$dir/err"; then
+  bad "zlines accepted a file that is not gzip"
+elif grep -q 'gunzip' "$dir/err"; then
+  ok "zlines: $(cat "$dir/err")"
+else
+  bad "zlines: unclear error: $(cat "$dir/err")"
+fi
+
+# backpressure: a fast writer paused by a throttled reader.
+out=$("$ex/backpressure" -r 33554432 -n 2097152 -H 32768)
+case $out in
+*"output intact"*) ok "backpressure: output intact" ;;
+*) bad "backpressure: output damaged" ;;
+esac
+case $out in
+*"paused 0 times"*) bad "backpressure: the writer never paused" ;;
+*"paused "*) ok "backpressure: the writer paused" ;;
+esac
+
+exit $fail
