@@ -636,5 +636,6 @@ SL_EXTERN int sl_pipeline_stats_print(sl_pipeline *p, FILE *f);
 #include <sluice/fd.h>
 #include <sluice/stages.h>
 #include <sluice/zlib.h>
+#include <sluice/map.h>
 
 #endif /* SLUICE_H */

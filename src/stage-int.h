@@ -55,6 +55,11 @@ struct sl_stage {
   pthread_t *threads;
   int nthreads;
 
+  /* Library stages that run threads of their own (the map) stop and join
+   * them here: called by the stage's input thread as it ends, on every
+   * path, before the pipeline can count the stage as finished. */
+  void (*on_exit)(sl_stage *s);
+
   size_t topo_left; /* scratch of the acyclicity check */
   sl_stage *topo_next;
 

@@ -1,0 +1,406 @@
+/*
+ * The ordered parallel map stage.
+ *
+ * Results leave in input order whatever order the workers finish in (or
+ * in completion order, unordered); no more than in_flight chunks are
+ * inside the stage at once; each worker's state is made and freed on its
+ * own thread; a worker's error fails the pipeline once, with its message;
+ * a cancel or a failure elsewhere leaves no worker behind.
+ *
+ * Workers are made to finish out of order by work whose length depends on
+ * the chunk (a counted spin, not a sleep). No test sleeps.
+ */
+#include "pipeutil.h"
+
+#include <check.h>
+
+#define TIMEOUT 120
+
+/* ------------------------------------------------------------------------
+ * A source of numbered 8-byte chunks, and a map that squares the number
+ * after work that makes early chunks slow and late chunks fast.
+ * ---------------------------------------------------------------------- */
+
+typedef struct numbers {
+  long n, next;
+} numbers;
+
+static int numbers_read(sl_stage *stage, void *ctx) {
+  numbers *s = ctx;
+  if (s->next == s->n)
+    return SL_EOF;
+  uint64_t v = (uint64_t)s->next++;
+  sl_buf *b;
+  int rc = sl_buf_new_copy(sl_stage_pool(stage), &v, sizeof v, &b);
+  return rc ? rc : sl_stage_push(stage, b);
+}
+
+static sl_stage *numbers_stage(numbers *s, long n) {
+  static const sl_stage_ops ops = {.read = numbers_read};
+  sl_stage *st = NULL;
+  *s = (numbers){.n = n};
+  ck_assert_int_eq(sl_stage_new(&st, "numbers", &ops, s), 0);
+  return st;
+}
+
+static uint64_t num_of(const sl_buf *b) {
+  uint64_t v;
+  memcpy(&v, sl_buf_data(b), sizeof v);
+  return v;
+}
+
+typedef struct square {
+  atomic_int inside, most_inside; /* calls running at once */
+  atomic_long calls;
+  long fail_at;                   /* -1: never */
+  long drop_odd;                  /* 1: odd numbers map to nothing */
+  atomic_int inits, finis;
+  atomic_uint worker_seen;        /* bit i: worker i made its state */
+} square;
+
+static int square_map(sl_stage *stage, void *ctx, void *wctx, sl_buf *in,
+                      sl_buf **out) {
+  square *q = ctx;
+  unsigned *me = wctx;
+  uint64_t v = num_of(in);
+  sl_buf_unref(in);
+  int now = atomic_fetch_add(&q->inside, 1) + 1;
+  for (int seen = atomic_load(&q->most_inside); now > seen &&
+       !atomic_compare_exchange_weak(&q->most_inside, &seen, now);)
+    ;
+  atomic_fetch_add(&q->calls, 1);
+  pu_spin((unsigned long)(v % 7) * 20000); /* finish out of order */
+  atomic_fetch_sub(&q->inside, 1);
+  if (me == NULL || *me >= 64)
+    return SL_EINVAL; /* worker_init did not run on this thread */
+  if ((long)v == q->fail_at) {
+    sl_stage_set_error(stage, "cannot square %llu", (unsigned long long)v);
+    return SL_EDATA;
+  }
+  if (q->drop_odd && v % 2) {
+    *out = NULL;
+    return 0;
+  }
+  v *= v;
+  return sl_buf_new_copy(sl_stage_pool(stage), &v, sizeof v, out);
+}
+
+static int square_init(void *ctx, unsigned i, void **wctx) {
+  square *q = ctx;
+  unsigned *me = malloc(sizeof *me);
+  if (!me)
+    return SL_ENOMEM;
+  *me = i;
+  *wctx = me;
+  atomic_fetch_add(&q->inits, 1);
+  atomic_fetch_or(&q->worker_seen, 1u << (i % 32));
+  return 0;
+}
+
+static void square_fini(void *ctx, void *wctx) {
+  square *q = ctx;
+  free(wctx);
+  atomic_fetch_add(&q->finis, 1);
+}
+
+static const sl_map_ops square_ops = {.map = square_map,
+                                      .worker_init = square_init,
+                                      .worker_fini = square_fini};
+
+typedef struct run {
+  sl_pipeline *p;
+  numbers src;
+  square q;
+  pu_sink sink;
+  sl_stage *map;
+} run;
+
+static void run_init(run *r, long n, const sl_map_opts *o) {
+  memset(r, 0, sizeof *r);
+  r->q.fail_at = -1;
+  pu_sink_init(&r->sink);
+  ck_assert_int_eq(sl_pipeline_new(&r->p, NULL), 0);
+  sl_stage *a = numbers_stage(&r->src, n);
+  ck_assert_int_eq(sl_map_new(&r->map, "square", &square_ops, &r->q, o), 0);
+  sl_stage *k = pu_sink_stage("sink", &r->sink);
+  ck_assert_int_eq(sl_pipeline_chain(r->p, a, r->map, k, NULL), 0);
+}
+
+static void run_fini(run *r) {
+  sl_pipeline_free(r->p);
+  pu_sink_fini(&r->sink);
+}
+
+static size_t got_count(const run *r) {
+  return r->sink.got.len / 8;
+}
+
+static uint64_t got_at(const run *r, size_t i) {
+  uint64_t v;
+  memcpy(&v, r->sink.got.p + 8 * i, 8);
+  return v;
+}
+
+/* ------------------------------------------------------------------------ */
+
+START_TEST(test_map_keeps_input_order) {
+  run r;
+  sl_map_opts o = {.workers = 4};
+  run_init(&r, 3000, &o);
+  ck_assert_int_eq(sl_pipeline_start(r.p), 0);
+  ck_assert_int_eq(sl_pipeline_wait(r.p), 0);
+  ck_assert_uint_eq(got_count(&r), 3000);
+  for (size_t i = 0; i < 3000; i++)
+    ck_assert_uint_eq(got_at(&r, i), (uint64_t)i * i);
+  ck_assert_int_eq(atomic_load(&r.q.inits), 4);
+  ck_assert_int_eq(atomic_load(&r.q.finis), 4);
+  ck_assert_uint_eq(atomic_load(&r.q.worker_seen), 0xf);
+  ck_assert_int_le(atomic_load(&r.q.most_inside), 4);
+  run_fini(&r);
+}
+END_TEST
+
+START_TEST(test_map_unordered_emits_everything) {
+  run r;
+  sl_map_opts o = {.workers = 3, .unordered = 1};
+  run_init(&r, 2000, &o);
+  ck_assert_int_eq(sl_pipeline_start(r.p), 0);
+  ck_assert_int_eq(sl_pipeline_wait(r.p), 0);
+  ck_assert_uint_eq(got_count(&r), 2000);
+  bool *seen = calloc(2000, 1);
+  for (size_t i = 0; i < 2000; i++) {
+    uint64_t v = got_at(&r, i);
+    uint64_t root = 0;
+    while (root * root < v)
+      root++;
+    ck_assert_uint_eq(root * root, v);
+    ck_assert_uint_lt(root, 2000);
+    ck_assert(!seen[root]);
+    seen[root] = true;
+  }
+  free(seen);
+  run_fini(&r);
+}
+END_TEST
+
+START_TEST(test_map_single_worker) {
+  run r;
+  sl_map_opts o = {.workers = 1, .in_flight = 1};
+  run_init(&r, 500, &o);
+  ck_assert_int_eq(sl_pipeline_start(r.p), 0);
+  ck_assert_int_eq(sl_pipeline_wait(r.p), 0);
+  ck_assert_uint_eq(got_count(&r), 500);
+  for (size_t i = 0; i < 500; i++)
+    ck_assert_uint_eq(got_at(&r, i), (uint64_t)i * i);
+  ck_assert_int_eq(atomic_load(&r.q.most_inside), 1);
+  run_fini(&r);
+}
+END_TEST
+
+START_TEST(test_map_null_result_emits_nothing) {
+  run r;
+  sl_map_opts o = {.workers = 2};
+  run_init(&r, 1001, &o);
+  r.q.drop_odd = 1;
+  ck_assert_int_eq(sl_pipeline_start(r.p), 0);
+  ck_assert_int_eq(sl_pipeline_wait(r.p), 0);
+  ck_assert_uint_eq(got_count(&r), 501);
+  for (size_t i = 0; i < 501; i++)
+    ck_assert_uint_eq(got_at(&r, i), (uint64_t)(2 * i) * (2 * i));
+  run_fini(&r);
+}
+END_TEST
+
+/* The sink holds the first result at its gate: the map stops taking input
+ * once in_flight chunks are inside it, and the source pauses behind it. */
+START_TEST(test_map_bounds_chunks_in_flight) {
+  run r;
+  sl_map_opts o = {.workers = 2, .in_flight = 5};
+  run_init(&r, 100000, &o);
+  ck_assert_int_eq(sl_stage_set_output(sl_pipeline_stage(r.p, 0), 64,
+                                       SL_LWM_DEFAULT, SL_RING_BYTES),
+                   0);
+  ck_assert_int_eq(sl_stage_set_output(r.map, 64, SL_LWM_DEFAULT,
+                                       SL_RING_BYTES),
+                   0);
+  pu_sink_hold(&r.sink);
+  ck_assert_int_eq(sl_pipeline_start(r.p), 0);
+  pu_sink_wait_at_gate(&r.sink);
+  sl_ring *in = sl_stage_output(sl_pipeline_stage(r.p, 0));
+  ck_assert_int_eq(pu_ring_wait_paused(in), 0);
+  ck_assert_int_eq(sl__ring_wait_blocked(sl_stage_output(r.map), SL__WRITER),
+                   0);
+  /* Inside the map: in_flight slots; in its output ring: hwm + 1 chunk;
+   * one in the sink's hands. */
+  long calls = atomic_load(&r.q.calls);
+  sl_ring_stats st;
+  ck_assert_int_eq(sl_ring_stats_get(sl_stage_output(r.map), &st), 0);
+  ck_assert_int_le(calls, 5 + (long)st.chunks + 1);
+  ck_assert_int_lt(calls, 1000);
+  pu_sink_release(&r.sink);
+  ck_assert_int_eq(sl_pipeline_wait(r.p), 0);
+  ck_assert_uint_eq(got_count(&r), 100000);
+  run_fini(&r);
+}
+END_TEST
+
+START_TEST(test_map_worker_error_fails_once) {
+  run r;
+  sl_map_opts o = {.workers = 4};
+  int before = pu_thread_count();
+  run_init(&r, 100000, &o);
+  r.q.fail_at = 777;
+  ck_assert_int_eq(sl_pipeline_start(r.p), 0);
+  ck_assert_int_eq(sl_pipeline_wait(r.p), SL_EDATA);
+  ck_assert_str_eq(sl_pipeline_error(r.p), "square: cannot square 777");
+  ck_assert_int_eq(sl_stage_status(r.map), SL_EDATA);
+  ck_assert_int_eq(pu_threads_left(before), 0);
+  ck_assert_int_eq(atomic_load(&r.q.inits), atomic_load(&r.q.finis));
+  /* Results before the failure left in order. */
+  for (size_t i = 0; i < got_count(&r); i++)
+    ck_assert_uint_eq(got_at(&r, i), (uint64_t)i * i);
+  ck_assert_uint_lt(got_count(&r), 777);
+  run_fini(&r);
+}
+END_TEST
+
+START_TEST(test_map_cancel_leaves_no_worker) {
+  for (int k = 0; k < 20; k++) {
+    run r;
+    sl_map_opts o = {.workers = 3};
+    int before = pu_thread_count();
+    run_init(&r, 1000000, &o);
+    ck_assert_int_eq(sl_pipeline_start(r.p), 0);
+    pu_sink_wait_chunks(&r.sink, k * 10);
+    sl_pipeline_cancel(r.p);
+    ck_assert_int_eq(sl_pipeline_wait(r.p), SL_ECANCELED);
+    ck_assert_int_eq(pu_threads_left(before), 0);
+    ck_assert_int_eq(atomic_load(&r.q.inits), atomic_load(&r.q.finis));
+    run_fini(&r);
+  }
+}
+END_TEST
+
+/* A flush marker leaves after every result before it. */
+static long marker_at = -1;
+static int count_write(sl_stage *stage, void *ctx, sl_buf *in) {
+  long *n = ctx;
+  (void)stage;
+  ++*n;
+  sl_buf_unref(in);
+  return 0;
+}
+static int count_sync(sl_stage *stage, void *ctx) {
+  (void)stage;
+  marker_at = *(long *)ctx;
+  return 0;
+}
+static int marker_read(sl_stage *stage, void *ctx) {
+  numbers *s = ctx;
+  if (s->next == s->n / 2 && marker_at == -1) {
+    marker_at = -2; /* sent */
+    return sl_stage_push_flush(stage);
+  }
+  return numbers_read(stage, ctx);
+}
+
+START_TEST(test_map_flush_marker_in_order) {
+  sl_pipeline *p;
+  numbers src = {.n = 400};
+  square q = {.fail_at = -1};
+  long n = 0;
+  sl_stage_ops so = {.read = marker_read};
+  sl_stage_ops ko = {.write = count_write, .sync = count_sync};
+  sl_stage *a, *m, *k;
+  sl_map_opts o = {.workers = 4};
+  ck_assert_int_eq(sl_pipeline_new(&p, NULL), 0);
+  ck_assert_int_eq(sl_stage_new(&a, "src", &so, &src), 0);
+  ck_assert_int_eq(sl_map_new(&m, "square", &square_ops, &q, &o), 0);
+  ck_assert_int_eq(sl_stage_new(&k, "sink", &ko, &n), 0);
+  ck_assert_int_eq(sl_pipeline_chain(p, a, m, k, NULL), 0);
+  ck_assert_int_eq(sl_pipeline_start(p), 0);
+  ck_assert_int_eq(sl_pipeline_wait(p), 0);
+  ck_assert_int_eq(marker_at, 200);
+  ck_assert_int_eq(n, 400);
+  sl_pipeline_free(p);
+}
+END_TEST
+
+START_TEST(test_map_rejects_bad_input) {
+  sl_stage *s = (sl_stage *)&s;
+  square q;
+  sl_map_opts many = {.workers = SL_MAP_MAX_WORKERS + 1};
+  sl_map_ops none = {0};
+  ck_assert_int_eq(sl_map_new(NULL, "m", &square_ops, &q, NULL), SL_EINVAL);
+  ck_assert_int_eq(sl_map_new(&s, NULL, &square_ops, &q, NULL), SL_EINVAL);
+  ck_assert_ptr_null(s);
+  ck_assert_int_eq(sl_map_new(&s, "m", NULL, &q, NULL), SL_EINVAL);
+  ck_assert_int_eq(sl_map_new(&s, "m", &none, &q, NULL), SL_EINVAL);
+  ck_assert_int_eq(sl_map_new(&s, "m", &square_ops, &q, &many), SL_EINVAL);
+  ck_assert_uint_ge(sl_cpu_count(), 1);
+}
+END_TEST
+
+static int destroyed;
+static void count_destroy(void *ctx) {
+  (void)ctx;
+  destroyed++;
+}
+
+START_TEST(test_map_new_enomem_leaks_nothing) {
+  sl_map_ops ops = square_ops;
+  ops.destroy = count_destroy;
+  square q;
+  for (long n = 1;; n++) {
+    sl_stage *s = NULL;
+    ck_assert_int_eq(test_alloc_install(), 0);
+    fail_alloc_arm(n);
+    int rc = sl_map_new(&s, "m", &ops, &q, NULL);
+    long count = fail_alloc_count();
+    fail_alloc_arm(0);
+    if (rc == 0) {
+      sl_stage_free(s);
+      ck_assert_int_eq(destroyed, 1);
+    } else {
+      ck_assert_int_eq(rc, SL_ENOMEM);
+      ck_assert_int_eq(destroyed, 0); /* ctx stays the caller's */
+    }
+    ck_assert_int_eq(test_alloc_live(), 0);
+    test_alloc_uninstall();
+    if (count < n) {
+      ck_assert_int_eq(rc, 0);
+      break;
+    }
+  }
+}
+END_TEST
+
+static Suite *map_suite(void) {
+  Suite *s = suite_create("map");
+  TCase *tc = tcase_create("order");
+  tcase_set_timeout(tc, TIMEOUT);
+  tcase_add_test(tc, test_map_keeps_input_order);
+  tcase_add_test(tc, test_map_unordered_emits_everything);
+  tcase_add_test(tc, test_map_single_worker);
+  tcase_add_test(tc, test_map_null_result_emits_nothing);
+  tcase_add_test(tc, test_map_flush_marker_in_order);
+  suite_add_tcase(s, tc);
+
+  tc = tcase_create("bounds");
+  tcase_set_timeout(tc, TIMEOUT);
+  tcase_add_test(tc, test_map_bounds_chunks_in_flight);
+  suite_add_tcase(s, tc);
+
+  tc = tcase_create("failure");
+  tcase_set_timeout(tc, TIMEOUT);
+  tcase_add_test(tc, test_map_worker_error_fails_once);
+  tcase_add_test(tc, test_map_cancel_leaves_no_worker);
+  tcase_add_test(tc, test_map_rejects_bad_input);
+  tcase_add_test(tc, test_map_new_enomem_leaks_nothing);
+  suite_add_tcase(s, tc);
+  return s;
+}
+
+int main(void) {
+  return run_suite(map_suite());
+}
