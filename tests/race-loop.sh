@@ -9,7 +9,7 @@
 #   sh ../tests/race-loop.sh 1000
 set -eu
 n=${1:-1000}
-suites="tests/check_ring tests/check_pipeline tests/check_backpressure tests/check_graph tests/check_buf"
+suites="tests/check_ring tests/check_pipeline tests/check_backpressure tests/check_graph tests/check_map tests/check_buf"
 for s in $suites; do
   [ -x "$s" ] || { echo "race-loop: $s not built (run make check first)" >&2; exit 2; }
 done
