@@ -259,7 +259,7 @@ START_TEST(test_map_worker_error_fails_once) {
   /* Results before the failure left in order. */
   for (size_t i = 0; i < got_count(&r); i++)
     ck_assert_uint_eq(got_at(&r, i), (uint64_t)i * i);
-  ck_assert_uint_lt(got_count(&r), 777);
+  ck_assert_uint_le(got_count(&r), 777); /* 777 itself never leaves */
   run_fini(&r);
 }
 END_TEST
