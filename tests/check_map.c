@@ -56,6 +56,7 @@ typedef struct square {
   long drop_odd;                  /* 1: odd numbers map to nothing */
   atomic_int inits, finis;
   atomic_uint worker_seen;        /* bit i: worker i made its state */
+  unsigned long spin;             /* work per chunk, times (v % 7) */
 } square;
 
 static int square_map(sl_stage *stage, void *ctx, void *wctx, sl_buf *in,
@@ -69,7 +70,7 @@ static int square_map(sl_stage *stage, void *ctx, void *wctx, sl_buf *in,
        !atomic_compare_exchange_weak(&q->most_inside, &seen, now);)
     ;
   atomic_fetch_add(&q->calls, 1);
-  pu_spin((unsigned long)(v % 7) * 20000); /* finish out of order */
+  pu_spin((unsigned long)(v % 7) * q->spin); /* finish out of order */
   atomic_fetch_sub(&q->inside, 1);
   if (me == NULL || *me >= 64)
     return SL_EINVAL; /* worker_init did not run on this thread */
@@ -118,6 +119,7 @@ typedef struct run {
 static void run_init(run *r, long n, const sl_map_opts *o) {
   memset(r, 0, sizeof *r);
   r->q.fail_at = -1;
+  r->q.spin = (unsigned long)test_iterations("SL_TEST_SPIN", 20000);
   pu_sink_init(&r->sink);
   ck_assert_int_eq(sl_pipeline_new(&r->p, NULL), 0);
   sl_stage *a = numbers_stage(&r->src, n);
@@ -216,7 +218,7 @@ END_TEST
 START_TEST(test_map_bounds_chunks_in_flight) {
   run r;
   sl_map_opts o = {.workers = 2, .in_flight = 5};
-  run_init(&r, 100000, &o);
+  run_init(&r, 20000, &o);
   ck_assert_int_eq(sl_stage_set_output(sl_pipeline_stage(r.p, 0), 64,
                                        SL_LWM_DEFAULT, SL_RING_BYTES),
                    0);
@@ -239,7 +241,7 @@ START_TEST(test_map_bounds_chunks_in_flight) {
   ck_assert_int_lt(calls, 1000);
   pu_sink_release(&r.sink);
   ck_assert_int_eq(sl_pipeline_wait(r.p), 0);
-  ck_assert_uint_eq(got_count(&r), 100000);
+  ck_assert_uint_eq(got_count(&r), 20000);
   run_fini(&r);
 }
 END_TEST
@@ -307,7 +309,7 @@ static int marker_read(sl_stage *stage, void *ctx) {
 START_TEST(test_map_flush_marker_in_order) {
   sl_pipeline *p;
   numbers src = {.n = 400};
-  square q = {.fail_at = -1};
+  square q = {.fail_at = -1, .spin = 100};
   long n = 0;
   sl_stage_ops so = {.read = marker_read};
   sl_stage_ops ko = {.write = count_write, .sync = count_sync};

@@ -15,7 +15,7 @@ for s in $suites; do
 done
 export CK_FORK=no SL_TEST_CHUNKS=${SL_TEST_CHUNKS:-20000} \
   SL_TEST_CANCELS=${SL_TEST_CANCELS:-20} SL_TEST_ROUNDS=${SL_TEST_ROUNDS:-2000} \
-  SL_TEST_POOL_MIB=${SL_TEST_POOL_MIB:-4} \
+  SL_TEST_POOL_MIB=${SL_TEST_POOL_MIB:-4} SL_TEST_SPIN=${SL_TEST_SPIN:-500} \
   TSAN_OPTIONS=${TSAN_OPTIONS:-halt_on_error=1}
 i=0
 while [ "$i" -lt "$n" ]; do
