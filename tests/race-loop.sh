@@ -20,6 +20,7 @@ export CK_FORK=no SL_TEST_CHUNKS=${SL_TEST_CHUNKS:-20000} \
 i=0
 while [ "$i" -lt "$n" ]; do
   i=$((i + 1))
+  [ $((i % 50)) -ne 0 ] || echo "race-loop: $((i - 1)) rounds passed"
   for s in $suites; do
     if ! "$s" > race-loop.log 2>&1; then
       cat race-loop.log
