@@ -637,5 +637,6 @@ SL_EXTERN int sl_pipeline_stats_print(sl_pipeline *p, FILE *f);
 #include <sluice/stages.h>
 #include <sluice/zlib.h>
 #include <sluice/map.h>
+#include <sluice/pgzip.h>
 
 #endif /* SLUICE_H */

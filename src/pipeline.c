@@ -356,6 +356,7 @@ static int prepare(sl_pipeline *p) {
       s->op_mu_ready = true;
     }
     s->open_inputs = nin;
+    atomic_store(&s->inputs_running, nin);
     for (size_t k = 0; k < nin; k++)
       s->inputs[k] = (struct sl_input){.s = s, .idx = k};
   }

@@ -56,9 +56,10 @@ struct sl_stage {
   int nthreads;
 
   /* Library stages that run threads of their own (the map) stop and join
-   * them here: called by the stage's input thread as it ends, on every
-   * path, before the pipeline can count the stage as finished. */
+   * them here: called by the last of the stage's input threads to end, on
+   * every path, before the pipeline can count the stage as finished. */
   void (*on_exit)(sl_stage *s);
+  _Atomic size_t inputs_running; /* input threads not yet ended */
 
   size_t topo_left; /* scratch of the acyclicity check */
   sl_stage *topo_next;

@@ -362,7 +362,7 @@ void *sl__stage_input_main(void *arg) {
   thread_begin(s, suffix);
   bool last = true;
   int rc = arrival ? arrival_loop(s, s->ins[in->idx], &last) : turn_loop(s);
-  if (s->on_exit)
+  if (atomic_fetch_sub(&s->inputs_running, 1) == 1 && s->on_exit)
     s->on_exit(s);
   thread_end(s, last && s->kind == KIND_TRANSFORM, rc < 0 ? rc : 0);
   return NULL;

@@ -36,6 +36,7 @@
  * stage is destroyed.
  */
 #include "stage-int.h"
+#include "zlib-int.h"
 
 #include <sluice/zlib.h>
 
@@ -856,16 +857,29 @@ static char *dup_or_null(const char *s, bool *failed) {
   return d;
 }
 
+/* The gzip header fields deflate writes for h (NULL: a bare header),
+ * pointing at h's strings: one place decides them for every stage that
+ * writes a gzip header. OS is 3, Unix. */
+static void gzh_fill(gz_header *g, const sl_gzip_header *h) {
+  memset(g, 0, sizeof *g);
+  g->os = 3; /* Unix */
+  if (h == NULL)
+    return;
+  g->text = h->text != 0;
+  g->time = h->mtime;
+  g->hcrc = h->hcrc != 0;
+  g->extra = (Bytef *)(uintptr_t)h->extra;
+  g->extra_len = (uInt)h->extra_len;
+  g->name = (Bytef *)(uintptr_t)h->name;
+  g->comment = (Bytef *)(uintptr_t)h->comment;
+}
+
 /* The gzip header deflate writes: copies of what the options give. */
 static int gzip_header_set(zctx *z, const sl_gzip_header *h) {
   bool failed = false;
 
-  memset(&z->gzh, 0, sizeof z->gzh);
-  z->gzh.os = 3; /* Unix */
+  gzh_fill(&z->gzh, h);
   if (h != NULL) {
-    z->gzh.text = h->text != 0;
-    z->gzh.time = h->mtime;
-    z->gzh.hcrc = h->hcrc != 0;
     z->w_name = dup_or_null(h->name, &failed);
     z->w_comment = dup_or_null(h->comment, &failed);
     if (h->extra != NULL) {
@@ -884,6 +898,62 @@ static int gzip_header_set(zctx *z, const sl_gzip_header *h) {
   }
   int zr = deflateSetHeader(&z->strm, &z->gzh);
   return zr == Z_OK ? 0 : SL_EINVAL;
+}
+
+/* For sl_pgzip_new (zlib-int.h): the header sl_gzip_new writes, written
+ * by zlib the same way, into a stream that is then thrown away. What
+ * deflate writes for an empty input is that header, an empty last block
+ * and the trailer; the header's length is known from its fields. */
+int sl__gzip_header_make(const sl_gzip_header *h, int level, int strategy,
+                         unsigned char **out, size_t *len) {
+  size_t hlen = 10;
+  unsigned char *buf;
+  gz_header g;
+  z_stream s;
+  int zr;
+
+  if (out == NULL || len == NULL)
+    return SL_EINVAL;
+  *out = NULL;
+  *len = 0;
+  if (level < SL_ZLIB_LEVEL_DEFAULT || level > SL_ZLIB_LEVEL_BEST ||
+      strategy < SL_ZLIB_STRATEGY_DEFAULT || strategy > SL_ZLIB_STRATEGY_FIXED)
+    return SL_EINVAL;
+  if (h != NULL) {
+    if (h->extra_len > 65535 || (h->extra == NULL && h->extra_len))
+      return SL_EINVAL;
+    hlen += h->extra != NULL ? 2 + h->extra_len : 0;
+    hlen += h->name != NULL ? strlen(h->name) + 1 : 0;
+    hlen += h->comment != NULL ? strlen(h->comment) + 1 : 0;
+    hlen += h->hcrc ? 2 : 0;
+  }
+  if (hlen > UINT_MAX - 64)
+    return SL_EINVAL;
+  gzh_fill(&g, h);
+  memset(&s, 0, sizeof s);
+  s.zalloc = z_alloc;
+  s.zfree = z_free;
+  zr = deflateInit2(&s, level, Z_DEFLATED, 15 + 16, 8, strategy);
+  if (zr != Z_OK)
+    return zr == Z_MEM_ERROR ? SL_ENOMEM : SL_EINVAL;
+  buf = sl__malloc(hlen + 64); /* + an empty last block and the trailer */
+  if (buf == NULL) {
+    deflateEnd(&s);
+    return SL_ENOMEM;
+  }
+  zr = deflateSetHeader(&s, &g);
+  s.next_out = buf;
+  s.avail_out = (uInt)(hlen + 64);
+  while (zr == Z_OK && s.avail_out > 0)
+    zr = deflate(&s, Z_FINISH);
+  deflateEnd(&s);
+  if (zr != Z_STREAM_END || s.total_out < hlen) {
+    sl__free(buf);
+    return zr == Z_MEM_ERROR ? SL_ENOMEM : SL_EIO;
+  }
+  *out = buf;
+  *len = hlen;
+  return 0;
 }
 
 static int zstage_new(sl_stage **out, const sl_zlib_opts *opts,

@@ -1,0 +1,211 @@
+/*
+ * sluice/pgzip.h — parallel gzip: pigz's scheme on a pool of workers, and
+ * a gunzip whose check runs on a thread of its own.
+ *
+ * Compression (sl_pgzip_new). The input is cut into blocks of block_size
+ * bytes (128 KiB by default). Each block is compressed by a worker thread
+ * as raw deflate, with the last 32 KiB of the block before it as a preset
+ * dictionary, and ended with a sync flush (the last block with a finish),
+ * so that every block's output ends on a byte boundary and the outputs,
+ * joined in order, form one deflate stream. Each worker also computes the
+ * CRC-32 of its block; the stage's own thread merges them in order with
+ * crc32_combine. Out comes one standard gzip member: header, the blocks,
+ * trailer, readable by gzip(1), pigz, zlib and sl_gunzip_new.
+ *
+ * The output is a function of the input, the level, the block size and
+ * the positions of flush markers in the stream, never of the number of
+ * workers or of how the input was cut into chunks: one worker or eight
+ * give the same bytes. It is not the stream sl_gzip_new writes (that one
+ * has no block boundaries), but its size is within about 1% of it: each
+ * block starts its matching with only the 32 KiB of history a deflate
+ * window holds anyway, and ends with a sync flush of 4 or 5 bytes.
+ *
+ * Threads and memory. The stage's thread cuts blocks, hands them to the
+ * workers and pushes the results in order; at most in_flight blocks are
+ * being compressed or wait to be pushed at once, and a full stage stops
+ * taking input, so backpressure runs through it like through any stage.
+ * The stage holds about (in_flight + 2) blocks of input and in_flight
+ * compressed blocks, plus per worker a deflate state (about 256 KiB) and
+ * an output area of one block: bounded by the options, never by the size
+ * of the input. Blocks come from the pipeline's pool; a pool recycles
+ * buffers up to its buffer size (sl_pipeline_opts.buf_size, 64 KiB by
+ * default), so set that to at least block_size when allocations matter.
+ *
+ * Decompression (sl_pgunzip_chain). gzip's format cannot be inflated in
+ * parallel (a block's matches reach into the blocks before it), but the
+ * work around the inflate can leave its thread: the helper puts two
+ * stages into a pipeline, one that reads the gzip wrappers and inflates,
+ * one that computes the CRC-32 of what comes out and compares it with the
+ * trailers, so that reading, inflating, checking and writing each run on
+ * a thread of their own.
+ *
+ * Included by <sluice.h>.
+ */
+#ifndef SLUICE_PGZIP_H
+#define SLUICE_PGZIP_H
+
+#include <sluice.h>
+#include <sluice/map.h>
+#include <sluice/zlib.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Block sizes: the default (pigz's), the smallest (one dictionary's
+ * worth) and the largest. */
+#define SL_PGZIP_BLOCK_DEFAULT ((size_t)128 << 10)
+#define SL_PGZIP_BLOCK_MIN ((size_t)32 << 10)
+#define SL_PGZIP_BLOCK_MAX ((size_t)256 << 20)
+
+/* Options of sl_pgzip_new. Start from sl_pgzip_opts_init, which sets
+ * every default, or pass NULL for all of them. Beware: as with
+ * sl_zlib_opts, a struct zeroed by hand asks for level 0 (stored blocks,
+ * no compression); every other field's zero is its default. */
+typedef struct sl_pgzip_opts {
+  /* The stage's name, copied: shown in errors, statistics and the thread
+   * names. NULL: "pgzip". */
+  const char *name;
+
+  /* 0 (store) .. 9 (smallest), or SL_ZLIB_LEVEL_DEFAULT (-1), which is
+   * 6. */
+  int level;
+
+  /* Bytes per block, SL_PGZIP_BLOCK_MIN .. SL_PGZIP_BLOCK_MAX; 0: the
+   * default. Larger blocks compress a little better and cost more memory
+   * and a later first output; smaller ones spread a small input over more
+   * workers. */
+  size_t block_size;
+
+  /* Worker threads, 1 .. SL_MAP_MAX_WORKERS; 0: sl_cpu_count(). */
+  unsigned workers;
+
+  /* Blocks inside the stage at once, being compressed or waiting to be
+   * pushed: the memory bound. At least 1; 0: 2 * workers + 2, which keeps
+   * every worker busy while the oldest result waits for the output. */
+  unsigned in_flight;
+
+  /* The name, comment, extra field, mtime, text and hcrc to write into the
+   * gzip header, as sl_zlib_opts.header (copied); NULL writes a bare
+   * header (mtime 0, no name). For the same header and level the stage
+   * writes exactly the header sl_gzip_new writes: XFL from the level, OS
+   * 3 (Unix). */
+  const sl_gzip_header *header;
+} sl_pgzip_opts;
+
+/* Fill *opts with the defaults: name NULL, level SL_ZLIB_LEVEL_DEFAULT,
+ * block_size SL_PGZIP_BLOCK_DEFAULT, workers 0 (every processor),
+ * in_flight 0 (2 * workers + 2), header NULL. Returns 0, or SL_EINVAL
+ * when opts is NULL. Any thread. */
+SL_EXTERN int sl_pgzip_opts_init(sl_pgzip_opts *opts);
+
+/* A transform stage that compresses its input into one gzip member, on
+ * opts->workers threads (NULL: every default). opts is not kept; the
+ * name and the header's strings are copied. On success *out owns the
+ * stage (free it with sl_stage_free, or chain it and the pipeline frees
+ * it). The worker threads start with the stream, at its first full block
+ * (or its end), and are joined before the stage's own thread ends, on
+ * every path. Any thread.
+ *
+ * Returns 0; SL_EINVAL when out is NULL or a field of opts is out of range
+ * (level, block_size, workers, in_flight above 65536, an empty name, a
+ * header extra field longer than 65535 bytes or extra_len without extra);
+ * SL_ENOMEM, leaving nothing allocated. *out is NULL on failure.
+ *
+ * In the stream:
+ *   - Flush markers (sl_stage_push_flush upstream): the block being filled
+ *     is cut short and compressed at once, every block before it is
+ *     pushed, then the marker goes on; so what came before the marker can
+ *     be decompressed downstream at once, and the stream goes on. A
+ *     marker before any data pushes the header alone. The block after a
+ *     short one takes what the short one has (up to 32 KiB) as its
+ *     dictionary.
+ *   - End of stream: the last block (possibly short, possibly empty) is
+ *     finished, every block is pushed, then the 8-byte trailer. An empty
+ *     input gives a valid gzip member of empty content.
+ *   - Errors: the stage fails with SL_ENOMEM when a worker cannot get
+ *     memory for its deflate state or output ("pgzip: deflate: out of
+ *     memory"), with SL_EINVAL for an object-mode chunk, or with what
+ *     sl_stage_push returned. A failure on one worker fails the pipeline
+ *     once; the others stop, and every block is released. */
+SL_EXTERN int sl_pgzip_new(sl_stage **out, const sl_pgzip_opts *opts);
+
+/* What a pgzip stage wrote, once it has ended its stream: *crc the CRC-32
+ * of everything it compressed, *bytes_in its length, *bytes_out the
+ * length of the gzip member it pushed, header and trailer included. Each
+ * of crc, bytes_in and bytes_out may be NULL. Any thread; the values
+ * never change once available.
+ *
+ * Returns 0 once the stage has pushed its trailer (also when a stage
+ * downstream failed afterwards); SL_EBUSY before that: not started, or
+ * still running; SL_ECANCELED when the pipeline failed or was cancelled
+ * before the stage finished (the values never come); SL_EINVAL when stage
+ * is NULL or not a pgzip stage. On any return but 0 the outputs are left
+ * untouched. */
+SL_EXTERN int sl_pgzip_result(const sl_stage *stage, uint32_t *crc,
+                              uint64_t *bytes_in, uint64_t *bytes_out);
+
+/* ------------------------------------------------------------------------
+ * Decompression: inflate and check on two threads
+ * ---------------------------------------------------------------------- */
+
+/* Add to p, between src and next, a gunzip split over two stages:
+ *
+ *   src -> "gunzip" -> "gunzip-check" -> next
+ *
+ * The first reads the gzip wrappers and inflates, every member of the
+ * input in turn, as sl_gunzip_new does; the second passes the inflated
+ * bytes on unchanged, computes their CRC-32 and compares it, at the end of
+ * each member, with the member's trailer. The two share a small queue,
+ * under a mutex, of the trailers the first has read and the second has not
+ * yet checked: the first adds a member's stored CRC-32, its length and the
+ * trailer's input offset when it reads the trailer, the second takes it
+ * once it has counted that many bytes. Its length is bounded by the chunks
+ * in the ring between them (a member's output ends a chunk), so memory
+ * stays bounded by the marks.
+ *
+ * opts are sl_gunzip_new's (NULL: every default): name names the first
+ * stage ("gunzip" by default), and the second gets the same name with
+ * "-check" added; window_bits and ignore_trailing work as for
+ * sl_gunzip_new; the other fields are checked as there, then ignored.
+ *
+ * src must produce (a source, transform or duplex with no consumer yet)
+ * and next consume (a transform, sink or duplex with no producer yet), as
+ * for sl_pipeline_chain; either may already be in p, and more stages may
+ * be chained after next later (name next again in sl_pipeline_chain).
+ * On 0, p owns the two new stages and src and next; on failure nothing
+ * was added and src and next are still the caller's (or p's, if they were
+ * in it). Before sl_pipeline_start; the thread that builds the pipeline.
+ *
+ * Returns 0; SL_EINVAL (p, src or next NULL, a field of opts out of
+ * range, or stages that sl_pipeline_chain refuses); SL_EBUSY once p has
+ * started; SL_ENOMEM.
+ *
+ * While running it fails as sl_gunzip_new does, with SL_EDATA and a
+ * message that names the offset in the compressed input:
+ *
+ *   gunzip: not in gzip format at input byte 0
+ *   gunzip: invalid distance too far back at input byte 1048573
+ *   gunzip: isize mismatch at input byte 1031 (stored 10, computed 12)
+ *   gunzip: truncated input at byte 4711
+ *   gunzip: trailing garbage at input byte 2048
+ *   gunzip-check: crc32 mismatch at input byte 1023 (stored 0x...,
+ *                 computed 0x...)
+ *
+ * The CRC-32 check names the offset of the trailer, as sl_gunzip_new
+ * does; the other messages come from the first stage. Damaged deflate
+ * data is named at the last byte inflate had read when it found the
+ * damage; a bad header field at the byte that completed it. The two
+ * stages find errors independently: when a stream has two faults, one in
+ * a member's CRC-32 and one later, the later one may be the one
+ * reported. The gzip header is checked (magic, method, reserved flags,
+ * header CRC16 when present) but not kept: read it with sl_gunzip_new and
+ * sl_gzip_header_get when it matters. */
+SL_EXTERN int sl_pgunzip_chain(sl_pipeline *p, sl_stage *src, sl_stage *next,
+                               const sl_zlib_opts *opts);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* SLUICE_PGZIP_H */

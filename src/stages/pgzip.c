@@ -1,0 +1,1157 @@
+/*
+ * Parallel gzip: pigz's scheme on the ordered map engine (map-int.h), and
+ * a gunzip whose CRC-32 check runs on a thread of its own.
+ *
+ * Compression. The stage's thread copies its input into the block being
+ * filled (a pooled buffer of block_size bytes; the pool may round the
+ * capacity up, only block_size bytes are used). A full block goes to the
+ * engine with a job that holds a reference to the block before it, so the
+ * worker can prime its deflate with that block's last 32 KiB. A worker
+ * owns one raw deflate stream, made once and reset per job: reset, preset
+ * dictionary, deflate the block with Z_SYNC_FLUSH (the last block with
+ * Z_FINISH) into the worker's own output area, then copy the result into a
+ * pooled buffer of its size, so that what waits in the rings weighs what
+ * it holds. A sync flush ends each block's output with an empty stored
+ * block on a byte boundary, and a block's stream starts with an empty bit
+ * buffer, so the outputs join into one deflate stream. (pigz ends a block
+ * with Z_BLOCK and adds the empty stored block itself; the bytes are the
+ * same in effect.) The worker also computes the block's CRC-32 and leaves
+ * it in the job.
+ *
+ * The engine hands results back to the stage's thread in submit order
+ * (emit): the first one is preceded by the gzip header, each is pushed,
+ * and its CRC is merged into the stream's with crc32_combine. At the end
+ * of the stream the last block (short, or empty) is submitted with
+ * Z_FINISH, the engine is drained, and the trailer follows. A flush marker
+ * submits the block being filled early (with a sync flush, so the stream
+ * goes on) and drains: everything before the marker has then been pushed
+ * when the framework passes the marker on.
+ *
+ * Determinism: a block's output depends only on its bytes, its dictionary
+ * and the level, never on the worker or on what that worker compressed
+ * before (deflateReset restores the whole matching state, and zlib does
+ * not look for matches past the end of the input), and blocks are cut at
+ * fixed offsets (and at flush markers) whatever the input chunks are. So
+ * any number of workers gives the same bytes.
+ *
+ * Memory: at most in_flight jobs are in the engine; each holds its block
+ * and a reference to the block before it, which is the block of the job
+ * before (in flight or done), so with the block being filled and the
+ * stage's own reference to the newest block, about in_flight + 2 blocks
+ * exist at once, and at most in_flight compressed results.
+ *
+ * Threads. transform, flush and sync run on the stage's thread, and so do
+ * submit, drain and emit; run, worker_init and worker_fini on the workers.
+ * A job (its block, dictionary reference, CRC and length) belongs to the
+ * stage's thread until submitted, to one worker while it runs, and to the
+ * stage's thread again at emit; the engine's mutex orders the hand-overs.
+ * The job structs come from a free list that only the stage's thread
+ * touches; drop, which may run elsewhere after a failure, only releases a
+ * job's dictionary. What sl_pgzip_result reads is published under mu.
+ * The engine is stopped (workers joined) by the stage's exit hook on
+ * every path, before the stage's thread ends.
+ *
+ * Decompression. gzip cannot be inflated in parallel, but the check can
+ * leave the inflate's thread. sl_pgunzip_chain makes two stages. The
+ * first runs zlib's own gzip decoder with check values turned off once a
+ * member's header is read (inflateValidate: the header CRC16 is still
+ * checked, the CRC-32 of the data is neither computed nor compared). It
+ * checks the magic, method and reserved flag bits itself, to name their
+ * offsets exactly; it reads each trailer from the last eight bytes it fed
+ * inflate (in gzip mode inflate stops exactly after the trailer), checks
+ * ISIZE against the bytes the member gave, and puts {stored CRC-32, the
+ * member's length, the trailer's offset} into a queue shared with the
+ * second stage, pushing the member's last output first so that a member's
+ * output ends a chunk. The second stage computes the CRC-32 of the bytes
+ * passing through and, each time it has counted a queued member's length,
+ * compares. The queue is filled before any byte of the next member is
+ * pushed, so the checker always finds a member's entry by the time it
+ * sees a byte beyond it; and since a member's output ends a chunk, the
+ * queue holds at most one entry per chunk between the stages. A member
+ * with no output is checked by the first stage alone (its CRC must be 0)
+ * and queued nowhere, so a run of empty members cannot grow the queue.
+ */
+#include "map-int.h"
+#include "zlib-int.h"
+
+#include <sluice/pgzip.h>
+
+#include <limits.h>
+#include <stdarg.h>
+#include <string.h>
+
+#define ZLIB_CONST
+#include <zlib.h>
+
+#define DICT_SIZE ((size_t)32768)
+#define IN_FLIGHT_MAX 65536u
+
+static voidpf z_alloc(voidpf opaque, uInt items, uInt size) {
+  (void)opaque;
+  if (size != 0 && items > SIZE_MAX / size)
+    return Z_NULL;
+  return sl__malloc((size_t)items * size);
+}
+
+static void z_free(voidpf opaque, voidpf ptr) {
+  (void)opaque;
+  sl__free(ptr);
+}
+
+static uInt clamp_uint(size_t n) {
+  return n > UINT_MAX ? UINT_MAX : (uInt)n;
+}
+
+static uint32_t le32(const unsigned char *p) {
+  return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
+         (uint32_t)p[3] << 24;
+}
+
+static void put_le32(unsigned char *p, uint32_t v) {
+  p[0] = (unsigned char)v;
+  p[1] = (unsigned char)(v >> 8);
+  p[2] = (unsigned char)(v >> 16);
+  p[3] = (unsigned char)(v >> 24);
+}
+
+/* Explain a data error and return SL_EDATA. */
+static int data_error(sl_stage *st, const char *fmt, ...) SL_PRINTF(2, 3);
+
+static int data_error(sl_stage *st, const char *fmt, ...) {
+  char msg[SL_ERRMSG_MAX];
+  va_list ap;
+
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  sl_stage_set_error(st, "%s", msg);
+  return SL_EDATA;
+}
+
+/* zlib's code for an error outside the data: memory, or a broken state. */
+static int zlib_error(sl_stage *st, const char *what, int zr) {
+  if (zr == Z_MEM_ERROR) {
+    sl_stage_set_error(st, "%s: out of memory", what);
+    return SL_ENOMEM;
+  }
+  sl_stage_set_error(st, "%s: zlib error %d", what, zr);
+  return SL_EIO;
+}
+
+/* ========================================================================
+ * Compression
+ * ===================================================================== */
+
+/* One block's job: handed to the engine with the block, back at emit. */
+typedef struct pgz_job {
+  sl_buf *dict;         /* the block before (a reference), or NULL */
+  size_t len;           /* bytes in the block */
+  uint32_t crc;         /* the block's CRC-32, set by the worker */
+  bool last;            /* finish the stream instead of a sync flush */
+  struct pgz_job *next; /* free list */
+} pgz_job;
+
+/* A worker's own state. */
+typedef struct pgz_worker {
+  z_stream strm;
+  unsigned char *out; /* output area, about one block */
+  size_t cap;
+} pgz_worker;
+
+typedef struct pgz {
+  sl_stage *stage;
+  sl__map *m;
+  int level;
+  size_t block;
+  unsigned workers, in_flight;
+  unsigned char *header; /* the gzip header's bytes */
+  size_t header_len;
+
+  /* The stage's thread only. */
+  sl_buf *cur;   /* the block being filled, or NULL */
+  sl_buf *prev;  /* the newest block submitted: the next one's dictionary */
+  pgz_job *jobs; /* in_flight + 1 of them */
+  pgz_job *free_jobs;
+  bool header_sent;
+  uint32_t crc;
+  uint64_t bytes_in, bytes_out;
+
+  /* Published under mu for sl_pgzip_result. */
+  pthread_mutex_t mu;
+  bool finished;
+  uint32_t r_crc;
+  uint64_t r_in, r_out;
+} pgz;
+
+/* ---- the workers ---- */
+
+static int pgz_worker_init(void *owner, unsigned i, void **wctx) {
+  pgz *g = owner;
+  pgz_worker *w;
+  int zr;
+
+  (void)i;
+  *wctx = NULL;
+  w = sl__calloc(1, sizeof *w);
+  if (w == NULL)
+    goto nomem;
+  w->strm.zalloc = z_alloc;
+  w->strm.zfree = z_free;
+  zr = deflateInit2(&w->strm, g->level, Z_DEFLATED, -15, 8, Z_DEFAULT_STRATEGY);
+  if (zr != Z_OK) {
+    sl__free(w);
+    return zlib_error(g->stage, "deflate", zr);
+  }
+  /* Room for the block at its worst plus the sync flush's empty stored
+   * block; run grows it should zlib ever need more. */
+  w->cap = (size_t)deflateBound(&w->strm, (uLong)g->block) + 64;
+  w->out = sl__malloc(w->cap);
+  if (w->out == NULL) {
+    deflateEnd(&w->strm);
+    sl__free(w);
+    goto nomem;
+  }
+  *wctx = w;
+  return 0;
+nomem:
+  sl_stage_set_error(g->stage, "deflate: out of memory");
+  return SL_ENOMEM;
+}
+
+static void pgz_worker_fini(void *owner, void *wctx) {
+  pgz_worker *w = wctx;
+
+  (void)owner;
+  if (w == NULL)
+    return;
+  deflateEnd(&w->strm);
+  sl__free(w->out);
+  sl__free(w);
+}
+
+/* Double the worker's output area, keeping what deflate wrote. */
+static int pgz_worker_grow(pgz *g, pgz_worker *w) {
+  size_t used = (size_t)(w->strm.next_out - w->out);
+  size_t cap = w->cap * 2;
+  unsigned char *grown = cap > UINT_MAX ? NULL : sl__realloc(w->out, cap);
+
+  if (grown == NULL) {
+    sl_stage_set_error(g->stage, "deflate: out of memory");
+    return SL_ENOMEM;
+  }
+  w->out = grown;
+  w->cap = cap;
+  w->strm.next_out = grown + used;
+  w->strm.avail_out = (uInt)(cap - used);
+  return 0;
+}
+
+/* Compress one block (owned by the call) into *out. */
+static int pgz_run(void *owner, void *wctx, sl_buf *in, void *arg,
+                   sl_buf **out) {
+  pgz *g = owner;
+  pgz_worker *w = wctx;
+  pgz_job *job = arg;
+  const unsigned char *p = sl_buf_data(in);
+  size_t n = sl_buf_len(in), olen;
+  int flush = job->last ? Z_FINISH : Z_SYNC_FLUSH;
+  sl_buf *b = NULL;
+  int zr, rc = 0;
+
+  *out = NULL;
+  job->crc = (uint32_t)crc32(crc32(0L, Z_NULL, 0), p, (uInt)n);
+  deflateReset(&w->strm);
+  if (job->dict != NULL && sl_buf_len(job->dict) > 0) {
+    size_t dlen = sl_buf_len(job->dict);
+    size_t take = dlen < DICT_SIZE ? dlen : DICT_SIZE;
+    zr = deflateSetDictionary(&w->strm, sl_buf_data(job->dict) + dlen - take,
+                              (uInt)take);
+    if (zr != Z_OK) {
+      rc = zlib_error(g->stage, "deflate", zr);
+      goto out;
+    }
+  }
+  w->strm.next_in = p;
+  w->strm.avail_in = (uInt)n;
+  w->strm.next_out = w->out;
+  w->strm.avail_out = (uInt)w->cap;
+  for (;;) {
+    /* A sync flush wants more than six bytes of room, or it may emit its
+     * marker twice. */
+    if (w->strm.avail_out <= 6 && (rc = pgz_worker_grow(g, w)) != 0)
+      goto out;
+    uInt room = w->strm.avail_out;
+    zr = deflate(&w->strm, flush);
+    if (zr == Z_STREAM_END)
+      break;
+    if (zr == Z_OK && flush == Z_SYNC_FLUSH && w->strm.avail_out != 0)
+      break; /* the flush is complete */
+    if ((zr != Z_OK && zr != Z_BUF_ERROR) ||
+        (zr == Z_BUF_ERROR && w->strm.avail_out == room)) {
+      rc = zlib_error(g->stage, "deflate", zr); /* cannot happen */
+      goto out;
+    }
+  }
+  olen = (size_t)(w->strm.next_out - w->out);
+  if ((rc = sl_stage_buf(g->stage, olen, &b)) != 0) {
+    sl_stage_set_error(g->stage, "out of memory for a compressed block");
+    goto out;
+  }
+  memcpy(sl_buf_data(b), w->out, olen);
+  sl_buf_set_len(b, olen);
+  *out = b;
+out:
+  sl_buf_unref(in);
+  return rc;
+}
+
+/* ---- the stage's thread ---- */
+
+static void job_put(pgz *g, pgz_job *job) {
+  sl_buf_unref(job->dict);
+  job->dict = NULL;
+  job->next = g->free_jobs;
+  g->free_jobs = job;
+}
+
+/* A job that will never be emitted: a failure or a stop cut it short. Any
+ * thread; the struct itself stays where it is until destroy. */
+static void pgz_drop(void *owner, void *arg) {
+  pgz_job *job = arg;
+
+  (void)owner;
+  sl_buf_unref(job->dict);
+  job->dict = NULL;
+}
+
+static int push_copy(pgz *g, const unsigned char *p, size_t n) {
+  sl_buf *b = NULL;
+  int rc = sl_stage_buf(g->stage, n, &b);
+
+  if (rc != 0)
+    return rc;
+  memcpy(sl_buf_data(b), p, n);
+  sl_buf_set_len(b, n);
+  g->bytes_out += n;
+  return sl_stage_push(g->stage, b);
+}
+
+static int header_push(pgz *g) {
+  if (g->header_sent)
+    return 0;
+  g->header_sent = true;
+  return push_copy(g, g->header, g->header_len);
+}
+
+/* A result, in order: the header first, then the block; its CRC joins
+ * the stream's. */
+static int pgz_emit(void *owner, sl_buf *out, void *arg) {
+  pgz *g = owner;
+  pgz_job *job = arg;
+  int rc = header_push(g);
+
+  if (rc == 0 && out != NULL) {
+    g->bytes_out += sl_buf_len(out);
+    rc = sl_stage_push(g->stage, out);
+  } else {
+    sl_buf_unref(out);
+  }
+  if (rc == 0) {
+    g->crc = (uint32_t)crc32_combine(g->crc, job->crc, (z_off_t)job->len);
+    g->bytes_in += job->len;
+  }
+  job_put(g, job);
+  return rc;
+}
+
+/* Hand the block being filled (an empty one when there is none) to the
+ * engine, with the block before it as its dictionary. */
+static int submit_block(pgz *g, bool last) {
+  pgz_job *job = g->free_jobs;
+  sl_buf *b = g->cur;
+  int rc;
+
+  if (job == NULL) { /* cannot happen: in_flight + 1 jobs exist */
+    sl_stage_set_error(g->stage, "no free job");
+    return SL_EIO;
+  }
+  if (b == NULL && (rc = sl_stage_buf(g->stage, 1, &b)) != 0)
+    return rc;
+  g->cur = NULL;
+  g->free_jobs = job->next;
+  job->next = NULL;
+  job->dict = g->prev; /* the stage's reference moves to the job */
+  job->len = sl_buf_len(b);
+  job->crc = 0;
+  job->last = last;
+  g->prev = last ? NULL : sl_buf_ref(b);
+  return sl__map_submit(g->m, b, job);
+}
+
+static int pgz_transform(sl_stage *st, void *ctx, sl_buf *in) {
+  pgz *g = ctx;
+  const unsigned char *p = sl_buf_data(in);
+  size_t n = sl_buf_len(in);
+  int rc = 0;
+
+  if (sl_buf_is_object(in)) {
+    sl_buf_unref(in);
+    sl_stage_set_error(st, "an object chunk in a byte stream");
+    return SL_EINVAL;
+  }
+  while (n > 0) {
+    if (g->cur == NULL && (rc = sl_stage_buf(st, g->block, &g->cur)) != 0) {
+      sl_stage_set_error(st, "out of memory for a block");
+      break;
+    }
+    size_t have = sl_buf_len(g->cur), take = g->block - have;
+    if (take > n)
+      take = n;
+    memcpy(sl_buf_data(g->cur) + have, p, take);
+    sl_buf_set_len(g->cur, have + take);
+    p += take;
+    n -= take;
+    if (have + take == g->block && (rc = submit_block(g, false)) != 0)
+      break;
+  }
+  sl_buf_unref(in);
+  return rc;
+}
+
+/* A flush marker: the block being filled leaves now, then everything
+ * before it. */
+static int pgz_sync(sl_stage *st, void *ctx) {
+  pgz *g = ctx;
+  int rc = 0;
+
+  (void)st;
+  if (g->cur != NULL && sl_buf_len(g->cur) > 0)
+    rc = submit_block(g, false);
+  if (rc == 0)
+    rc = sl__map_drain(g->m);
+  if (rc == 0)
+    rc = header_push(g);
+  return rc;
+}
+
+/* End of stream: the last block, every result, the trailer. */
+static int pgz_flush(sl_stage *st, void *ctx) {
+  pgz *g = ctx;
+  unsigned char trailer[8];
+  int rc;
+
+  (void)st;
+  rc = submit_block(g, true);
+  if (rc == 0)
+    rc = sl__map_drain(g->m);
+  if (rc == 0) {
+    put_le32(trailer, g->crc);
+    put_le32(trailer + 4, (uint32_t)g->bytes_in);
+    rc = push_copy(g, trailer, sizeof trailer);
+  }
+  sl__map_stop(g->m);
+  if (rc == 0) {
+    pthread_mutex_lock(&g->mu);
+    g->finished = true;
+    g->r_crc = g->crc;
+    g->r_in = g->bytes_in;
+    g->r_out = g->bytes_out;
+    pthread_mutex_unlock(&g->mu);
+  }
+  return rc;
+}
+
+/* The stage's thread is about to end, however it ends. */
+static void pgz_exit(sl_stage *st) {
+  pgz *g = sl_stage_ctx(st);
+
+  sl__map_stop(g->m);
+}
+
+static void pgz_destroy(void *ctx) {
+  pgz *g = ctx;
+
+  if (g == NULL)
+    return;
+  sl__map_free(g->m);
+  sl_buf_unref(g->cur);
+  sl_buf_unref(g->prev);
+  if (g->jobs != NULL)
+    for (unsigned i = 0; i <= g->in_flight; i++)
+      sl_buf_unref(g->jobs[i].dict);
+  sl__free(g->jobs);
+  sl__free(g->header);
+  pthread_mutex_destroy(&g->mu);
+  sl__free(g);
+}
+
+int sl_pgzip_opts_init(sl_pgzip_opts *opts) {
+  if (opts == NULL)
+    return SL_EINVAL;
+  memset(opts, 0, sizeof *opts);
+  opts->level = SL_ZLIB_LEVEL_DEFAULT;
+  opts->block_size = SL_PGZIP_BLOCK_DEFAULT;
+  return 0;
+}
+
+static bool pgz_opts_valid(const sl_pgzip_opts *o) {
+  const sl_gzip_header *h = o->header;
+
+  if (o->name != NULL && o->name[0] == '\0')
+    return false;
+  if (o->level < SL_ZLIB_LEVEL_DEFAULT || o->level > SL_ZLIB_LEVEL_BEST)
+    return false;
+  if (o->block_size != 0 && (o->block_size < SL_PGZIP_BLOCK_MIN ||
+                             o->block_size > SL_PGZIP_BLOCK_MAX))
+    return false;
+  if (o->workers > SL_MAP_MAX_WORKERS || o->in_flight > IN_FLIGHT_MAX)
+    return false;
+  if (h != NULL && (h->extra_len > 65535 || (h->extra == NULL && h->extra_len)))
+    return false;
+  return true;
+}
+
+int sl_pgzip_new(sl_stage **out, const sl_pgzip_opts *opts) {
+  static const sl_stage_ops stage_ops = {.transform = pgz_transform,
+                                         .flush = pgz_flush,
+                                         .sync = pgz_sync,
+                                         .destroy = pgz_destroy};
+  static const sl__map_ops engine_ops = {.run = pgz_run,
+                                         .emit = pgz_emit,
+                                         .drop = pgz_drop,
+                                         .worker_init = pgz_worker_init,
+                                         .worker_fini = pgz_worker_fini};
+  sl_pgzip_opts o;
+  sl_stage *s = NULL;
+  pgz *g;
+  int rc;
+
+  if (out == NULL)
+    return SL_EINVAL;
+  *out = NULL;
+  if (opts != NULL)
+    o = *opts;
+  else
+    sl_pgzip_opts_init(&o);
+  if (!pgz_opts_valid(&o))
+    return SL_EINVAL;
+
+  g = sl__calloc(1, sizeof *g);
+  if (g == NULL)
+    return SL_ENOMEM;
+  if (pthread_mutex_init(&g->mu, NULL) != 0) {
+    sl__free(g);
+    return SL_ENOMEM;
+  }
+  g->level = o.level == SL_ZLIB_LEVEL_DEFAULT ? 6 : o.level;
+  g->block = o.block_size ? o.block_size : SL_PGZIP_BLOCK_DEFAULT;
+  g->workers = o.workers;
+  if (g->workers == 0) {
+    g->workers = sl_cpu_count();
+    if (g->workers > SL_MAP_MAX_WORKERS)
+      g->workers = SL_MAP_MAX_WORKERS;
+  }
+  g->in_flight = o.in_flight ? o.in_flight : 2 * g->workers + 2;
+  g->crc = (uint32_t)crc32(0L, Z_NULL, 0);
+
+  rc = sl__gzip_header_make(o.header, g->level, Z_DEFAULT_STRATEGY, &g->header,
+                            &g->header_len);
+  if (rc != 0)
+    goto fail;
+  g->jobs = sl__calloc((size_t)g->in_flight + 1, sizeof *g->jobs);
+  if (g->jobs == NULL) {
+    rc = SL_ENOMEM;
+    goto fail;
+  }
+  for (unsigned i = 0; i <= g->in_flight; i++) {
+    g->jobs[i].next = g->free_jobs;
+    g->free_jobs = &g->jobs[i];
+  }
+
+  rc = sl_stage_new(&s, o.name ? o.name : "pgzip", &stage_ops, g);
+  if (rc != 0)
+    goto fail;
+  g->stage = s;
+  rc = sl__map_new(&g->m, s, &engine_ops, g, g->workers, g->in_flight, false);
+  if (rc != 0) {
+    sl_stage_free(s); /* destroys g */
+    return rc;
+  }
+  s->on_exit = pgz_exit;
+  *out = s;
+  return 0;
+fail:
+  pgz_destroy(g);
+  return rc;
+}
+
+/* The context of a pgzip stage, NULL for any other stage. */
+static pgz *pgz_of(const sl_stage *s) {
+  if (s == NULL || s->ops.transform != pgz_transform)
+    return NULL;
+  return s->ctx;
+}
+
+int sl_pgzip_result(const sl_stage *stage, uint32_t *crc, uint64_t *bytes_in,
+                    uint64_t *bytes_out) {
+  pgz *g = pgz_of(stage);
+  int rc;
+
+  if (g == NULL)
+    return SL_EINVAL;
+  pthread_mutex_lock(&g->mu);
+  if (g->finished) {
+    if (crc != NULL)
+      *crc = g->r_crc;
+    if (bytes_in != NULL)
+      *bytes_in = g->r_in;
+    if (bytes_out != NULL)
+      *bytes_out = g->r_out;
+    rc = 0;
+  } else {
+    /* The stage's thread ended without finishing: it never will. */
+    rc = atomic_load(&stage->end_ns) != 0 ? SL_ECANCELED : SL_EBUSY;
+  }
+  pthread_mutex_unlock(&g->mu);
+  return rc;
+}
+
+/* ========================================================================
+ * Decompression: inflate on one stage, check on the next
+ * ===================================================================== */
+
+/* A member's trailer, from the inflating stage to the checking one. */
+typedef struct member_end {
+  uint64_t len; /* the member's output bytes */
+  uint64_t off; /* input offset of its trailer */
+  uint32_t crc; /* the CRC-32 stored there */
+} member_end;
+
+/* The queue between the two stages: a ring of entries that grows when
+ * full, under mu; freed by the last of the two stages to go. */
+typedef struct trailer_queue {
+  pthread_mutex_t mu;
+  atomic_int refs;
+  member_end *q;
+  size_t cap, head, len;
+} trailer_queue;
+
+static trailer_queue *queue_new(void) {
+  trailer_queue *t = sl__calloc(1, sizeof *t);
+
+  if (t == NULL)
+    return NULL;
+  if (pthread_mutex_init(&t->mu, NULL) != 0) {
+    sl__free(t);
+    return NULL;
+  }
+  atomic_init(&t->refs, 1);
+  return t;
+}
+
+static void queue_unref(trailer_queue *t) {
+  if (t == NULL || atomic_fetch_sub(&t->refs, 1) != 1)
+    return;
+  pthread_mutex_destroy(&t->mu);
+  sl__free(t->q);
+  sl__free(t);
+}
+
+static int queue_push(trailer_queue *t, const member_end *e) {
+  int rc = 0;
+
+  pthread_mutex_lock(&t->mu);
+  if (t->len == t->cap) {
+    size_t cap = t->cap ? t->cap * 2 : 16;
+    member_end *q = sl__malloc(cap * sizeof *q);
+    if (q == NULL) {
+      rc = SL_ENOMEM;
+      goto out;
+    }
+    for (size_t i = 0; i < t->len; i++)
+      q[i] = t->q[(t->head + i) % t->cap];
+    sl__free(t->q);
+    t->q = q;
+    t->cap = cap;
+    t->head = 0;
+  }
+  t->q[(t->head + t->len) % t->cap] = *e;
+  t->len++;
+out:
+  pthread_mutex_unlock(&t->mu);
+  return rc;
+}
+
+/* Copy the oldest entry into *e; false when there is none. */
+static bool queue_peek(trailer_queue *t, member_end *e) {
+  bool have;
+
+  pthread_mutex_lock(&t->mu);
+  have = t->len > 0;
+  if (have)
+    *e = t->q[t->head];
+  pthread_mutex_unlock(&t->mu);
+  return have;
+}
+
+static void queue_pop(trailer_queue *t) {
+  pthread_mutex_lock(&t->mu);
+  if (t->len > 0) {
+    t->head = (t->head + 1) % t->cap;
+    t->len--;
+  }
+  pthread_mutex_unlock(&t->mu);
+}
+
+/* ---- the inflating stage ---- */
+
+enum gphase {
+  GP_NEXT,   /* between members: another one, the end, or trailing bytes */
+  GP_HEADER, /* a member's header, inflate with Z_BLOCK */
+  GP_BODY,   /* its deflate data and trailer */
+  GP_IGNORE  /* after the stream, ignoring the rest of the input */
+};
+
+typedef struct pgun {
+  trailer_queue *q;
+  z_stream strm;
+  bool strm_ready;
+  gz_header head; /* only its done flag is read */
+  enum gphase phase;
+  bool ignore_trailing;
+  uint64_t in_off;        /* input bytes consumed */
+  uint64_t member_off;    /* offset of the member's first byte */
+  uint64_t nmember;       /* members read to the end */
+  uint64_t mout;          /* output bytes of the member so far */
+  unsigned char last8[8]; /* the last eight bytes fed to inflate */
+  sl_buf *out;            /* output being filled; ours until pushed */
+} pgun;
+
+/* Bytes after the end of the stream, the first at off. */
+static int gun_trailing(sl_stage *st, pgun *u, uint64_t off) {
+  if (u->ignore_trailing) {
+    u->phase = GP_IGNORE;
+    return 0;
+  }
+  return data_error(st, "trailing garbage at input byte %llu",
+                    (unsigned long long)off);
+}
+
+/* Make sure u->out has room, pushing it first when it is full. */
+static int gun_out_room(sl_stage *st, pgun *u) {
+  int rc;
+
+  if (u->out != NULL && sl_buf_len(u->out) < sl_buf_cap(u->out))
+    return 0;
+  if (u->out != NULL) {
+    sl_buf *full = u->out;
+    u->out = NULL;
+    if ((rc = sl_stage_push(st, full)) != 0)
+      return rc;
+  }
+  return sl_stage_buf(st, 0, &u->out);
+}
+
+/* Push what u->out holds; a buffer less than half full is copied into one
+ * of its size, so buffers waiting in a ring weigh what they hold. */
+static int gun_out_emit(sl_stage *st, pgun *u) {
+  sl_buf *b = u->out, *small = NULL;
+  size_t len = b != NULL ? sl_buf_len(b) : 0;
+  int rc;
+
+  if (len == 0)
+    return 0;
+  if (len >= sl_buf_cap(b) / 2) {
+    u->out = NULL;
+    return sl_stage_push(st, b);
+  }
+  if ((rc = sl_stage_buf(st, len, &small)) != 0)
+    return rc;
+  memcpy(sl_buf_data(small), sl_buf_data(b), len);
+  sl_buf_set_len(small, len);
+  sl_buf_set_len(b, 0);
+  return sl_stage_push(st, small);
+}
+
+static void gun_last8(pgun *u, const unsigned char *p, size_t n) {
+  if (n >= 8) {
+    memcpy(u->last8, p + n - 8, 8);
+  } else if (n > 0) {
+    memmove(u->last8, u->last8 + n, 8 - n);
+    memcpy(u->last8 + 8 - n, p, n);
+  }
+}
+
+/* Between members, nothing consumed: the gzip magic starts a member. */
+static int gun_next(sl_stage *st, pgun *u, const unsigned char *p, size_t n) {
+  if (p[0] != 0x1f || (n > 1 && p[1] != 0x8b)) {
+    if (u->nmember > 0)
+      return gun_trailing(st, u, u->in_off);
+    return data_error(st, "not in gzip format at input byte %llu",
+                      (unsigned long long)u->in_off + (p[0] == 0x1f));
+  }
+  inflateReset(&u->strm);
+  inflateValidate(&u->strm, 1); /* the header CRC16 is checked */
+  memset(&u->head, 0, sizeof u->head);
+  inflateGetHeader(&u->strm, &u->head);
+  u->member_off = u->in_off;
+  u->mout = 0;
+  u->phase = GP_HEADER;
+  return 0;
+}
+
+/* Check the bytes of the fixed header that name exact offsets (the magic's
+ * second byte, when it came alone, the method, the reserved flags) before
+ * inflate reads them. */
+static int gun_fixed_check(sl_stage *st, pgun *u, const unsigned char *p,
+                           size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    uint64_t off = u->in_off + i, pos = off - u->member_off;
+    if (pos >= 4)
+      break;
+    if (pos == 1 && p[i] != 0x8b) {
+      if (u->nmember > 0)
+        return gun_trailing(st, u, u->member_off);
+      return data_error(st, "not in gzip format at input byte %llu",
+                        (unsigned long long)off);
+    }
+    if (pos == 2 && p[i] != 8)
+      return data_error(st, "unknown compression method %u at input byte %llu",
+                        p[i], (unsigned long long)off);
+    if (pos == 3 && (p[i] & 0xe0) != 0)
+      return data_error(st,
+                        "reserved flag bits set (0x%02x) at input byte %llu",
+                        p[i] & 0xe0u, (unsigned long long)off);
+  }
+  return 0;
+}
+
+/* The end of a member, its trailer just read: ISIZE here, the CRC-32 by
+ * the checking stage (or here, for an empty member). */
+static int gun_member_end(sl_stage *st, pgun *u) {
+  member_end e = {.len = u->mout, .off = u->in_off - 8, .crc = le32(u->last8)};
+  uint32_t isize = le32(u->last8 + 4);
+  int rc;
+
+  if (isize != (uint32_t)u->mout)
+    return data_error(st,
+                      "isize mismatch at input byte %llu "
+                      "(stored %u, computed %u)",
+                      (unsigned long long)e.off + 4, (unsigned)isize,
+                      (unsigned)(uint32_t)u->mout);
+  if (u->mout == 0) {
+    if (e.crc != 0)
+      return data_error(st,
+                        "crc32 mismatch at input byte %llu "
+                        "(stored 0x%08x, computed 0x00000000)",
+                        (unsigned long long)e.off, (unsigned)e.crc);
+  } else {
+    if (queue_push(u->q, &e) != 0) {
+      sl_stage_set_error(st, "out of memory for a member's trailer");
+      return SL_ENOMEM;
+    }
+    if ((rc = gun_out_emit(st, u)) != 0)
+      return rc;
+  }
+  u->nmember++;
+  u->phase = GP_NEXT;
+  return 0;
+}
+
+/* Inflate from p[0..n) until it is used up or the member ends, pushing
+ * every output buffer that fills. */
+static int gun_inflate(sl_stage *st, pgun *u, const unsigned char *p, size_t n,
+                       size_t *used) {
+  size_t done = 0;
+  int rc;
+
+  *used = 0;
+  if (u->phase == GP_HEADER && u->in_off - u->member_off < 4) {
+    if ((rc = gun_fixed_check(st, u, p, n)) != 0 || u->phase != GP_HEADER)
+      return rc;
+  }
+  for (;;) {
+    if ((rc = gun_out_room(st, u)) != 0)
+      return rc;
+    uInt in_now = clamp_uint(n - done);
+    size_t len = sl_buf_len(u->out);
+    uInt room = clamp_uint(sl_buf_cap(u->out) - len);
+    u->strm.next_in = p + done;
+    u->strm.avail_in = in_now;
+    u->strm.next_out = sl_buf_data(u->out) + len;
+    u->strm.avail_out = room;
+    int zr = inflate(&u->strm, u->phase == GP_HEADER ? Z_BLOCK : Z_NO_FLUSH);
+    size_t took = in_now - u->strm.avail_in;
+    uInt made = room - u->strm.avail_out;
+    gun_last8(u, p + done, took);
+    done += took;
+    u->in_off += took;
+    *used = done;
+    if (made > 0) {
+      sl_buf_set_len(u->out, len + made);
+      u->mout += made;
+    }
+    if (u->phase == GP_HEADER && u->head.done == 1) {
+      inflateValidate(&u->strm, 0); /* the data's CRC-32 is not ours */
+      u->phase = GP_BODY;
+    }
+    switch (zr) {
+    case Z_STREAM_END:
+      return gun_member_end(st, u);
+    case Z_OK:
+      break;
+    case Z_BUF_ERROR: /* no progress: input used up, nothing pending */
+      return 0;
+    case Z_DATA_ERROR:
+      return data_error(st, "%s at input byte %llu",
+                        u->strm.msg ? u->strm.msg : "invalid deflate data",
+                        (unsigned long long)(u->in_off ? u->in_off - 1 : 0));
+    default:
+      return zlib_error(st, "inflate", zr);
+    }
+    if (u->strm.avail_out == 0)
+      continue; /* more output may be pending */
+    if (done == n)
+      return 0;
+  }
+}
+
+static int gun_feed(sl_stage *st, pgun *u, const unsigned char *p, size_t n) {
+  int rc = 0;
+
+  while (n > 0 && rc == 0) {
+    size_t used = 0;
+    switch (u->phase) {
+    case GP_NEXT:
+      rc = gun_next(st, u, p, n); /* consumes nothing */
+      break;
+    case GP_HEADER:
+    case GP_BODY:
+      rc = gun_inflate(st, u, p, n, &used);
+      break;
+    case GP_IGNORE:
+      used = n;
+      u->in_off += n;
+      break;
+    }
+    p += used;
+    n -= used;
+  }
+  return rc;
+}
+
+static int gun_transform(sl_stage *st, void *ctx, sl_buf *in) {
+  pgun *u = ctx;
+  int rc = gun_feed(st, u, sl_buf_data(in), sl_buf_len(in));
+
+  sl_buf_unref(in);
+  return rc != 0 ? rc : gun_out_emit(st, u);
+}
+
+static int gun_sync(sl_stage *st, void *ctx) {
+  return gun_out_emit(st, ctx);
+}
+
+/* End of input: it must end between members or after the stream. */
+static int gun_flush(sl_stage *st, void *ctx) {
+  pgun *u = ctx;
+  int rc;
+
+  switch (u->phase) {
+  case GP_IGNORE:
+    break;
+  case GP_NEXT:
+    if (u->nmember > 0)
+      break;
+    return data_error(st, "truncated input at byte %llu",
+                      (unsigned long long)u->in_off);
+  case GP_HEADER:
+    if (u->nmember > 0 && u->in_off - u->member_off < 2) {
+      /* a lone 1f after a member */
+      if ((rc = gun_trailing(st, u, u->member_off)) != 0)
+        return rc;
+      break;
+    }
+    /* fall through */
+  default:
+    return data_error(st, "truncated input at byte %llu",
+                      (unsigned long long)u->in_off);
+  }
+  return gun_out_emit(st, u);
+}
+
+static void gun_destroy(void *ctx) {
+  pgun *u = ctx;
+
+  if (u == NULL)
+    return;
+  if (u->strm_ready)
+    inflateEnd(&u->strm);
+  sl_buf_unref(u->out);
+  queue_unref(u->q);
+  sl__free(u);
+}
+
+/* ---- the checking stage ---- */
+
+typedef struct pgchk {
+  trailer_queue *q;
+  uint32_t crc;  /* CRC-32 of the member's bytes so far */
+  uint64_t done; /* their count */
+} pgchk;
+
+/* Count p[0..n), closing every member whose length is reached. */
+static int chk_count(sl_stage *st, pgchk *c, const unsigned char *p, size_t n) {
+  member_end e;
+
+  for (;;) {
+    bool have = queue_peek(c->q, &e);
+    if (have && c->done == e.len) {
+      if (c->crc != e.crc)
+        return data_error(st,
+                          "crc32 mismatch at input byte %llu "
+                          "(stored 0x%08x, computed 0x%08x)",
+                          (unsigned long long)e.off, (unsigned)e.crc,
+                          (unsigned)c->crc);
+      queue_pop(c->q);
+      c->crc = (uint32_t)crc32(0L, Z_NULL, 0);
+      c->done = 0;
+      continue;
+    }
+    if (n == 0)
+      return 0;
+    size_t take = clamp_uint(n);
+    if (have && e.len - c->done < take)
+      take = (size_t)(e.len - c->done);
+    c->crc = (uint32_t)crc32(c->crc, p, (uInt)take);
+    c->done += take;
+    p += take;
+    n -= take;
+  }
+}
+
+static int chk_transform(sl_stage *st, void *ctx, sl_buf *in) {
+  int rc = chk_count(st, ctx, sl_buf_data(in), sl_buf_len(in));
+
+  if (rc != 0) {
+    sl_buf_unref(in);
+    return rc;
+  }
+  return sl_stage_push(st, in);
+}
+
+static int chk_flush(sl_stage *st, void *ctx) {
+  pgchk *c = ctx;
+  member_end e;
+  int rc = chk_count(st, c, NULL, 0);
+
+  if (rc != 0)
+    return rc;
+  if (c->done != 0 || queue_peek(c->q, &e)) { /* cannot happen */
+    sl_stage_set_error(st, "the stream ended inside a member");
+    return SL_EIO;
+  }
+  return 0;
+}
+
+static void chk_destroy(void *ctx) {
+  pgchk *c = ctx;
+
+  if (c == NULL)
+    return;
+  queue_unref(c->q);
+  sl__free(c);
+}
+
+/* sl_gunzip_new's rules for its options. */
+static bool zopts_valid(const sl_zlib_opts *o) {
+  const sl_gzip_header *h = o->header;
+
+  if (o->name != NULL && o->name[0] == '\0')
+    return false;
+  if (o->level < SL_ZLIB_LEVEL_DEFAULT || o->level > SL_ZLIB_LEVEL_BEST)
+    return false;
+  if (o->strategy < SL_ZLIB_STRATEGY_DEFAULT ||
+      o->strategy > SL_ZLIB_STRATEGY_FIXED)
+    return false;
+  if (o->window_bits != 0 && (o->window_bits < 8 || o->window_bits > 15))
+    return false;
+  if (o->mem_level < 0 || o->mem_level > 9)
+    return false;
+  if (h != NULL && (h->extra_len > 65535 || (h->extra == NULL && h->extra_len)))
+    return false;
+  return true;
+}
+
+int sl_pgunzip_chain(sl_pipeline *p, sl_stage *src, sl_stage *next,
+                     const sl_zlib_opts *opts) {
+  static const sl_stage_ops gun_ops = {.transform = gun_transform,
+                                       .flush = gun_flush,
+                                       .sync = gun_sync,
+                                       .destroy = gun_destroy};
+  static const sl_stage_ops chk_ops = {
+      .transform = chk_transform, .flush = chk_flush, .destroy = chk_destroy};
+  sl_stage *inf = NULL, *chk = NULL;
+  trailer_queue *q = NULL;
+  pgun *u = NULL;
+  pgchk *c = NULL;
+  char *chk_name = NULL;
+  const char *name;
+  sl_zlib_opts o;
+  int rc = SL_ENOMEM, wbits;
+
+  if (p == NULL || src == NULL || next == NULL)
+    return SL_EINVAL;
+  if (opts != NULL)
+    o = *opts;
+  else
+    sl_zlib_opts_init(&o);
+  if (!zopts_valid(&o))
+    return SL_EINVAL;
+  name = o.name != NULL ? o.name : "gunzip";
+  /* As sl_gunzip_new: a window of 2^8 is taken as 2^9. */
+  wbits = o.window_bits == 0 ? 15 : o.window_bits == 8 ? 9 : o.window_bits;
+
+  q = queue_new();
+  u = sl__calloc(1, sizeof *u);
+  c = sl__calloc(1, sizeof *c);
+  chk_name = sl__malloc(strlen(name) + sizeof "-check");
+  if (q == NULL || u == NULL || c == NULL || chk_name == NULL)
+    goto fail;
+  strcpy(chk_name, name);
+  strcat(chk_name, "-check");
+  u->strm.zalloc = z_alloc;
+  u->strm.zfree = z_free;
+  int zr = inflateInit2(&u->strm, 16 + wbits);
+  if (zr != Z_OK) {
+    rc = zr == Z_MEM_ERROR ? SL_ENOMEM : SL_EIO;
+    goto fail;
+  }
+  u->strm_ready = true;
+  u->ignore_trailing = o.ignore_trailing != 0;
+  u->phase = GP_NEXT;
+  u->q = q;
+  atomic_fetch_add(&q->refs, 1);
+  c->q = q; /* the creator's reference */
+  q = NULL;
+  c->crc = (uint32_t)crc32(0L, Z_NULL, 0);
+
+  if ((rc = sl_stage_new(&inf, name, &gun_ops, u)) != 0)
+    goto fail;
+  u = NULL; /* inf owns it */
+  if ((rc = sl_stage_new(&chk, chk_name, &chk_ops, c)) != 0)
+    goto fail;
+  c = NULL;
+  if ((rc = sl_pipeline_chain(p, src, inf, chk, next, NULL)) != 0)
+    goto fail;
+  sl__free(chk_name);
+  return 0;
+fail:
+  sl_stage_free(chk);
+  sl_stage_free(inf);
+  gun_destroy(u);
+  chk_destroy(c);
+  queue_unref(q);
+  sl__free(chk_name);
+  return rc;
+}

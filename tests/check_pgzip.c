@@ -1,0 +1,1655 @@
+/*
+ * Check suite for the parallel gzip stage and the two-stage gunzip:
+ * round trips at the edge sizes (0, 1, 2, 3 bytes, a block less one, a
+ * block, a block and one, ten blocks and seven, the smallest block size)
+ * and at 20 MiB, every level; the same output bytes for 1, 2 and 8 workers
+ * and any cutting of the input; gzip(1) and pigz read what it writes, and
+ * the header it writes is sl_gzip_new's, read back by sl_gunzip_new; flush
+ * markers; a failing allocation on a worker fails the pipeline once and
+ * leaks nothing; memory bounded by the options, not by the input.
+ *
+ * The two-stage gunzip is run side by side with sl_gunzip_new on the same
+ * inputs, good and damaged (CRC-32, ISIZE, truncation at every byte,
+ * trailing bytes, bad header fields), and must give the same output, the
+ * same code and the same message, offset included.
+ *
+ * Every test runs with the counting allocator installed (the fixture
+ * checks that every block the library allocated was freed, zlib's state
+ * included) and checks that no thread outlived it.
+ */
+#include "pipeutil.h"
+
+#include <sluice/map.h>
+#include <sluice/pgzip.h>
+#include <sluice/zlib.h>
+
+#include <stdio.h>
+#include <unistd.h>
+#include <zlib.h>
+
+static int base_threads;
+
+static void setup(void) {
+  ck_assert_int_eq(test_alloc_install(), 0);
+  base_threads = pu_thread_count();
+  ck_assert_int_gt(base_threads, 0);
+}
+
+static void teardown(void) {
+  ck_assert_int_eq(test_alloc_live(), 0);
+  ck_assert_int_eq(test_alloc_uninstall(), 0);
+  ck_assert_int_eq(pu_threads_left(base_threads), 0);
+}
+
+#define NELEM(a) (sizeof(a) / sizeof((a)[0]))
+#define KIB ((size_t)1024)
+#define MIB (KIB * 1024)
+#define BLOCK SL_PGZIP_BLOCK_DEFAULT
+#define BMIN SL_PGZIP_BLOCK_MIN
+
+/* Chunk sizes for sources: tiny, odd, a page, one pooled buffer, one
+ * more, more than one buffer. */
+static const size_t sizes_mixed[] = {65536, 1,     7,  4096, 100000,
+                                     3,     65537, 31, 2,    1000};
+static const size_t sizes_one[] = {1};
+static const size_t sizes_three[] = {3};
+static const size_t sizes_big[] = {65536, 65537, 1000};
+
+/* ------------------------------------------------------------------------
+ * Data and zlib itself
+ * ---------------------------------------------------------------------- */
+
+/* len bytes of mixed content, malloc'd: runs of random bytes, text, zeros
+ * and the test pattern, each up to 64 KiB long. Reproducible from seed. */
+static unsigned char *mixed_data(size_t len, uint64_t seed) {
+  static const char *const words[] = {"sluice ", "stream ", "backpressure ",
+                                      "gzip ",   "ring ",   "the ",
+                                      "of ",     "member\n"};
+  unsigned char *d = malloc(len ? len : 1);
+  uint64_t r = seed * 2 + 1;
+  size_t i = 0;
+
+  if (d == NULL)
+    return NULL;
+  while (i < len) {
+    uint64_t x = test_rand(&r);
+    size_t run = 1 + (size_t)(x % 65536), k = 0;
+    if (run > len - i)
+      run = len - i;
+    switch ((x >> 32) % 4) {
+    case 0:
+      while (k < run) {
+        uint64_t v = test_rand(&r);
+        for (int b = 0; b < 8 && k < run; b++, v >>= 8)
+          d[i + k++] = (unsigned char)v;
+      }
+      break;
+    case 1:
+      while (k < run) {
+        const char *w = words[test_rand(&r) % NELEM(words)];
+        for (; *w && k < run; w++)
+          d[i + k++] = (unsigned char)*w;
+      }
+      break;
+    case 2:
+      memset(d + i, 0, run);
+      break;
+    default:
+      for (; k < run; k++)
+        d[i + k] = test_pattern_byte((uint32_t)seed, i + k);
+      break;
+    }
+    i += run;
+  }
+  return d;
+}
+
+/* len bytes of text: words drawn at random from a small vocabulary, so
+ * that matches reach back across any block boundary. */
+static unsigned char *text_data(size_t len, uint64_t seed) {
+  static const char *const words[] = {
+      "sluice ", "stream ",  "backpressure ", "gzip ",  "ring ",  "the ",
+      "of ",     "member\n", "worker ",       "block ", "pool ",  "mark ",
+      "thread ", "deflate ", "dictionary ",   "crc ",   "flush ", "drain "};
+  unsigned char *d = malloc(len ? len : 1);
+  uint64_t r = seed * 2 + 1;
+  size_t i = 0;
+
+  if (d == NULL)
+    return NULL;
+  while (i < len) {
+    const char *w = words[test_rand(&r) % NELEM(words)];
+    for (; *w && i < len; w++)
+      d[i++] = (unsigned char)*w;
+  }
+  return d;
+}
+
+/* One gzip member made by zlib itself. */
+static void zlib_gzip(pu_bytes *out, const void *data, size_t len, int level) {
+  z_stream s;
+  unsigned char buf[16384];
+  int zr;
+
+  memset(&s, 0, sizeof s);
+  ck_assert_int_eq(
+      deflateInit2(&s, level, Z_DEFLATED, 31, 8, Z_DEFAULT_STRATEGY), Z_OK);
+  s.next_in = (Bytef *)(uintptr_t)data;
+  s.avail_in = (uInt)len;
+  do {
+    s.next_out = buf;
+    s.avail_out = sizeof buf;
+    zr = deflate(&s, Z_FINISH);
+    ck_assert(zr == Z_OK || zr == Z_STREAM_END || zr == Z_BUF_ERROR);
+    ck_assert(pu_bytes_add(out, buf, sizeof buf - s.avail_out));
+  } while (zr != Z_STREAM_END);
+  deflateEnd(&s);
+}
+
+/* Decompress exactly one gzip member, the whole of data, with zlib
+ * itself. Returns zlib's last code; Z_STREAM_END only when the member
+ * ended at the end of data. */
+static int zlib_gunzip(pu_bytes *out, const void *data, size_t len) {
+  z_stream s;
+  unsigned char buf[16384];
+  int zr;
+
+  memset(&s, 0, sizeof s);
+  ck_assert_int_eq(inflateInit2(&s, 31), Z_OK);
+  s.next_in = (Bytef *)(uintptr_t)data;
+  s.avail_in = (uInt)len;
+  do {
+    s.next_out = buf;
+    s.avail_out = sizeof buf;
+    zr = inflate(&s, Z_NO_FLUSH);
+    if (zr != Z_OK && zr != Z_STREAM_END)
+      break;
+    ck_assert(pu_bytes_add(out, buf, sizeof buf - s.avail_out));
+  } while (zr != Z_STREAM_END);
+  if (zr == Z_STREAM_END && s.avail_in != 0)
+    zr = Z_DATA_ERROR; /* bytes after the member */
+  inflateEnd(&s);
+  return zr;
+}
+
+static uint32_t crc_of(const void *p, size_t n) {
+  return (uint32_t)crc32(crc32(0L, Z_NULL, 0), p, (uInt)n);
+}
+
+static void pgz_opts(sl_pgzip_opts *o, int level, size_t block,
+                     unsigned workers) {
+  ck_assert_int_eq(sl_pgzip_opts_init(o), 0);
+  o->level = level;
+  o->block_size = block;
+  o->workers = workers;
+}
+
+/* ------------------------------------------------------------------------
+ * Compressing: source -> pgzip -> memory sink
+ * ---------------------------------------------------------------------- */
+
+typedef struct prun {
+  sl_pipeline *p;
+  pu_src src;
+  sl_stage *pg, *sink; /* owned by p */
+  int rc;
+  const char *err; /* lives as long as p */
+  const unsigned char *out;
+  size_t out_len; /* the sink's bytes, valid until prun_free */
+} prun;
+
+static void prun_go(prun *r, const unsigned char *in, size_t len,
+                    const size_t *sizes, size_t nsizes,
+                    const sl_pgzip_opts *o) {
+  sl_stage *src;
+  const void *d = NULL;
+  size_t n = 0;
+
+  memset(r, 0, sizeof *r);
+  ck_assert_int_eq(sl_pipeline_new(&r->p, NULL), 0);
+  pu_src_init(&r->src, in, len, sizes, nsizes);
+  src = pu_src_stage("src", &r->src);
+  ck_assert_ptr_nonnull(src);
+  ck_assert_int_eq(sl_pgzip_new(&r->pg, o), 0);
+  ck_assert_int_eq(sl_mem_sink_new(&r->sink, NULL), 0);
+  ck_assert_int_eq(sl_pipeline_chain(r->p, src, r->pg, r->sink, NULL), 0);
+  ck_assert_int_eq(sl_pipeline_start(r->p), 0);
+  r->rc = sl_pipeline_wait(r->p);
+  r->err = sl_pipeline_error(r->p);
+  ck_assert_int_eq(sl_mem_sink_data(r->sink, &d, &n), 0);
+  r->out = d;
+  r->out_len = n;
+}
+
+static void prun_free(prun *r) {
+  sl_pipeline_free(r->p);
+  r->p = NULL;
+}
+
+/* in through pgzip(o): the gzip bytes appended to *gz; the stage's
+ * result checked against the input and the output. */
+static void pgzip_bytes(pu_bytes *gz, const unsigned char *in, size_t len,
+                        const size_t *sizes, size_t nsizes,
+                        const sl_pgzip_opts *o) {
+  uint32_t crc = 0;
+  uint64_t bin = 0, bout = 0;
+  prun r;
+
+  prun_go(&r, in, len, sizes, nsizes, o);
+  ck_assert_msg(r.rc == 0, "pgzip: %s", r.err ? r.err : "?");
+  ck_assert_int_eq(sl_pgzip_result(r.pg, &crc, &bin, &bout), 0);
+  ck_assert_uint_eq(crc, crc_of(in, len));
+  ck_assert_uint_eq(bin, len);
+  ck_assert_uint_eq(bout, r.out_len);
+  ck_assert(pu_bytes_add(gz, r.out, r.out_len));
+  prun_free(&r);
+}
+
+/* ------------------------------------------------------------------------
+ * Decompressing: source -> [stages] -> sink that compares as it goes
+ * ---------------------------------------------------------------------- */
+
+typedef struct cmp_state {
+  const unsigned char *want;
+  size_t len, pos;
+  bool bad;
+} cmp_state;
+
+static bool cmp_check(pu_sink *k, const sl_buf *b) {
+  cmp_state *c = k->check_arg;
+  size_t n = sl_buf_len(b);
+  bool ok = c->pos + n <= c->len &&
+            (n == 0 || memcmp(sl_buf_data(b), c->want + c->pos, n) == 0);
+
+  c->pos += n;
+  if (!ok)
+    c->bad = true;
+  return ok;
+}
+
+enum dkind { D_GUNZIP, D_SPLIT };
+
+typedef struct drun {
+  sl_pipeline *p;
+  pu_src src;
+  pu_sink sink;
+  cmp_state cmp;
+  int rc;
+  const char *err;
+} drun;
+
+/* in, cut by sizes, through [pgzip(po) when po] then sl_gunzip_new
+ * (D_GUNZIP) or the two-stage gunzip (D_SPLIT) with zo, into a sink that
+ * collects (want NULL) or compares with want. */
+static void drun_go(drun *r, const sl_pgzip_opts *po, int kind,
+                    const sl_zlib_opts *zo, const unsigned char *in, size_t len,
+                    const size_t *sizes, size_t nsizes,
+                    const unsigned char *want, size_t want_len) {
+  sl_stage *src, *sink, *pg = NULL, *gun = NULL, *last;
+
+  memset(r, 0, sizeof *r);
+  ck_assert_int_eq(sl_pipeline_new(&r->p, NULL), 0);
+  pu_src_init(&r->src, in, len, sizes, nsizes);
+  pu_sink_init(&r->sink);
+  if (want != NULL) {
+    r->cmp = (cmp_state){.want = want, .len = want_len};
+    r->sink.collect = false;
+    r->sink.check = cmp_check;
+    r->sink.check_arg = &r->cmp;
+  }
+  src = pu_src_stage("src", &r->src);
+  sink = pu_sink_stage("sink", &r->sink);
+  ck_assert(src != NULL && sink != NULL);
+  last = src;
+  if (po != NULL) {
+    ck_assert_int_eq(sl_pgzip_new(&pg, po), 0);
+    ck_assert_int_eq(sl_pipeline_chain(r->p, src, pg, NULL), 0);
+    last = pg;
+  }
+  if (kind == D_GUNZIP) {
+    ck_assert_int_eq(sl_gunzip_new(&gun, zo), 0);
+    ck_assert_int_eq(sl_pipeline_chain(r->p, last, gun, sink, NULL), 0);
+  } else {
+    ck_assert_int_eq(sl_pgunzip_chain(r->p, last, sink, zo), 0);
+  }
+  ck_assert_int_eq(sl_pipeline_start(r->p), 0);
+  r->rc = sl_pipeline_wait(r->p);
+  r->err = sl_pipeline_error(r->p);
+}
+
+static void drun_free(drun *r) {
+  sl_pipeline_free(r->p);
+  pu_sink_fini(&r->sink);
+  r->p = NULL;
+}
+
+/* data through pgzip(po) -> gunzip of kind, compared on the way out. */
+static void roundtrip(const unsigned char *data, size_t len,
+                      const sl_pgzip_opts *po, int kind, const size_t *sizes,
+                      size_t nsizes) {
+  drun r;
+
+  drun_go(&r, po, kind, NULL, data, len, sizes, nsizes, data, len);
+  ck_assert_msg(r.rc == 0, "%s", r.err ? r.err : "?");
+  ck_assert(!r.cmp.bad);
+  ck_assert_uint_eq(r.cmp.pos, len);
+  drun_free(&r);
+}
+
+/* ------------------------------------------------------------------------
+ * Round trips
+ * ---------------------------------------------------------------------- */
+
+static const size_t edge_sizes[] = {
+    0, 1, 2, 3, BLOCK - 1, BLOCK, BLOCK + 1, 10 * BLOCK + 7};
+#define NEDGE ((int)NELEM(edge_sizes))
+
+/* pgzip -> sl_gunzip_new at every edge size; zlib reads the same bytes as
+ * one member, and the stage's result is the input's CRC and length. */
+START_TEST(test_roundtrip_edge_sizes) {
+  size_t len = edge_sizes[_i];
+  unsigned char *data = mixed_data(len, (uint64_t)_i + 1);
+  pu_bytes gz = {0}, plain = {0};
+  sl_pgzip_opts o;
+
+  ck_assert_ptr_nonnull(data);
+  pgz_opts(&o, SL_ZLIB_LEVEL_DEFAULT, 0, 3);
+  roundtrip(data, len, &o, D_GUNZIP, sizes_mixed, NELEM(sizes_mixed));
+  pgzip_bytes(&gz, data, len, sizes_mixed, NELEM(sizes_mixed), &o);
+  ck_assert_int_eq(zlib_gunzip(&plain, gz.p, gz.len), Z_STREAM_END);
+  ck_assert_uint_eq(plain.len, len);
+  ck_assert(len == 0 || memcmp(plain.p, data, len) == 0);
+  pu_bytes_free(&gz);
+  pu_bytes_free(&plain);
+  free(data);
+}
+END_TEST
+
+/* An empty input gives a valid gzip member of empty content: a header, an
+ * empty last block and a trailer of zeros. */
+START_TEST(test_empty_input_valid_member) {
+  pu_bytes gz = {0}, plain = {0};
+  sl_pgzip_opts o;
+
+  pgz_opts(&o, _i, 0, 2);
+  pgzip_bytes(&gz, (const unsigned char *)"", 0, sizes_one, 1, &o);
+  ck_assert_uint_le(gz.len, 10 + 5 + 8);
+  ck_assert_uint_eq(gz.p[0], 0x1f);
+  ck_assert_uint_eq(gz.p[1], 0x8b);
+  ck_assert_int_eq(zlib_gunzip(&plain, gz.p, gz.len), Z_STREAM_END);
+  ck_assert_uint_eq(plain.len, 0);
+  for (size_t i = gz.len - 8; i < gz.len; i++)
+    ck_assert_uint_eq(gz.p[i], 0);
+  pu_bytes_free(&gz);
+  pu_bytes_free(&plain);
+}
+END_TEST
+
+/* 20 MiB of mixed content, the default options but four workers. */
+START_TEST(test_roundtrip_20mib) {
+  size_t len = 20 * MIB;
+  unsigned char *data = mixed_data(len, 20);
+  sl_pgzip_opts o;
+
+  ck_assert_ptr_nonnull(data);
+  pgz_opts(&o, SL_ZLIB_LEVEL_DEFAULT, 0, 4);
+  roundtrip(data, len, &o, D_GUNZIP, sizes_big, NELEM(sizes_big));
+  free(data);
+}
+END_TEST
+
+/* Every level, 0 to 9: right content; level 0 stores (output larger than
+ * the input), the others compress. */
+START_TEST(test_roundtrip_levels) {
+  size_t len = MIB + 17;
+  unsigned char *data = mixed_data(len, 7);
+  pu_bytes gz = {0};
+  sl_pgzip_opts o;
+
+  ck_assert_ptr_nonnull(data);
+  pgz_opts(&o, _i, 0, 2);
+  roundtrip(data, len, &o, D_GUNZIP, sizes_mixed, NELEM(sizes_mixed));
+  pgzip_bytes(&gz, data, len, sizes_mixed, NELEM(sizes_mixed), &o);
+  if (_i == 0)
+    ck_assert_uint_gt(gz.len, len);
+  else
+    ck_assert_uint_lt(gz.len, len * 3 / 4);
+  pu_bytes_free(&gz);
+  free(data);
+}
+END_TEST
+
+/* SL_ZLIB_LEVEL_DEFAULT is level 6, byte for byte. */
+START_TEST(test_default_level_is_6) {
+  size_t len = 300 * KIB + 1;
+  unsigned char *data = mixed_data(len, 8);
+  pu_bytes a = {0}, b = {0};
+  sl_pgzip_opts o;
+
+  ck_assert_ptr_nonnull(data);
+  pgz_opts(&o, SL_ZLIB_LEVEL_DEFAULT, 0, 2);
+  pgzip_bytes(&a, data, len, sizes_big, NELEM(sizes_big), &o);
+  o.level = 6;
+  pgzip_bytes(&b, data, len, sizes_big, NELEM(sizes_big), &o);
+  ck_assert_uint_eq(a.len, b.len);
+  ck_assert(memcmp(a.p, b.p, a.len) == 0);
+  pu_bytes_free(&a);
+  pu_bytes_free(&b);
+  free(data);
+}
+END_TEST
+
+/* The same bytes for 1, 2 and 8 workers, one job in flight or many, and
+ * any cutting of the input, at levels 0, 1, 6 and 9. */
+START_TEST(test_output_independent_of_workers) {
+  static const int levels[] = {0, 1, 6, 9};
+  static const struct {
+    unsigned workers, in_flight;
+    const size_t *sizes;
+    size_t nsizes;
+  } runs[] = {{1, 0, sizes_mixed, NELEM(sizes_mixed)},
+              {2, 0, sizes_big, NELEM(sizes_big)},
+              {8, 0, sizes_mixed, NELEM(sizes_mixed)},
+              {8, 1, sizes_big, NELEM(sizes_big)},
+              {3, 64, sizes_mixed, NELEM(sizes_mixed)}};
+  size_t len = MIB + 333;
+  unsigned char *data = mixed_data(len, 9);
+  pu_bytes first = {0};
+  sl_pgzip_opts o;
+
+  ck_assert_ptr_nonnull(data);
+  for (size_t i = 0; i < NELEM(runs); i++) {
+    pu_bytes gz = {0};
+    pgz_opts(&o, levels[_i], 64 * KIB, runs[i].workers);
+    o.in_flight = runs[i].in_flight;
+    pgzip_bytes(&gz, data, len, runs[i].sizes, runs[i].nsizes, &o);
+    if (i == 0) {
+      first = gz;
+      continue;
+    }
+    ck_assert_msg(gz.len == first.len && memcmp(gz.p, first.p, gz.len) == 0,
+                  "level %d, %u workers: %zu bytes, not the %zu of 1 worker",
+                  levels[_i], runs[i].workers, gz.len, first.len);
+    pu_bytes_free(&gz);
+  }
+  pu_bytes_free(&first);
+  free(data);
+}
+END_TEST
+
+/* The smallest block size, at its own edge sizes, and the same bytes for
+ * one worker and four. */
+START_TEST(test_smallest_block) {
+  static const size_t lens[] = {1, BMIN - 1, BMIN, BMIN + 1, 5 * BMIN + 3};
+  size_t len = lens[_i];
+  unsigned char *data = mixed_data(len, 31);
+  pu_bytes a = {0}, b = {0};
+  sl_pgzip_opts o;
+
+  ck_assert_ptr_nonnull(data);
+  pgz_opts(&o, SL_ZLIB_LEVEL_DEFAULT, BMIN, 4);
+  roundtrip(data, len, &o, D_GUNZIP, sizes_mixed, NELEM(sizes_mixed));
+  pgzip_bytes(&a, data, len, sizes_mixed, NELEM(sizes_mixed), &o);
+  o.workers = 1;
+  pgzip_bytes(&b, data, len, sizes_three, 1, &o);
+  ck_assert_uint_eq(a.len, b.len);
+  ck_assert(memcmp(a.p, b.p, a.len) == 0);
+  pu_bytes_free(&a);
+  pu_bytes_free(&b);
+  free(data);
+}
+END_TEST
+
+/* The dictionaries are used: on text, pgzip's output at the smallest
+ * block size is within 2% of zlib's at the same level, and clearly
+ * smaller than the blocks compressed alone. */
+START_TEST(test_dictionary_used) {
+  size_t len = 4 * MIB;
+  unsigned char *data = text_data(len, 5);
+  pu_bytes pg = {0}, z = {0};
+  sl_pgzip_opts o;
+  size_t alone = 0;
+
+  ck_assert_ptr_nonnull(data);
+  pgz_opts(&o, 6, BMIN, 2);
+  pgzip_bytes(&pg, data, len, sizes_big, NELEM(sizes_big), &o);
+  zlib_gzip(&z, data, len, 6);
+  for (size_t off = 0; off < len; off += BMIN) {
+    pu_bytes one = {0};
+    zlib_gzip(&one, data + off, len - off < BMIN ? len - off : BMIN, 6);
+    alone += one.len - 18;
+    pu_bytes_free(&one);
+  }
+  ck_assert_msg(pg.len < z.len + z.len / 50, "pgzip %zu, zlib %zu", pg.len,
+                z.len);
+  ck_assert_msg(pg.len < alone - alone / 50, "pgzip %zu, blocks alone %zu",
+                pg.len, alone);
+  pu_bytes_free(&pg);
+  pu_bytes_free(&z);
+  free(data);
+}
+END_TEST
+
+/* ------------------------------------------------------------------------
+ * Other implementations read it
+ * ---------------------------------------------------------------------- */
+
+static bool have_tool(const char *name) {
+  char cmd[128];
+
+  snprintf(cmd, sizeof cmd, "command -v %s >/dev/null 2>&1", name);
+  return system(cmd) == 0;
+}
+
+/* Write b to a new temporary file; its name into path. */
+static void write_temp(char *path, size_t size, const pu_bytes *b) {
+  const char *dir = getenv("TMPDIR");
+  int fd;
+
+  snprintf(path, size, "%s/check_pgzip.XXXXXX", dir && *dir ? dir : "/tmp");
+  fd = mkstemp(path);
+  ck_assert_int_ge(fd, 0);
+  ck_assert_int_eq(write(fd, b->p, b->len), (ssize_t)b->len);
+  ck_assert_int_eq(close(fd), 0);
+}
+
+/* The standard output of cmd, appended to *out; returns its exit status
+ * (as system's). */
+static int run_capture(const char *cmd, pu_bytes *out) {
+  unsigned char buf[65536];
+  FILE *f = popen(cmd, "r");
+  size_t n;
+
+  ck_assert_ptr_nonnull(f);
+  while ((n = fread(buf, 1, sizeof buf, f)) > 0)
+    ck_assert(pu_bytes_add(out, buf, n));
+  return pclose(f);
+}
+
+/* tool -dc reads what pgzip writes at every edge size and at 3 MiB; gzip
+ * -t accepts it. */
+static void tool_reads(const char *tool) {
+  static const size_t lens[] = {0, 1, 3, BLOCK, BLOCK + 1, 3 * MIB + 11};
+  sl_pgzip_opts o;
+
+  if (!have_tool(tool)) {
+    fprintf(stderr, "check_pgzip: %s not found; skipped\n", tool);
+    return;
+  }
+  for (size_t i = 0; i < NELEM(lens); i++) {
+    unsigned char *data = mixed_data(lens[i], 40 + i);
+    pu_bytes gz = {0}, plain = {0};
+    char path[256], cmd[512];
+
+    ck_assert_ptr_nonnull(data);
+    pgz_opts(&o, (int)i % 10, 0, 4);
+    pgzip_bytes(&gz, data, lens[i], sizes_mixed, NELEM(sizes_mixed), &o);
+    write_temp(path, sizeof path, &gz);
+    if (strcmp(tool, "gzip") == 0) {
+      snprintf(cmd, sizeof cmd, "gzip -t '%s'", path);
+      ck_assert_msg(system(cmd) == 0, "gzip -t refused %zu bytes", lens[i]);
+    }
+    snprintf(cmd, sizeof cmd, "%s -dc < '%s'", tool, path);
+    ck_assert_int_eq(run_capture(cmd, &plain), 0);
+    ck_assert_uint_eq(plain.len, lens[i]);
+    ck_assert(lens[i] == 0 || memcmp(plain.p, data, lens[i]) == 0);
+    unlink(path);
+    pu_bytes_free(&gz);
+    pu_bytes_free(&plain);
+    free(data);
+  }
+}
+
+START_TEST(test_gzip_tool_reads) {
+  tool_reads("gzip");
+}
+END_TEST
+
+START_TEST(test_pigz_reads) {
+  tool_reads("pigz");
+}
+END_TEST
+
+/* ------------------------------------------------------------------------
+ * The header
+ * ---------------------------------------------------------------------- */
+
+/* A name, a comment, mtime and text written by pgzip are read back by
+ * sl_gunzip_new, and the header bytes are those sl_gzip_new writes for the
+ * same header and level (XFL included). */
+START_TEST(test_header_fields) {
+  static const int levels[] = {1, 6, 9};
+  static const char name[] = "report-2024.csv";
+  static const char comment[] = "written in parallel";
+  int level = levels[_i];
+  size_t len = 200 * KIB;
+  unsigned char *data = mixed_data(len, 12);
+  sl_gzip_header h, got;
+  sl_zlib_opts zo;
+  sl_pgzip_opts o;
+  sl_stage *src, *pg, *gun, *gz, *sink;
+  sl_pipeline *p;
+  pu_src s;
+  pu_sink k;
+  pu_bytes ref = {0};
+  size_t hlen = 10 + sizeof name + sizeof comment + (_i == 2 ? 2 : 0);
+
+  ck_assert_ptr_nonnull(data);
+  memset(&h, 0, sizeof h);
+  h.name = name;
+  h.comment = comment;
+  h.mtime = 1700000000u;
+  h.text = 1;
+  h.hcrc = _i == 2;
+  pgz_opts(&o, level, 0, 2);
+  o.header = &h;
+
+  /* pgzip -> gunzip, header read back. */
+  ck_assert_int_eq(sl_pipeline_new(&p, NULL), 0);
+  pu_src_init(&s, data, len, sizes_mixed, NELEM(sizes_mixed));
+  pu_sink_init(&k);
+  src = pu_src_stage("src", &s);
+  sink = pu_sink_stage("sink", &k);
+  ck_assert_int_eq(sl_pgzip_new(&pg, &o), 0);
+  ck_assert_int_eq(sl_gunzip_new(&gun, NULL), 0);
+  ck_assert_int_eq(sl_pipeline_chain(p, src, pg, gun, sink, NULL), 0);
+  ck_assert_int_eq(sl_pipeline_start(p), 0);
+  ck_assert_int_eq(sl_pipeline_wait(p), 0);
+  ck_assert_uint_eq(k.got.len, len);
+  ck_assert(memcmp(k.got.p, data, len) == 0);
+  ck_assert_int_eq(sl_gzip_header_get(gun, &got), 0);
+  ck_assert_str_eq(got.name, name);
+  ck_assert_str_eq(got.comment, comment);
+  ck_assert_uint_eq(got.mtime, h.mtime);
+  ck_assert_int_eq(got.text, 1);
+  ck_assert_int_eq(got.hcrc, h.hcrc);
+  ck_assert_uint_eq(got.os, 3);
+  ck_assert_uint_eq(got.xfl, level == 9 ? 2 : level == 1 ? 4 : 0);
+  ck_assert_uint_eq(got.members, 1);
+  sl_pipeline_free(p);
+  pu_sink_fini(&k);
+
+  /* The same header bytes as sl_gzip_new's. */
+  ck_assert_int_eq(sl_zlib_opts_init(&zo), 0);
+  zo.level = level;
+  zo.header = &h;
+  ck_assert_int_eq(sl_pipeline_new(&p, NULL), 0);
+  pu_src_init(&s, data, len, sizes_mixed, NELEM(sizes_mixed));
+  pu_sink_init(&k);
+  src = pu_src_stage("src", &s);
+  sink = pu_sink_stage("sink", &k);
+  ck_assert_int_eq(sl_gzip_new(&gz, &zo), 0);
+  ck_assert_int_eq(sl_pipeline_chain(p, src, gz, sink, NULL), 0);
+  ck_assert_int_eq(sl_pipeline_start(p), 0);
+  ck_assert_int_eq(sl_pipeline_wait(p), 0);
+  ck_assert(pu_bytes_add(&ref, k.got.p, k.got.len));
+  sl_pipeline_free(p);
+  pu_sink_fini(&k);
+  {
+    pu_bytes mine = {0};
+    pgzip_bytes(&mine, data, len, sizes_big, NELEM(sizes_big), &o);
+    ck_assert_uint_gt(mine.len, hlen);
+    ck_assert(memcmp(mine.p, ref.p, hlen) == 0);
+    pu_bytes_free(&mine);
+  }
+  pu_bytes_free(&ref);
+  free(data);
+}
+END_TEST
+
+/* ------------------------------------------------------------------------
+ * Flush markers
+ * ---------------------------------------------------------------------- */
+
+/* The source pushes part a, a flush marker, then waits until the sink has
+ * inflated all of a; only then does it push part b and end. So the test
+ * ends only if the marker made everything before it leave pgzip. */
+typedef struct fgate {
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  size_t inflated; /* bytes the sink has inflated */
+  bool ended;      /* the sink saw the member end */
+  bool failed;     /* the sink could not inflate */
+} fgate;
+
+typedef struct fsrc {
+  const unsigned char *data;
+  size_t a, len; /* a bytes before the marker, len in all */
+  int step;
+  fgate *g;
+  bool ended_early; /* the member had ended before the marker's data */
+} fsrc;
+
+static int fsrc_push(sl_stage *st, const unsigned char *p, size_t n) {
+  sl_buf *b = NULL;
+  int rc;
+
+  if (n == 0)
+    return 0;
+  if ((rc = sl_stage_buf(st, n, &b)) != 0)
+    return rc;
+  memcpy(sl_buf_data(b), p, n);
+  sl_buf_set_len(b, n);
+  return sl_stage_push(st, b);
+}
+
+static int fsrc_read(sl_stage *st, void *ctx) {
+  fsrc *s = ctx;
+  int rc;
+
+  if (s->step == 0) {
+    s->step = 1;
+    if ((rc = fsrc_push(st, s->data, s->a)) != 0)
+      return rc;
+    return sl_stage_push_flush(st);
+  }
+  pthread_mutex_lock(&s->g->mu);
+  while (s->g->inflated < s->a && !s->g->failed)
+    pthread_cond_wait(&s->g->cv, &s->g->mu);
+  s->ended_early = s->g->ended;
+  pthread_mutex_unlock(&s->g->mu);
+  if ((rc = fsrc_push(st, s->data + s->a, s->len - s->a)) != 0)
+    return rc;
+  return SL_EOF;
+}
+
+typedef struct fsink {
+  z_stream zs;
+  pu_bytes got;
+  fgate *g;
+} fsink;
+
+static int fsink_write(sl_stage *st, void *ctx, sl_buf *in) {
+  fsink *k = ctx;
+  unsigned char buf[16384];
+  bool ended = false, failed = false;
+
+  (void)st;
+  k->zs.next_in = sl_buf_data(in);
+  k->zs.avail_in = (uInt)sl_buf_len(in);
+  while (k->zs.avail_in > 0 && !ended && !failed) {
+    do {
+      k->zs.next_out = buf;
+      k->zs.avail_out = sizeof buf;
+      int zr = inflate(&k->zs, Z_NO_FLUSH);
+      if (zr == Z_STREAM_END)
+        ended = true;
+      else if (zr != Z_OK && zr != Z_BUF_ERROR)
+        failed = true;
+      if (!pu_bytes_add(&k->got, buf, sizeof buf - k->zs.avail_out))
+        failed = true;
+    } while (k->zs.avail_out == 0 && !ended && !failed);
+  }
+  sl_buf_unref(in);
+  pthread_mutex_lock(&k->g->mu);
+  k->g->inflated = k->got.len;
+  k->g->ended = k->g->ended || ended;
+  k->g->failed = k->g->failed || failed;
+  pthread_cond_broadcast(&k->g->cv);
+  pthread_mutex_unlock(&k->g->mu);
+  return failed ? SL_EDATA : 0;
+}
+
+/* a: 0 (the marker comes first), 1000 bytes (less than a block), 300 KiB
+ * + 3 (two blocks and a short one), with 1 and 4 workers. */
+START_TEST(test_flush_marker_delivers) {
+  static const size_t as[] = {0, 1000, 300 * KIB + 3};
+  size_t a = as[_i % 3], len = a + 200 * KIB + 9;
+  unsigned char *data = mixed_data(len, 17);
+  sl_stage_ops src_ops = {.read = fsrc_read};
+  sl_stage_ops sink_ops = {.write = fsink_write};
+  sl_stage *st[3];
+  sl_pipeline *p = NULL;
+  sl_pgzip_opts o;
+  fgate g;
+  fsrc src;
+  fsink sink;
+
+  ck_assert_ptr_nonnull(data);
+  pthread_mutex_init(&g.mu, NULL);
+  pthread_cond_init(&g.cv, NULL);
+  g.inflated = 0;
+  g.ended = g.failed = false;
+  src = (fsrc){.data = data, .a = a, .len = len, .g = &g};
+  memset(&sink, 0, sizeof sink);
+  sink.g = &g;
+  ck_assert_int_eq(inflateInit2(&sink.zs, 31), Z_OK);
+  pgz_opts(&o, SL_ZLIB_LEVEL_DEFAULT, 0, _i < 3 ? 1 : 4);
+
+  ck_assert_int_eq(sl_pipeline_new(&p, NULL), 0);
+  ck_assert_int_eq(sl_stage_new(&st[0], "src", &src_ops, &src), 0);
+  ck_assert_int_eq(sl_pgzip_new(&st[1], &o), 0);
+  ck_assert_int_eq(sl_stage_new(&st[2], "sink", &sink_ops, &sink), 0);
+  ck_assert_int_eq(sl_pipeline_chainv(p, st, 3), 0);
+  ck_assert_int_eq(sl_pipeline_start(p), 0);
+  int rc = sl_pipeline_wait(p);
+  ck_assert_msg(rc == 0, "%s", sl_pipeline_error(p));
+  ck_assert(!src.ended_early); /* the marker did not end the member */
+  ck_assert(g.ended);
+  ck_assert_uint_eq(sink.got.len, len);
+  ck_assert(memcmp(sink.got.p, data, len) == 0);
+  sl_pipeline_free(p);
+  inflateEnd(&sink.zs);
+  pu_bytes_free(&sink.got);
+  pthread_cond_destroy(&g.cv);
+  pthread_mutex_destroy(&g.mu);
+  free(data);
+}
+END_TEST
+
+/* ------------------------------------------------------------------------
+ * Failures and memory
+ * ---------------------------------------------------------------------- */
+
+/* Arms the failing allocator on its first call, then pushes the input: so
+ * the nth allocation of the running pipeline fails, on whichever thread
+ * makes it (the workers' deflate states and output buffers among them). */
+typedef struct arm_src {
+  const unsigned char *data;
+  size_t len, pos, chunk;
+  long n;
+} arm_src;
+
+static int arm_src_read(sl_stage *st, void *ctx) {
+  arm_src *s = ctx;
+  size_t n = s->len - s->pos < s->chunk ? s->len - s->pos : s->chunk;
+  sl_buf *b = NULL;
+  int rc;
+
+  if (s->pos == 0 && s->n > 0) {
+    fail_alloc_arm(s->n);
+    s->n = 0;
+  }
+  if (n == 0)
+    return SL_EOF;
+  if ((rc = sl_stage_buf(st, n, &b)) != 0)
+    return rc;
+  memcpy(sl_buf_data(b), s->data + s->pos, n);
+  sl_buf_set_len(b, n);
+  s->pos += n;
+  return sl_stage_push(st, b);
+}
+
+/* Failing each allocation in turn while the pipeline runs: it fails once,
+ * with SL_ENOMEM, its finished callback fires once, and every block is
+ * freed; some of the failures hit a worker. */
+START_TEST(test_worker_alloc_failure) {
+  size_t len = 12 * BMIN + 5;
+  unsigned char *data = mixed_data(len, 23);
+  sl_stage_ops src_ops = {.read = arm_src_read};
+  bool hit_worker = false;
+  long n;
+
+  ck_assert_ptr_nonnull(data);
+  for (n = 1; n < 400; n++) {
+    sl_pipeline *p = NULL;
+    sl_stage *src = NULL, *pg = NULL, *sink = NULL;
+    arm_src s = {.data = data, .len = len, .chunk = 50000, .n = n};
+    sl_pgzip_opts o;
+    pu_finished fin;
+    int rc;
+
+    pgz_opts(&o, 1, BMIN, 4);
+    pu_finished_init(&fin);
+    ck_assert_int_eq(sl_pipeline_new(&p, NULL), 0);
+    ck_assert_int_eq(sl_stage_new(&src, "src", &src_ops, &s), 0);
+    ck_assert_int_eq(sl_pgzip_new(&pg, &o), 0);
+    ck_assert_int_eq(sl_mem_sink_new(&sink, NULL), 0);
+    ck_assert_int_eq(sl_pipeline_chain(p, src, pg, sink, NULL), 0);
+    ck_assert_int_eq(sl_pipeline_on_finished(p, pu_finished_cb, &fin), 0);
+    ck_assert_int_eq(sl_pipeline_start(p), 0);
+    rc = sl_pipeline_wait(p);
+    fail_alloc_disarm();
+    ck_assert_int_eq(atomic_load(&fin.calls), 1);
+    ck_assert_int_eq(atomic_load(&fin.status), rc);
+    if (fail_alloc_failed() == 0) {
+      ck_assert_msg(rc == 0, "%s", sl_pipeline_error(p));
+      sl_pipeline_free(p);
+      ck_assert_int_eq(test_alloc_live(), 0);
+      break;
+    }
+    ck_assert_msg(rc == SL_ENOMEM || rc == 0, "allocation %ld: %s", n,
+                  sl_pipeline_error(p) ? sl_pipeline_error(p) : "?");
+    if (rc != 0) {
+      const char *err = sl_pipeline_error(p);
+      ck_assert_ptr_nonnull(err);
+      if (strstr(err, "pgzip: deflate: out of memory") != NULL ||
+          strstr(err, "pgzip: out of memory for a compressed") != NULL)
+        hit_worker = true;
+    }
+    sl_pipeline_free(p);
+    ck_assert_int_eq(test_alloc_live(), 0);
+  }
+  ck_assert_int_lt(n, 400);
+  ck_assert(hit_worker);
+  free(data);
+}
+END_TEST
+
+/* Failing each allocation sl_pgzip_new makes: SL_ENOMEM, nothing left. */
+START_TEST(test_alloc_failure_new) {
+  sl_gzip_header h;
+  sl_pgzip_opts o;
+  long n;
+
+  memset(&h, 0, sizeof h);
+  h.name = "name";
+  pgz_opts(&o, 6, 0, 2);
+  o.header = &h;
+  for (n = 1; n < 100; n++) {
+    sl_stage *st = NULL;
+    fail_alloc_arm(n);
+    int rc = sl_pgzip_new(&st, &o);
+    fail_alloc_disarm();
+    if (rc == 0) {
+      ck_assert_int_eq(fail_alloc_failed(), 0);
+      sl_stage_free(st);
+      break;
+    }
+    ck_assert_int_eq(rc, SL_ENOMEM);
+    ck_assert_ptr_null(st);
+    ck_assert_int_eq(test_alloc_live(), 0);
+  }
+  ck_assert_int_gt(n, 1);
+  ck_assert_int_lt(n, 100);
+}
+END_TEST
+
+/* A sink that counts and drops. */
+static int count_cb(const void *data, size_t len, void *arg) {
+  (void)data;
+  *(uint64_t *)arg += len;
+  return 0;
+}
+
+/* Peak of the pool while data[0..len) goes through pgzip into a counting
+ * sink. */
+static size_t peak_for(const unsigned char *data, size_t len,
+                       const sl_pgzip_opts *o) {
+  sl_pipeline *p = NULL;
+  sl_stage *src, *pg = NULL, *sink = NULL;
+  uint64_t counted = 0, bout = 0;
+  pu_src s;
+  size_t peak;
+
+  ck_assert_int_eq(sl_pipeline_new(&p, NULL), 0);
+  pu_src_init(&s, data, len, sizes_big, NELEM(sizes_big));
+  src = pu_src_stage("src", &s);
+  ck_assert_ptr_nonnull(src);
+  ck_assert_int_eq(sl_pgzip_new(&pg, o), 0);
+  ck_assert_int_eq(sl_callback_sink_new(&sink, count_cb, NULL, &counted, NULL),
+                   0);
+  ck_assert_int_eq(sl_pipeline_chain(p, src, pg, sink, NULL), 0);
+  ck_assert_int_eq(sl_pipeline_start(p), 0);
+  ck_assert_int_eq(sl_pipeline_wait(p), 0);
+  ck_assert_int_eq(sl_pgzip_result(pg, NULL, NULL, &bout), 0);
+  ck_assert_uint_eq(bout, counted);
+  ck_assert_uint_lt(counted, len);
+  peak = pu_pool_stats(p).peak_bytes;
+  sl_pipeline_free(p);
+  return peak;
+}
+
+/* The pool peaks under the same bound, computed from the options and the
+ * marks, for a 4 MiB and a 64 MiB input: memory follows the options, not
+ * the input. */
+START_TEST(test_bounded_memory) {
+  const size_t block = BLOCK, buf = 64 * KIB, hwm = 256 * KIB;
+  const unsigned workers = 2, in_flight = 6;
+  size_t len64 = 64 * MIB, len4 = 4 * MIB;
+  unsigned char *data = mixed_data(len64, 64);
+  sl_pgzip_opts o;
+  size_t bound, peak4, peak64;
+
+  ck_assert_ptr_nonnull(data);
+  pgz_opts(&o, 1, block, workers);
+  o.in_flight = in_flight;
+  /* Blocks: in_flight in the engine, the one before the oldest (its
+   * dictionary), the one being filled. Results: in_flight, each at most
+   * a block and a little. Rings: each holds at most hwm and one chunk,
+   * and a stage takes at most that out of it at once. Plus the source's
+   * chunk and small change. */
+  bound = (in_flight + 2) * block + in_flight * (block + block / 64 + 64) +
+          2 * (hwm + buf) + 2 * (hwm + block + block / 64 + 64) + buf +
+          256 * KIB;
+  peak4 = peak_for(data, len4, &o);
+  peak64 = peak_for(data, len64, &o);
+  ck_assert_msg(peak4 <= bound, "4 MiB: peak %zu > bound %zu", peak4, bound);
+  ck_assert_msg(peak64 <= bound, "64 MiB: peak %zu > bound %zu", peak64, bound);
+  ck_assert_uint_lt(bound, 8 * MIB);
+  free(data);
+}
+END_TEST
+
+/* ------------------------------------------------------------------------
+ * API
+ * ---------------------------------------------------------------------- */
+
+START_TEST(test_opts_init) {
+  sl_pgzip_opts o;
+
+  memset(&o, 0x5a, sizeof o);
+  ck_assert_int_eq(sl_pgzip_opts_init(&o), 0);
+  ck_assert_ptr_null(o.name);
+  ck_assert_int_eq(o.level, SL_ZLIB_LEVEL_DEFAULT);
+  ck_assert_uint_eq(o.block_size, SL_PGZIP_BLOCK_DEFAULT);
+  ck_assert_uint_eq(o.workers, 0);
+  ck_assert_uint_eq(o.in_flight, 0);
+  ck_assert_ptr_null(o.header);
+  ck_assert_int_eq(sl_pgzip_opts_init(NULL), SL_EINVAL);
+}
+END_TEST
+
+/* Every out-of-range option is SL_EINVAL, with *out NULL and nothing
+ * allocated; the limits themselves are accepted. */
+START_TEST(test_bad_options) {
+  sl_gzip_header h;
+  sl_pgzip_opts o;
+  sl_stage *st = (sl_stage *)&o;
+
+  ck_assert_int_eq(sl_pgzip_new(NULL, NULL), SL_EINVAL);
+#define BAD(field, value)                               \
+  do {                                                  \
+    pgz_opts(&o, 6, 0, 2);                              \
+    o.field = value;                                    \
+    st = (sl_stage *)&o;                                \
+    ck_assert_int_eq(sl_pgzip_new(&st, &o), SL_EINVAL); \
+    ck_assert_ptr_null(st);                             \
+    ck_assert_int_eq(test_alloc_live(), 0);             \
+  } while (0)
+  BAD(level, -2);
+  BAD(level, 10);
+  BAD(block_size, BMIN - 1);
+  BAD(block_size, SL_PGZIP_BLOCK_MAX + 1);
+  BAD(workers, SL_MAP_MAX_WORKERS + 1);
+  BAD(in_flight, 65537);
+  BAD(name, "");
+  memset(&h, 0, sizeof h);
+  h.extra_len = 3; /* without extra */
+  BAD(header, &h);
+#undef BAD
+  pgz_opts(&o, 9, BMIN, SL_MAP_MAX_WORKERS);
+  o.in_flight = 1;
+  ck_assert_int_eq(sl_pgzip_new(&st, &o), 0);
+  ck_assert_str_eq(sl_stage_name(st), "pgzip");
+  sl_stage_free(st);
+  ck_assert_int_eq(sl_pgzip_new(&st, NULL), 0);
+  sl_stage_free(st);
+  pgz_opts(&o, 0, SL_PGZIP_BLOCK_MAX, 1);
+  o.name = "mine";
+  ck_assert_int_eq(sl_pgzip_new(&st, &o), 0);
+  ck_assert_str_eq(sl_stage_name(st), "mine");
+  sl_stage_free(st);
+}
+END_TEST
+
+/* sl_pgzip_result: SL_EINVAL for other stages, SL_EBUSY before the end,
+ * SL_ECANCELED when the stream failed first, 0 after. */
+START_TEST(test_result_states) {
+  size_t len = 100 * KIB;
+  unsigned char *data = mixed_data(len, 3);
+  sl_stage *pg = NULL, *other = NULL;
+  uint32_t crc = 7;
+  uint64_t bin = 7, bout = 7;
+  prun r;
+
+  ck_assert_ptr_nonnull(data);
+  ck_assert_int_eq(sl_pgzip_result(NULL, &crc, &bin, &bout), SL_EINVAL);
+  ck_assert_int_eq(sl_gzip_new(&other, NULL), 0);
+  ck_assert_int_eq(sl_pgzip_result(other, &crc, &bin, &bout), SL_EINVAL);
+  sl_stage_free(other);
+  ck_assert_int_eq(sl_pgzip_new(&pg, NULL), 0);
+  ck_assert_int_eq(sl_pgzip_result(pg, &crc, &bin, &bout), SL_EBUSY);
+  ck_assert_uint_eq(crc, 7);
+  sl_stage_free(pg);
+
+  /* The source fails at its third chunk. */
+  memset(&r, 0, sizeof r);
+  ck_assert_int_eq(sl_pipeline_new(&r.p, NULL), 0);
+  pu_src_init(&r.src, data, len, sizes_mixed, NELEM(sizes_mixed));
+  r.src.fault.at = 2;
+  r.src.fault.code = SL_EIO;
+  ck_assert_int_eq(sl_pgzip_new(&r.pg, NULL), 0);
+  ck_assert_int_eq(sl_mem_sink_new(&r.sink, NULL), 0);
+  ck_assert_int_eq(
+      sl_pipeline_chain(r.p, pu_src_stage("src", &r.src), r.pg, r.sink, NULL),
+      0);
+  ck_assert_int_eq(sl_pipeline_start(r.p), 0);
+  ck_assert_int_eq(sl_pipeline_wait(r.p), SL_EIO);
+  ck_assert_int_eq(sl_pgzip_result(r.pg, &crc, &bin, &bout), SL_ECANCELED);
+  ck_assert_uint_eq(bout, 7);
+  prun_free(&r);
+
+  /* Success: every pointer may be NULL. */
+  prun_go(&r, data, len, sizes_mixed, NELEM(sizes_mixed), NULL);
+  ck_assert_int_eq(r.rc, 0);
+  ck_assert_int_eq(sl_pgzip_result(r.pg, NULL, NULL, NULL), 0);
+  ck_assert_int_eq(sl_pgzip_result(r.pg, &crc, &bin, &bout), 0);
+  ck_assert_uint_eq(crc, crc_of(data, len));
+  ck_assert_uint_eq(bin, len);
+  ck_assert_uint_eq(bout, r.out_len);
+  prun_free(&r);
+  free(data);
+}
+END_TEST
+
+/* ------------------------------------------------------------------------
+ * The two-stage gunzip
+ * ---------------------------------------------------------------------- */
+
+/* pgzip -> two-stage gunzip at the edge sizes, read a byte at a time for
+ * the small ones. */
+START_TEST(test_split_roundtrip) {
+  size_t len = edge_sizes[_i];
+  unsigned char *data = mixed_data(len, (uint64_t)_i + 50);
+  sl_pgzip_opts o;
+
+  ck_assert_ptr_nonnull(data);
+  pgz_opts(&o, SL_ZLIB_LEVEL_DEFAULT, 0, 2);
+  if (len <= 3)
+    roundtrip(data, len, &o, D_SPLIT, sizes_one, 1);
+  roundtrip(data, len, &o, D_SPLIT, sizes_mixed, NELEM(sizes_mixed));
+  free(data);
+}
+END_TEST
+
+START_TEST(test_split_roundtrip_20mib) {
+  size_t len = 20 * MIB;
+  unsigned char *data = mixed_data(len, 21);
+  sl_pgzip_opts o;
+
+  ck_assert_ptr_nonnull(data);
+  pgz_opts(&o, 1, 0, 4);
+  roundtrip(data, len, &o, D_SPLIT, sizes_big, NELEM(sizes_big));
+  free(data);
+}
+END_TEST
+
+/* The input for the comparisons: members made by zlib at different
+ * levels, empty ones and one-byte ones among them, and one from pgzip. */
+static void members(pu_bytes *in, pu_bytes *plain) {
+  static const size_t lens[] = {40 * KIB + 1, 0, 1, 3000, 0, 1, 70 * KIB};
+  for (size_t i = 0; i < NELEM(lens); i++) {
+    unsigned char *d = mixed_data(lens[i], 60 + i);
+    ck_assert_ptr_nonnull(d);
+    zlib_gzip(in, d, lens[i], (int)(i % 10));
+    ck_assert(pu_bytes_add(plain, d, lens[i]));
+    free(d);
+  }
+  {
+    size_t len = 2 * BMIN + 7;
+    unsigned char *d = mixed_data(len, 77);
+    sl_pgzip_opts o;
+    ck_assert_ptr_nonnull(d);
+    pgz_opts(&o, 6, BMIN, 2);
+    pgzip_bytes(in, d, len, sizes_big, NELEM(sizes_big), &o);
+    ck_assert(pu_bytes_add(plain, d, len));
+    free(d);
+  }
+}
+
+/* Both gunzips over in (read as sizes cut it): the same code, the same
+ * message after the stage's name (want_stage for the two-stage one), and
+ * the same output. */
+static void same_as_gunzip(const unsigned char *in, size_t len,
+                           const size_t *sizes, size_t nsizes,
+                           const sl_zlib_opts *zo, const char *want_stage) {
+  drun a, b;
+
+  drun_go(&a, NULL, D_GUNZIP, zo, in, len, sizes, nsizes, NULL, 0);
+  drun_go(&b, NULL, D_SPLIT, zo, in, len, sizes, nsizes, NULL, 0);
+  ck_assert_msg(a.rc == b.rc, "gunzip %d (%s), split %d (%s)", a.rc,
+                a.err ? a.err : "-", b.rc, b.err ? b.err : "-");
+  if (a.rc == 0) {
+    ck_assert_uint_eq(a.sink.got.len, b.sink.got.len);
+    ck_assert(a.sink.got.len == 0 ||
+              memcmp(a.sink.got.p, b.sink.got.p, a.sink.got.len) == 0);
+  } else {
+    const char *ma = strchr(a.err, ':'), *mb = strchr(b.err, ':');
+    ck_assert(ma != NULL && mb != NULL);
+    ck_assert_msg(strcmp(ma, mb) == 0, "gunzip \"%s\", split \"%s\"", a.err,
+                  b.err);
+    if (want_stage != NULL)
+      ck_assert_msg(strncmp(b.err, want_stage, strlen(want_stage)) == 0 &&
+                        b.err[strlen(want_stage)] == ':',
+                    "\"%s\" is not from %s", b.err, want_stage);
+  }
+  drun_free(&a);
+  drun_free(&b);
+}
+
+/* Several members, empty and tiny ones among them, read in chunks of 1, 3
+ * and mixed sizes: the same as sl_gunzip_new. */
+START_TEST(test_split_members) {
+  static const size_t *const sched[] = {sizes_one, sizes_three, sizes_mixed};
+  static const size_t nsched[] = {1, 1, NELEM(sizes_mixed)};
+  pu_bytes in = {0}, plain = {0};
+  drun r;
+
+  members(&in, &plain);
+  same_as_gunzip(in.p, in.len, sched[_i], nsched[_i], NULL, NULL);
+  drun_go(&r, NULL, D_SPLIT, NULL, in.p, in.len, sched[_i], nsched[_i], plain.p,
+          plain.len);
+  ck_assert_msg(r.rc == 0, "%s", r.err ? r.err : "?");
+  ck_assert_uint_eq(r.cmp.pos, plain.len);
+  ck_assert(!r.cmp.bad);
+  drun_free(&r);
+  pu_bytes_free(&in);
+  pu_bytes_free(&plain);
+}
+END_TEST
+
+/* Offsets of the member starts and trailers in the members() input. */
+static void member_offsets(const pu_bytes *in, size_t *starts, size_t *n) {
+  size_t off = 0;
+
+  *n = 0;
+  while (off < in->len) {
+    z_stream s;
+    unsigned char buf[16384];
+    int zr;
+    memset(&s, 0, sizeof s);
+    ck_assert_int_eq(inflateInit2(&s, 31), Z_OK);
+    s.next_in = in->p + off;
+    s.avail_in = (uInt)(in->len - off);
+    do {
+      s.next_out = buf;
+      s.avail_out = sizeof buf;
+      zr = inflate(&s, Z_NO_FLUSH);
+    } while (zr == Z_OK);
+    ck_assert_int_eq(zr, Z_STREAM_END);
+    starts[(*n)++] = off;
+    off += s.total_in;
+    inflateEnd(&s);
+  }
+  starts[*n] = off;
+}
+
+/* A flipped bit in each member's stored CRC-32: the check stage names the
+ * trailer's offset, as sl_gunzip_new does (empty members: the first
+ * stage). */
+START_TEST(test_split_crc_mismatch) {
+  pu_bytes in = {0}, plain = {0};
+  size_t starts[16], n;
+
+  members(&in, &plain);
+  member_offsets(&in, starts, &n);
+  ck_assert_uint_eq(n, 8);
+  for (size_t m = 0; m < n; m++) {
+    size_t trailer = starts[m + 1] - 8;
+    bool empty = m == 1 || m == 4;
+    in.p[trailer + (m % 4)] ^= 0x10;
+    same_as_gunzip(in.p, in.len, sizes_mixed, NELEM(sizes_mixed), NULL,
+                   empty ? "gunzip" : "gunzip-check");
+    same_as_gunzip(in.p, in.len, sizes_three, 1, NULL, NULL);
+    in.p[trailer + (m % 4)] ^= 0x10;
+  }
+  pu_bytes_free(&in);
+  pu_bytes_free(&plain);
+}
+END_TEST
+
+/* A wrong ISIZE in each member: named by the first stage. */
+START_TEST(test_split_isize_mismatch) {
+  pu_bytes in = {0}, plain = {0};
+  size_t starts[16], n;
+
+  members(&in, &plain);
+  member_offsets(&in, starts, &n);
+  for (size_t m = 0; m < n; m++) {
+    size_t isize = starts[m + 1] - 4;
+    in.p[isize + 1] ^= 0x01;
+    same_as_gunzip(in.p, in.len, sizes_mixed, NELEM(sizes_mixed), NULL,
+                   "gunzip");
+    in.p[isize + 1] ^= 0x01;
+  }
+  pu_bytes_free(&in);
+  pu_bytes_free(&plain);
+}
+END_TEST
+
+/* The input cut short at every byte of a two-member stream: the same
+ * truncation message and offset, or the same success when the cut falls
+ * between members. */
+START_TEST(test_split_truncated) {
+  unsigned char *d = mixed_data(300, 5);
+  pu_bytes in = {0};
+
+  ck_assert_ptr_nonnull(d);
+  zlib_gzip(&in, d, 300, 6);
+  zlib_gzip(&in, d, 10, 1);
+  for (size_t cut = 0; cut < in.len; cut++)
+    same_as_gunzip(in.p, cut, _i ? sizes_one : sizes_mixed,
+                   _i ? 1 : NELEM(sizes_mixed), NULL, "gunzip");
+  pu_bytes_free(&in);
+  free(d);
+}
+END_TEST
+
+/* Bytes after the last member: trailing garbage at their offset (a lone
+ * 1f too), or ignored with ignore_trailing; a second magic starts a
+ * member that must be whole. */
+START_TEST(test_split_trailing) {
+  static const struct {
+    const char *bytes;
+    size_t len;
+  } tails[] = {{"x", 1},           {"\x1f", 1},
+               {"\x1f\x00", 2},    {"\x00\x00\x00", 3},
+               {"\x1f\x8b", 2},    {"\x1f\x8b\x08", 3},
+               {"hello world", 11}};
+  unsigned char *d = mixed_data(5000, 6);
+  sl_zlib_opts zo;
+
+  ck_assert_ptr_nonnull(d);
+  ck_assert_int_eq(sl_zlib_opts_init(&zo), 0);
+  zo.ignore_trailing = _i % 2;
+  for (size_t t = 0; t < NELEM(tails); t++) {
+    pu_bytes in = {0};
+    zlib_gzip(&in, d, 5000, 6);
+    ck_assert(pu_bytes_add(&in, tails[t].bytes, tails[t].len));
+    same_as_gunzip(in.p, in.len, _i / 2 ? sizes_one : sizes_mixed,
+                   _i / 2 ? 1 : NELEM(sizes_mixed), &zo, "gunzip");
+    pu_bytes_free(&in);
+  }
+  free(d);
+}
+END_TEST
+
+/* Bad header fields, named at their own byte: the magic (first member),
+ * the method, the reserved flags; and an empty input. */
+START_TEST(test_split_bad_header) {
+  unsigned char *d = mixed_data(2000, 4);
+  pu_bytes in = {0};
+  static const struct {
+    size_t at;
+    unsigned char value;
+  } edits[] = {{0, 0x1e}, {1, 0x8c}, {2, 7}, {3, 0x20}, {3, 0x80}};
+
+  ck_assert_ptr_nonnull(d);
+  zlib_gzip(&in, d, 2000, 6);
+  for (size_t e = 0; e < NELEM(edits); e++) {
+    unsigned char keep = in.p[edits[e].at];
+    in.p[edits[e].at] = edits[e].value;
+    same_as_gunzip(in.p, in.len, sizes_mixed, NELEM(sizes_mixed), NULL,
+                   "gunzip");
+    same_as_gunzip(in.p, in.len, sizes_one, 1, NULL, "gunzip");
+    in.p[edits[e].at] = keep;
+  }
+  same_as_gunzip(in.p, 0, sizes_one, 1, NULL, "gunzip");
+  pu_bytes_free(&in);
+  free(d);
+}
+END_TEST
+
+/* Damaged deflate data fails with SL_EDATA and an offset inside the
+ * member, from the first stage. */
+START_TEST(test_split_corrupt_data) {
+  size_t len = 100 * KIB;
+  unsigned char *d = mixed_data(len, 8);
+  pu_bytes in = {0};
+  drun r;
+  unsigned long long off = 0;
+
+  ck_assert_ptr_nonnull(d);
+  zlib_gzip(&in, d, len, 6);
+  memset(in.p + 100, 0xff, 64);
+  drun_go(&r, NULL, D_SPLIT, NULL, in.p, in.len, sizes_mixed,
+          NELEM(sizes_mixed), NULL, 0);
+  ck_assert_int_eq(r.rc, SL_EDATA);
+  ck_assert_ptr_nonnull(r.err);
+  ck_assert_msg(strncmp(r.err, "gunzip: ", 8) == 0, "%s", r.err);
+  const char *at = strstr(r.err, " at input byte ");
+  ck_assert_ptr_nonnull(at);
+  ck_assert_int_eq(sscanf(at, " at input byte %llu", &off), 1);
+  ck_assert_uint_ge(off, 100);
+  ck_assert_uint_lt(off, in.len);
+  drun_free(&r);
+  pu_bytes_free(&in);
+  free(d);
+}
+END_TEST
+
+/* A header CRC16 written by pgzip is checked; a wrong one fails. */
+START_TEST(test_split_header_crc) {
+  size_t len = 3000;
+  unsigned char *d = mixed_data(len, 2);
+  sl_gzip_header h;
+  sl_pgzip_opts o;
+  pu_bytes in = {0};
+  drun r;
+
+  ck_assert_ptr_nonnull(d);
+  memset(&h, 0, sizeof h);
+  h.name = "f";
+  h.hcrc = 1;
+  pgz_opts(&o, 6, 0, 1);
+  o.header = &h;
+  pgzip_bytes(&in, d, len, sizes_mixed, NELEM(sizes_mixed), &o);
+  drun_go(&r, NULL, D_SPLIT, NULL, in.p, in.len, sizes_one, 1, d, len);
+  ck_assert_msg(r.rc == 0, "%s", r.err ? r.err : "?");
+  ck_assert_uint_eq(r.cmp.pos, len);
+  drun_free(&r);
+  in.p[12] ^= 1; /* FHCRC: bytes 12 and 13, after "f\0" */
+  drun_go(&r, NULL, D_SPLIT, NULL, in.p, in.len, sizes_mixed,
+          NELEM(sizes_mixed), NULL, 0);
+  ck_assert_int_eq(r.rc, SL_EDATA);
+  ck_assert_str_eq(r.err, "gunzip: header crc mismatch at input byte 13");
+  drun_free(&r);
+  pu_bytes_free(&in);
+  free(d);
+}
+END_TEST
+
+/* The two-stage gunzip reads what gzip(1) and pigz write. */
+START_TEST(test_split_reads_tools) {
+  static const char *const tools[] = {"gzip -6 -c", "pigz -p 4 -c"};
+  size_t len = 3 * MIB + 5;
+  unsigned char *d = mixed_data(len, 90);
+  pu_bytes raw = {0};
+  char path[256];
+
+  ck_assert_ptr_nonnull(d);
+  ck_assert(pu_bytes_add(&raw, d, len));
+  write_temp(path, sizeof path, &raw);
+  for (size_t t = 0; t < NELEM(tools); t++) {
+    char tool[16], cmd[512];
+    pu_bytes gz = {0};
+    drun r;
+    sscanf(tools[t], "%15s", tool);
+    if (!have_tool(tool)) {
+      fprintf(stderr, "check_pgzip: %s not found; skipped\n", tool);
+      continue;
+    }
+    snprintf(cmd, sizeof cmd, "%s < '%s'", tools[t], path);
+    ck_assert_int_eq(run_capture(cmd, &gz), 0);
+    drun_go(&r, NULL, D_SPLIT, NULL, gz.p, gz.len, sizes_big, NELEM(sizes_big),
+            d, len);
+    ck_assert_msg(r.rc == 0, "%s: %s", tool, r.err ? r.err : "?");
+    ck_assert_uint_eq(r.cmp.pos, len);
+    drun_free(&r);
+    pu_bytes_free(&gz);
+  }
+  unlink(path);
+  pu_bytes_free(&raw);
+  free(d);
+}
+END_TEST
+
+/* 20000 one-byte members: the queue between the stages stays small and
+ * the content is right. */
+START_TEST(test_split_many_members) {
+  const size_t n = 20000;
+  pu_bytes in = {0}, plain = {0};
+  drun r;
+
+  for (size_t i = 0; i < n; i++) {
+    unsigned char c = (unsigned char)('a' + i % 26);
+    if (i % 3 == 2) {
+      zlib_gzip(&in, "", 0, 1);
+      continue;
+    }
+    zlib_gzip(&in, &c, 1, 1);
+    ck_assert(pu_bytes_add(&plain, &c, 1));
+  }
+  drun_go(&r, NULL, D_SPLIT, NULL, in.p, in.len, sizes_big, NELEM(sizes_big),
+          plain.p, plain.len);
+  ck_assert_msg(r.rc == 0, "%s", r.err ? r.err : "?");
+  ck_assert_uint_eq(r.cmp.pos, plain.len);
+  drun_free(&r);
+  pu_bytes_free(&in);
+  pu_bytes_free(&plain);
+}
+END_TEST
+
+/* Names: opts->name and the same with "-check"; bad options and bad
+ * arguments add nothing and leave the stages to the caller. */
+START_TEST(test_split_api) {
+  sl_pipeline *p = NULL;
+  sl_stage *a = NULL, *b = NULL;
+  sl_zlib_opts zo;
+  pu_src s;
+  pu_sink k;
+
+  pu_src_init(&s, (const unsigned char *)"", 0, sizes_one, 1);
+  pu_sink_init(&k);
+  ck_assert_int_eq(sl_pipeline_new(&p, NULL), 0);
+  a = pu_src_stage("src", &s);
+  b = pu_sink_stage("sink", &k);
+  ck_assert(a != NULL && b != NULL);
+  ck_assert_int_eq(sl_pgunzip_chain(NULL, a, b, NULL), SL_EINVAL);
+  ck_assert_int_eq(sl_pgunzip_chain(p, NULL, b, NULL), SL_EINVAL);
+  ck_assert_int_eq(sl_pgunzip_chain(p, a, NULL, NULL), SL_EINVAL);
+  ck_assert_int_eq(sl_zlib_opts_init(&zo), 0);
+  zo.window_bits = 16;
+  ck_assert_int_eq(sl_pgunzip_chain(p, a, b, &zo), SL_EINVAL);
+  zo.window_bits = 0;
+  zo.name = "";
+  ck_assert_int_eq(sl_pgunzip_chain(p, a, b, &zo), SL_EINVAL);
+  ck_assert_int_eq(sl_pgunzip_chain(p, b, a, NULL), SL_EINVAL); /* kinds */
+  ck_assert_uint_eq(sl_pipeline_stage_count(p), 0);
+  zo.name = "unpack";
+  ck_assert_int_eq(sl_pgunzip_chain(p, a, b, &zo), 0);
+  ck_assert_uint_eq(sl_pipeline_stage_count(p), 4);
+  ck_assert_str_eq(sl_stage_name(sl_pipeline_stage(p, 1)), "unpack");
+  ck_assert_str_eq(sl_stage_name(sl_pipeline_stage(p, 2)), "unpack-check");
+  ck_assert_int_eq(sl_pipeline_start(p), 0);
+  ck_assert_int_eq(sl_pipeline_wait(p), SL_EDATA);
+  ck_assert_str_eq(sl_pipeline_error(p), "unpack: truncated input at byte 0");
+  sl_pipeline_free(p);
+  pu_sink_fini(&k);
+}
+END_TEST
+
+/* Failing each allocation of sl_pgunzip_chain: SL_ENOMEM, nothing added,
+ * nothing left, the caller's stages still the caller's. */
+START_TEST(test_split_alloc_failure) {
+  long n;
+
+  for (n = 1; n < 100; n++) {
+    sl_pipeline *p = NULL;
+    sl_stage *a, *b;
+    pu_src s;
+    pu_sink k;
+    int rc;
+
+    pu_src_init(&s, (const unsigned char *)"", 0, sizes_one, 1);
+    pu_sink_init(&k);
+    ck_assert_int_eq(sl_pipeline_new(&p, NULL), 0);
+    a = pu_src_stage("src", &s);
+    b = pu_sink_stage("sink", &k);
+    ck_assert(a != NULL && b != NULL);
+    fail_alloc_arm(n);
+    rc = sl_pgunzip_chain(p, a, b, NULL);
+    fail_alloc_disarm();
+    if (rc == 0) {
+      ck_assert_int_eq(fail_alloc_failed(), 0);
+      sl_pipeline_free(p);
+      pu_sink_fini(&k);
+      break;
+    }
+    ck_assert_int_eq(rc, SL_ENOMEM);
+    ck_assert_uint_eq(sl_pipeline_stage_count(p), 0);
+    sl_stage_free(a);
+    sl_stage_free(b);
+    sl_pipeline_free(p);
+    pu_sink_fini(&k);
+    ck_assert_int_eq(test_alloc_live(), 0);
+  }
+  ck_assert_int_gt(n, 1);
+  ck_assert_int_lt(n, 100);
+}
+END_TEST
+
+/* ------------------------------------------------------------------------ */
+
+static TCase *tcase(const char *name, double timeout) {
+  TCase *tc = tcase_create(name);
+
+  tcase_add_checked_fixture(tc, setup, teardown);
+  tcase_set_timeout(tc, timeout);
+  return tc;
+}
+
+static Suite *pgzip_suite(void) {
+  Suite *s = suite_create("pgzip");
+  TCase *tc;
+
+  tc = tcase("roundtrip", 120);
+  tcase_add_loop_test(tc, test_roundtrip_edge_sizes, 0, NEDGE);
+  tcase_add_loop_test(tc, test_empty_input_valid_member, 0, 10);
+  tcase_add_loop_test(tc, test_roundtrip_levels, 0, 10);
+  tcase_add_test(tc, test_default_level_is_6);
+  tcase_add_loop_test(tc, test_output_independent_of_workers, 0, 4);
+  tcase_add_loop_test(tc, test_smallest_block, 0, 5);
+  tcase_add_test(tc, test_dictionary_used);
+  suite_add_tcase(s, tc);
+
+  tc = tcase("large", 600);
+  tcase_add_test(tc, test_roundtrip_20mib);
+  tcase_add_test(tc, test_bounded_memory);
+  suite_add_tcase(s, tc);
+
+  tc = tcase("interop", 120);
+  tcase_add_test(tc, test_gzip_tool_reads);
+  tcase_add_test(tc, test_pigz_reads);
+  tcase_add_loop_test(tc, test_header_fields, 0, 3);
+  suite_add_tcase(s, tc);
+
+  tc = tcase("flush", 60);
+  tcase_add_loop_test(tc, test_flush_marker_delivers, 0, 6);
+  suite_add_tcase(s, tc);
+
+  tc = tcase("failure", 300);
+  tcase_add_test(tc, test_worker_alloc_failure);
+  tcase_add_test(tc, test_alloc_failure_new);
+  suite_add_tcase(s, tc);
+
+  tc = tcase("api", 60);
+  tcase_add_test(tc, test_opts_init);
+  tcase_add_test(tc, test_bad_options);
+  tcase_add_test(tc, test_result_states);
+  suite_add_tcase(s, tc);
+
+  tc = tcase("split", 300);
+  tcase_add_loop_test(tc, test_split_roundtrip, 0, NEDGE);
+  tcase_add_test(tc, test_split_roundtrip_20mib);
+  tcase_add_loop_test(tc, test_split_members, 0, 3);
+  tcase_add_test(tc, test_split_crc_mismatch);
+  tcase_add_test(tc, test_split_isize_mismatch);
+  tcase_add_loop_test(tc, test_split_truncated, 0, 2);
+  tcase_add_loop_test(tc, test_split_trailing, 0, 4);
+  tcase_add_test(tc, test_split_bad_header);
+  tcase_add_test(tc, test_split_corrupt_data);
+  tcase_add_test(tc, test_split_header_crc);
+  tcase_add_test(tc, test_split_reads_tools);
+  tcase_add_test(tc, test_split_many_members);
+  tcase_add_test(tc, test_split_api);
+  tcase_add_test(tc, test_split_alloc_failure);
+  suite_add_tcase(s, tc);
+
+  return s;
+}
+
+int main(void) {
+  return run_suite(pgzip_suite());
+}
