@@ -69,10 +69,13 @@
  *
  * Every descriptor the stages open is close-on-exec.
  */
+/* The umbrella first, outside the guard: whichever header a program
+ * includes first, every sub-header is read after the core and in the
+ * umbrella's order, so each finds the types it uses. */
+#include <sluice.h>
+
 #ifndef SLUICE_FD_H
 #define SLUICE_FD_H
-
-#include <sluice.h>
 
 #ifdef __cplusplus
 extern "C" {

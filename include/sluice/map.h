@@ -14,10 +14,13 @@
  *
  * Included by <sluice.h>.
  */
+/* The umbrella first, outside the guard: whichever header a program
+ * includes first, every sub-header is read after the core and in the
+ * umbrella's order, so each finds the types it uses. */
+#include <sluice.h>
+
 #ifndef SLUICE_MAP_H
 #define SLUICE_MAP_H
-
-#include <sluice.h>
 
 #ifdef __cplusplus
 extern "C" {

@@ -41,10 +41,13 @@
  *
  * Included by <sluice.h>.
  */
+/* The umbrella first, outside the guard: whichever header a program
+ * includes first, every sub-header is read after the core and in the
+ * umbrella's order, so each finds the types it uses. */
+#include <sluice.h>
+
 #ifndef SLUICE_PGZIP_H
 #define SLUICE_PGZIP_H
-
-#include <sluice.h>
 #include <sluice/map.h>
 #include <sluice/zlib.h>
 

@@ -35,10 +35,13 @@
  *
  * This header is included by sluice.h; it may also be included on its own.
  */
+/* The umbrella first, outside the guard: whichever header a program
+ * includes first, every sub-header is read after the core and in the
+ * umbrella's order, so each finds the types it uses. */
+#include <sluice.h>
+
 #ifndef SLUICE_STAGES_H
 #define SLUICE_STAGES_H
-
-#include <sluice.h>
 
 #ifdef __cplusplus
 extern "C" {

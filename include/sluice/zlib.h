@@ -45,10 +45,13 @@
  * The stages allocate through the library's allocator hook
  * (sl_set_allocator), zlib's state included.
  */
+/* The umbrella first, outside the guard: whichever header a program
+ * includes first, every sub-header is read after the core and in the
+ * umbrella's order, so each finds the types it uses. */
+#include <sluice.h>
+
 #ifndef SLUICE_ZLIB_H
 #define SLUICE_ZLIB_H
-
-#include <sluice.h>
 
 #ifdef __cplusplus
 extern "C" {
