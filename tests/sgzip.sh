@@ -1,0 +1,448 @@
+#!/bin/sh
+# The sgzip command, run as a user would and checked against gzip(1),
+# pigz and Python's gzip module:
+#
+#   - round trips: empty, 1 byte, 1 MiB of random bytes, 50 MiB of text,
+#     the smallest block size (-b 32), every level used
+#   - the output does not depend on the thread count (-p 1, 2, 8)
+#   - interoperability both ways with gzip and pigz; Python reads ours
+#   - several members in one file decompress to the concatenation
+#   - -k -c -f -S -t -l -n -N -r, owner mode and times kept, exit codes
+#     (2 for a file skipped), SGZIP_THREADS, a closed pipe, SIGTERM
+#   - every malformed input (truncated, a flipped CRC byte, garbage,
+#     trailing garbage) fails with a message naming the file, leaves no
+#     output and no temporary, and keeps the input as it was
+#
+# Usage: sh tests/sgzip.sh [BUILDDIR]
+#   BUILDDIR holds tools/sgzip; by default ./tools/sgzip (make check runs
+#   tests from the build directory), else tools/ beside this script's
+#   directory.
+#
+# Exit status: 0 pass, 1 fail, 77 skip (no gzip(1)). pigz and Python are
+# optional: without them their part is skipped with a message.
+
+set -u
+LC_ALL=C
+export LC_ALL
+unset SGZIP_THREADS
+
+here=$(dirname "$0")
+if test $# -gt 0; then
+  sg=$1/tools/sgzip
+elif test -x ./tools/sgzip; then
+  sg=./tools/sgzip
+else
+  sg=$here/../tools/sgzip
+fi
+if test ! -x "$sg"; then
+  echo "sgzip.sh: $sg not found or not executable; build it first" >&2
+  exit 1
+fi
+case $sg in
+/*) ;;
+*) sg=$(pwd)/$sg ;;
+esac
+
+if ! command -v gzip >/dev/null 2>&1; then
+  echo "sgzip.sh: gzip(1) not found; skipping"
+  exit 77
+fi
+have_pigz=no
+if command -v pigz >/dev/null 2>&1; then
+  have_pigz=yes
+else
+  echo "sgzip.sh: pigz not found; skipping the pigz part"
+fi
+have_python=no
+if command -v python3 >/dev/null 2>&1 &&
+  python3 -c 'import gzip' >/dev/null 2>&1; then
+  have_python=yes
+else
+  echo "sgzip.sh: python3 with its gzip module not found; skipping the" \
+    "Python part"
+fi
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/sgzip-test.XXXXXX") || exit 1
+trap 'rm -rf "$work"' EXIT
+trap 'exit 1' HUP INT TERM
+cd "$work" || exit 1
+
+failures=0
+checks=0
+fail() {
+  echo "sgzip.sh: FAIL: $*" >&2
+  failures=$((failures + 1))
+}
+ok() {
+  checks=$((checks + 1))
+}
+
+# $1: what; the rest: a command whose status must be $expect.
+expect_rc() {
+  want=$1
+  what=$2
+  shift 2
+  "$@" >"$work/out" 2>"$work/err"
+  got=$?
+  if test "$got" -eq "$want"; then ok; else
+    fail "$what: exit status $got, want $want ($(sed -n 1,3p "$work/err"))"
+  fi
+}
+
+# No temporary left beside the outputs: the file sink writes ".NAME.XXXXXX".
+no_temporaries() {
+  if ls -a "${1:-.}" | grep -q '^\.[^.].*\.......$'; then
+    fail "$2: a temporary was left: $(ls -a "${1:-.}" | tr '\n' ' ')"
+  else
+    ok
+  fi
+}
+
+# ---- inputs ---------------------------------------------------------------
+
+# n bytes of varied text, deterministic.
+text() {
+  awk -v n="$1" 'BEGIN {
+    split("sluice stream ring gzip member backpressure the of and a pigz" \
+          " block window dictionary thread worker ordered", w, " ")
+    while (len < n) {
+      s = sprintf("%08d", line++)
+      k = 6 + line % 9
+      for (i = 0; i < k; i++)
+        s = s " " w[(line * 7 + i * 5 + int(line / 97)) % 17 + 1]
+      s = s "\n"
+      if (len + length(s) > n) s = substr(s, 1, n - len)
+      printf "%s", s; len += length(s)
+    }
+  }'
+}
+random() { # $1 blocks of 64 KiB
+  if test -r /dev/urandom; then
+    dd if=/dev/urandom bs=65536 count="$1" 2>/dev/null
+  else
+    text $(($1 * 65536)) | tr 'abcdefghijklm' 'nopqrstuvwxyz'
+  fi
+}
+
+: >empty
+printf 'x' >one
+random 16 >rand1m
+text 52428800 >text50m
+{
+  text 2000000
+  random 24
+  dd if=/dev/zero bs=65536 count=8 2>/dev/null
+  text 1500000
+  random 8
+} >mixed
+size() { wc -c <"$1" | tr -d ' '; }
+if test "$(size text50m)" -ne 52428800 || test "$(size rand1m)" -ne 1048576; then
+  echo "sgzip.sh: could not make the inputs ($(size text50m) bytes of text)" >&2
+  exit 1
+fi
+
+# ---- round trips -----------------------------------------------------------
+
+for f in empty one rand1m text50m; do
+  if "$sg" -c "$f" >"$f.gz"; then ok; else fail "$f: compressing failed"; fi
+  if gzip -t "$f.gz" 2>/dev/null; then ok; else fail "$f: gzip -t rejects ours"; fi
+  if gzip -dc "$f.gz" | cmp -s - "$f"; then ok; else
+    fail "$f: gzip -dc of ours differs"
+  fi
+  if "$sg" -dc "$f.gz" | cmp -s - "$f"; then ok; else
+    fail "$f: sgzip -dc of ours differs"
+  fi
+done
+
+# In place: the input is replaced by NAME.gz and back, its bytes intact.
+cp mixed inplace
+"$sg" inplace
+if test -f inplace.gz && test ! -e inplace; then ok; else
+  fail "in place: inplace.gz missing or inplace not removed"
+fi
+"$sg" -d inplace.gz
+if test -f inplace && test ! -e inplace.gz && cmp -s inplace mixed; then ok; else
+  fail "in place: the round trip differs"
+fi
+no_temporaries . "in place"
+
+# The smallest block and every level.
+for args in "-b 32" "-1" "-9" "-b 32 -9" "-b 1024 -1"; do
+  # shellcheck disable=SC2086 # $args is a list of options
+  if "$sg" $args -c mixed >m.gz && gzip -dc m.gz | cmp -s - mixed; then ok; else
+    fail "$args: gzip -dc of ours differs"
+  fi
+done
+expect_rc 1 "-b 16 (below the smallest block)" "$sg" -b 16 -c mixed
+expect_rc 1 "-p 0" "$sg" -p 0 -c mixed
+s1=$("$sg" -1 -c mixed | wc -c)
+s9=$("$sg" -9 -c mixed | wc -c)
+if test "$s9" -lt "$s1"; then ok; else fail "levels: -9 gave $s9 bytes, -1 $s1"; fi
+
+# The thread count never changes the output.
+"$sg" -p 1 -c mixed >p1.gz
+for p in 2 8; do
+  "$sg" -p "$p" -c mixed >"p$p.gz"
+  if cmp -s p1.gz "p$p.gz"; then ok; else fail "-p $p differs from -p 1"; fi
+done
+SGZIP_THREADS=3 "$sg" -c mixed >p3.gz
+if cmp -s p1.gz p3.gz; then ok; else fail "SGZIP_THREADS=3 differs from -p 1"; fi
+expect_rc 1 "SGZIP_THREADS=many" env SGZIP_THREADS=many "$sg" -c mixed
+rm -f p*.gz m.gz
+
+# ---- interoperability -------------------------------------------------------
+
+gzip -c mixed >g.gz
+if "$sg" -dc g.gz | cmp -s - mixed; then ok; else fail "we do not read gzip's output"; fi
+gzip -9 -c text50m >g9.gz
+if "$sg" -dc g9.gz | cmp -s - text50m; then ok; else fail "we do not read gzip -9's output"; fi
+if test $have_pigz = yes; then
+  pigz -c mixed >pz.gz
+  if "$sg" -dc pz.gz | cmp -s - mixed; then ok; else fail "we do not read pigz's output"; fi
+  "$sg" -c mixed >ours.gz
+  if pigz -t ours.gz && pigz -dc ours.gz | cmp -s - mixed; then ok; else
+    fail "pigz does not read our output"
+  fi
+  pigz -c empty >pe.gz
+  if "$sg" -dc pe.gz | cmp -s - empty; then ok; else fail "we do not read pigz's empty output"; fi
+fi
+if test $have_python = yes; then
+  for f in empty one rand1m mixed; do
+    "$sg" -c "$f" >"$f.py.gz"
+  done
+  if python3 -c 'import gzip, sys
+bad = 0
+for name in sys.argv[1:]:
+    if gzip.decompress(open(name + ".py.gz", "rb").read()) != open(name, "rb").read():
+        print("python3 differs on", name, file=sys.stderr)
+        bad = 1
+sys.exit(bad)' empty one rand1m mixed; then ok; else
+    fail "Python's gzip module does not read our output"
+  fi
+  python3 -c 'import gzip, sys
+sys.stdout.buffer.write(gzip.compress(open("mixed", "rb").read()))' >py.gz
+  if "$sg" -dc py.gz | cmp -s - mixed; then ok; else fail "we do not read Python's output"; fi
+fi
+
+# Several members: gzip's, ours (and pigz's), one after another.
+"$sg" -c rand1m >m2.gz
+cat g.gz m2.gz g.gz >multi.gz
+cat mixed rand1m mixed >multi
+if test $have_pigz = yes; then
+  cat pz.gz >>multi.gz
+  cat mixed >>multi
+fi
+if "$sg" -dc multi.gz | cmp -s - multi; then ok; else fail "multi-member: differs"; fi
+if "$sg" -t multi.gz; then ok; else fail "multi-member: -t rejects it"; fi
+rm -f g.gz g9.gz pz.gz pe.gz ours.gz ./*.py.gz py.gz m2.gz multi.gz multi
+
+# Standard input to standard output, both ways, and '-'.
+if "$sg" <mixed | "$sg" -d | cmp -s - mixed; then ok; else fail "stdin -> stdout differs"; fi
+if "$sg" -c - <mixed | gzip -dc | cmp -s - mixed; then ok; else fail "'-' differs"; fi
+
+# ---- options ---------------------------------------------------------------
+
+mkdir opts
+cd opts || exit 1
+cp ../mixed f
+
+# -k keeps the input; -c writes stdout and keeps it.
+"$sg" -k f
+if test -f f && test -f f.gz && gzip -dc f.gz | cmp -s - f; then ok; else fail "-k"; fi
+rm -f f.gz
+"$sg" -c f >out.gz
+if test -f f && test ! -e f.gz && gzip -dc out.gz | cmp -s - f; then ok; else fail "-c"; fi
+
+# An existing output is not overwritten without -f: a warning, status 2.
+echo old >f.gz
+expect_rc 2 "existing output without -f" "$sg" -k f </dev/null
+if grep -q 'f.gz already exists; not overwritten' "$work/err"; then ok; else
+  fail "existing output: message '$(cat "$work/err")'"
+fi
+if test "$(cat f.gz)" = old && test -f f; then ok; else fail "existing output was touched"; fi
+expect_rc 0 "-f overwrites" "$sg" -f f
+if test ! -e f && gzip -dc f.gz | cmp -s - ../mixed; then ok; else fail "-f"; fi
+no_temporaries . "-f"
+
+# Already compressed, unknown suffix, a directory: skipped, status 2.
+expect_rc 2 "a .gz file again" "$sg" f.gz
+if grep -q 'already has .gz suffix' "$work/err"; then ok; else
+  fail "suffix warning: '$(cat "$work/err")'"
+fi
+expect_rc 2 "-q still exits 2" "$sg" -q f.gz
+if test -s "$work/err"; then fail "-q printed '$(cat "$work/err")'"; else ok; fi
+cp ../one plain
+expect_rc 2 "-d without a suffix" "$sg" -d plain
+mkdir d
+expect_rc 2 "a directory without -r" "$sg" d
+cp ../one linked
+ln linked linked2
+expect_rc 2 "a file with another link" "$sg" linked
+if test -f linked && test ! -e linked.gz; then ok; else fail "a linked file was compressed"; fi
+expect_rc 0 "-f: a file with another link" "$sg" -f linked
+if test ! -e linked && test -f linked.gz && cmp -s linked2 ../one; then ok; else
+  fail "-f on a linked file"
+fi
+rm -f linked.gz linked2
+
+# -S: another suffix, both ways.
+cp ../one s
+expect_rc 0 "-S .sz" "$sg" -S .sz s
+if test -f s.sz && test ! -e s.gz; then ok; else fail "-S .sz made no s.sz"; fi
+expect_rc 0 "-d -S .sz" "$sg" -d -S .sz s.sz
+if cmp -s s ../one; then ok; else fail "-d -S .sz differs"; fi
+expect_rc 1 "-S ''" "$sg" -S '' s
+
+# -t: good and bad.
+expect_rc 0 "-t on a good file" "$sg" -t f.gz
+expect_rc 0 "-t -v" "$sg" -tv f.gz
+if grep -q 'f.gz:.*OK' "$work/err"; then ok; else fail "-tv: '$(cat "$work/err")'"; fi
+
+# -l: sizes, ratio and name, ISIZE as gzip gives it.
+"$sg" -l f.gz >list
+want_c=$(size f.gz)
+want_u=$(size ../mixed)
+if awk -v c="$want_c" -v u="$want_u" 'NR == 2 && $1 == c && $2 == u && $4 == "f" { ok = 1 }
+  END { exit !ok }' list; then ok; else
+  fail "-l: $(cat list)"
+fi
+gzip -l f.gz >glist
+if test "$(awk 'NR == 2 { print $1, $2, $3, $4 }' list)" = \
+  "$(awk 'NR == 2 { print $1, $2, $3, $4 }' glist)"; then ok; else
+  fail "-l differs from gzip -l: $(cat list glist)"
+fi
+
+# -n stores no name and no time; the default stores both (FLG bit 3, MTIME).
+header() { od -An -tu1 -N8 "$1" | tr -s ' ' | sed 's/^ //'; }
+cp ../one named
+touch -t 200102030405.06 named
+chmod 640 named
+"$sg" -n -c named >n.gz
+set -- $(header n.gz)
+if test "$4" -eq 0 && test "$5$6$7$8" = 0000; then ok; else fail "-n: header $*"; fi
+"$sg" -k named
+set -- $(header named.gz)
+if test $(($4 & 8)) -eq 8 && test "$5$6$7$8" != 0000; then ok; else
+  fail "default: no name or time in the header: $*"
+fi
+if gzip -lN named.gz | grep -q ' named$'; then ok; else fail "gzip -lN does not see the name"; fi
+
+# Mode and times go to the output; -N restores the stored name and time.
+if stat -c %Y named >/dev/null 2>&1; then
+  when=$(stat -c %Y named)
+  rm named.gz
+  "$sg" named
+  if test "$(stat -c %a:%Y named.gz)" = "640:$when"; then
+    ok
+  else
+    fail "mode and mtime not kept: $(stat -c %a:%Y named.gz)"
+  fi
+  mv named.gz other.gz
+  touch other.gz
+  expect_rc 0 "-dN" "$sg" -dN other.gz
+  if test -f named && test ! -e other && cmp -s named ../one &&
+    test "$(stat -c %a:%Y named)" = "640:$when"; then
+    ok
+  else
+    fail "-dN did not restore the name and time: $(ls)"
+  fi
+  "$sg" -k named
+  mv named.gz other.gz
+  rm named
+  expect_rc 0 "-d without -N" "$sg" -d other.gz
+  if test -f other && test ! -e named; then ok; else fail "-d took the stored name"; fi
+else
+  echo "sgzip.sh: no GNU stat; skipping the mode and time checks"
+fi
+
+# -r: every file under a directory, and back.
+mkdir -p tree/sub
+cp ../one tree/a
+cp ../rand1m tree/sub/b
+expect_rc 0 "-r" "$sg" -r tree
+if test -f tree/a.gz && test -f tree/sub/b.gz && test ! -e tree/a; then ok; else
+  fail "-r: $(find tree | tr '\n' ' ')"
+fi
+expect_rc 0 "-dr" "$sg" -dr tree
+if cmp -s tree/sub/b ../rand1m && cmp -s tree/a ../one; then ok; else fail "-dr"; fi
+
+# Options that need no file.
+expect_rc 0 "--help" "$sg" --help
+expect_rc 0 "--version" "$sg" --version
+expect_rc 1 "an unknown option" "$sg" --no-such-option
+expect_rc 0 "--stats" "$sg" --stats -c f.gz -d
+if grep -q 'bottleneck' "$work/err"; then ok; else fail "--stats printed no table"; fi
+cd .. || exit 1
+
+# ---- malformed input --------------------------------------------------------
+
+"$sg" -c mixed >good.gz
+n=$(size good.gz)
+dd if=good.gz of=truncated.gz bs=$((n / 2)) count=1 2>/dev/null
+# A flipped byte of the CRC-32 in the trailer (8 bytes from the end).
+cp good.gz crc.gz
+b=$(od -An -tu1 -j $((n - 8)) -N1 good.gz | tr -d ' ')
+printf "$(printf '\\%03o' $((b ^ 255)))" |
+  dd of=crc.gz bs=1 seek=$((n - 8)) conv=notrunc 2>/dev/null
+random 2 >garbage.gz
+cp good.gz trailing.gz
+printf 'trailing garbage' >>trailing.gz
+: >zero.gz
+if cmp -s good.gz crc.gz; then fail "could not flip the CRC byte"; fi
+for bad in truncated crc garbage trailing zero; do
+  cp "$bad.gz" "$bad.copy"
+  expect_rc 1 "$bad: -d" "$sg" -d "$bad.gz"
+  if grep -q "$bad.gz" "$work/err"; then ok; else
+    fail "$bad: the message does not name the file: $(cat "$work/err")"
+  fi
+  if test -e "$bad"; then fail "$bad: a partial output was left"; else ok; fi
+  if cmp -s "$bad.gz" "$bad.copy"; then ok; else fail "$bad: the input changed"; fi
+  expect_rc 1 "$bad: -t" "$sg" -t "$bad.gz"
+  expect_rc 1 "$bad: -dc" "$sg" -dc "$bad.gz"
+  rm -f "$bad.copy"
+done
+"$sg" -d truncated.gz 2>err
+if grep -q 'sgzip: truncated.gz: .*truncated.*byte' err; then ok; else
+  fail "truncated: message '$(cat err)'"
+fi
+"$sg" -d crc.gz 2>err
+if grep -q 'sgzip: crc.gz: .*crc' err; then ok; else fail "crc: message '$(cat err)'"; fi
+no_temporaries . "malformed input"
+rm -f truncated.gz crc.gz garbage.gz trailing.gz zero.gz err
+
+# A missing file is an error; the others still run.
+cp one one.k
+expect_rc 1 "a missing file" "$sg" -k no-such-file one.k
+if test -f one.k.gz; then ok; else fail "the file after a missing one was not done"; fi
+
+# ---- a closed pipe and a signal ----------------------------------------------
+
+rc=$( ("$sg" -c rand1m 2>/dev/null; echo $? >rc.txt) |
+  dd bs=1 count=1 >/dev/null 2>&1
+  cat rc.txt)
+if test "$rc" = 1; then ok; else fail "a closed pipe: exit status $rc, want 1"; fi
+
+# SIGTERM: a background job of a script ignores SIGINT, and so does sgzip
+# then, as gzip does; both signals take the same path.
+# 150 MiB at -9 on one thread: seconds of work, so the signal comes while
+# the output is half written.
+cat text50m text50m text50m >sig
+"$sg" -9 -p 1 sig 2>/dev/null &
+pid=$!
+sleep 1
+kill -TERM "$pid" 2>/dev/null
+wait "$pid"
+rc=$?
+if test "$rc" -eq 1; then
+  if test ! -e sig.gz && cat text50m text50m text50m | cmp -s - sig; then ok; else
+    fail "SIGTERM: sig.gz left or sig changed"
+  fi
+  no_temporaries . "SIGTERM"
+elif test "$rc" -eq 0; then
+  echo "sgzip.sh: the SIGTERM came too late to check; skipped"
+else
+  fail "SIGTERM: exit status $rc, want 1"
+fi
+
+echo "sgzip.sh: $checks checks passed, $failures failed"
+test "$failures" -eq 0
