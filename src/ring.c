@@ -72,6 +72,10 @@ struct sl_ring {
   _Alignas(SL_CACHELINE) _Atomic uint64_t tail;
   _Atomic uint64_t units_in, bytes_in;
   _Atomic size_t peak_level;
+  /* The writer's last look at the reader's counters, so that a write that
+   * finds room does not touch the reader's cache line. Stale values only
+   * overstate the level; they are refreshed when they say "full". */
+  uint64_t seen_head, seen_units_out;
 
   /* The reader's line. */
   _Alignas(SL_CACHELINE) _Atomic uint64_t head;
@@ -193,12 +197,24 @@ static inline size_t level_of(sl_ring *r, uint64_t units_in) {
   return (size_t)(units_in - LOAD_SC(&r->units_out));
 }
 
-/* Full as the writer sees it. A stale view only overstates the level. */
+static inline bool full_as_seen(const sl_ring *r, uint64_t tail,
+                                uint64_t units_in) {
+  return tail - r->seen_head >= r->max_chunks ||
+         units_in - r->seen_units_out >= r->hwm;
+}
+
+/* Full as the writer sees it (writer thread only). First from the view it
+ * kept, which can only overstate the level; only when that says full are
+ * the reader's counters read again, with the sequentially consistent loads
+ * the waiter handshake needs. */
 static inline bool full(sl_ring *r) {
   uint64_t tail = LOAD(&r->tail, relaxed);
   uint64_t units_in = LOAD(&r->units_in, relaxed);
-  return tail - LOAD_SC(&r->head) >= r->max_chunks ||
-         level_of(r, units_in) >= r->hwm;
+  if (!full_as_seen(r, tail, units_in))
+    return false;
+  r->seen_head = LOAD_SC(&r->head);
+  r->seen_units_out = LOAD_SC(&r->units_out);
+  return full_as_seen(r, tail, units_in);
 }
 
 static inline bool resumable(sl_ring *r) {
@@ -303,7 +319,9 @@ static int ring_write(sl_ring *r, sl_buf *b, bool block) {
   if (LOAD_SC(&r->err))
     release_queued(r); /* an abort may have missed this chunk */
 
-  size_t level = level_of(r, units);
+  /* From the writer's view: at most what the marks allow, never less than
+   * the true level. */
+  size_t level = (size_t)(units - r->seen_units_out);
   if (level > LOAD(&r->peak_level, relaxed))
     STORE(&r->peak_level, level, relaxed);
   return 0;
