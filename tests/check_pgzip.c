@@ -59,50 +59,6 @@ static const size_t sizes_big[] = {65536, 65537, 1000};
  * Data and zlib itself
  * ---------------------------------------------------------------------- */
 
-/* len bytes of mixed content, malloc'd: runs of random bytes, text, zeros
- * and the test pattern, each up to 64 KiB long. Reproducible from seed. */
-static unsigned char *mixed_data(size_t len, uint64_t seed) {
-  static const char *const words[] = {"sluice ", "stream ", "backpressure ",
-                                      "gzip ",   "ring ",   "the ",
-                                      "of ",     "member\n"};
-  unsigned char *d = malloc(len ? len : 1);
-  uint64_t r = seed * 2 + 1;
-  size_t i = 0;
-
-  if (d == NULL)
-    return NULL;
-  while (i < len) {
-    uint64_t x = test_rand(&r);
-    size_t run = 1 + (size_t)(x % 65536), k = 0;
-    if (run > len - i)
-      run = len - i;
-    switch ((x >> 32) % 4) {
-    case 0:
-      while (k < run) {
-        uint64_t v = test_rand(&r);
-        for (int b = 0; b < 8 && k < run; b++, v >>= 8)
-          d[i + k++] = (unsigned char)v;
-      }
-      break;
-    case 1:
-      while (k < run) {
-        const char *w = words[test_rand(&r) % NELEM(words)];
-        for (; *w && k < run; w++)
-          d[i + k++] = (unsigned char)*w;
-      }
-      break;
-    case 2:
-      memset(d + i, 0, run);
-      break;
-    default:
-      for (; k < run; k++)
-        d[i + k] = test_pattern_byte((uint32_t)seed, i + k);
-      break;
-    }
-    i += run;
-  }
-  return d;
-}
 
 /* len bytes of text: words drawn at random from a small vocabulary, so
  * that matches reach back across any block boundary. */
@@ -348,7 +304,7 @@ static const size_t edge_sizes[] = {
  * one member, and the stage's result is the input's CRC and length. */
 START_TEST(test_roundtrip_edge_sizes) {
   size_t len = edge_sizes[_i];
-  unsigned char *data = mixed_data(len, (uint64_t)_i + 1);
+  unsigned char *data = pu_mixed_data(len, (uint64_t)_i + 1);
   pu_bytes gz = {0}, plain = {0};
   sl_pgzip_opts o;
 
@@ -388,7 +344,7 @@ END_TEST
 /* 20 MiB of mixed content, the default options but four workers. */
 START_TEST(test_roundtrip_20mib) {
   size_t len = 20 * MIB;
-  unsigned char *data = mixed_data(len, 20);
+  unsigned char *data = pu_mixed_data(len, 20);
   sl_pgzip_opts o;
 
   ck_assert_ptr_nonnull(data);
@@ -402,7 +358,7 @@ END_TEST
  * the input), the others compress. */
 START_TEST(test_roundtrip_levels) {
   size_t len = MIB + 17;
-  unsigned char *data = mixed_data(len, 7);
+  unsigned char *data = pu_mixed_data(len, 7);
   pu_bytes gz = {0};
   sl_pgzip_opts o;
 
@@ -422,7 +378,7 @@ END_TEST
 /* SL_ZLIB_LEVEL_DEFAULT is level 6, byte for byte. */
 START_TEST(test_default_level_is_6) {
   size_t len = 300 * KIB + 1;
-  unsigned char *data = mixed_data(len, 8);
+  unsigned char *data = pu_mixed_data(len, 8);
   pu_bytes a = {0}, b = {0};
   sl_pgzip_opts o;
 
@@ -453,7 +409,7 @@ START_TEST(test_output_independent_of_workers) {
               {8, 1, sizes_big, NELEM(sizes_big)},
               {3, 64, sizes_mixed, NELEM(sizes_mixed)}};
   size_t len = MIB + 333;
-  unsigned char *data = mixed_data(len, 9);
+  unsigned char *data = pu_mixed_data(len, 9);
   pu_bytes first = {0};
   sl_pgzip_opts o;
 
@@ -482,7 +438,7 @@ END_TEST
 START_TEST(test_smallest_block) {
   static const size_t lens[] = {1, BMIN - 1, BMIN, BMIN + 1, 5 * BMIN + 3};
   size_t len = lens[_i];
-  unsigned char *data = mixed_data(len, 31);
+  unsigned char *data = pu_mixed_data(len, 31);
   pu_bytes a = {0}, b = {0};
   sl_pgzip_opts o;
 
@@ -577,7 +533,7 @@ static void tool_reads(const char *tool) {
     return;
   }
   for (size_t i = 0; i < NELEM(lens); i++) {
-    unsigned char *data = mixed_data(lens[i], 40 + i);
+    unsigned char *data = pu_mixed_data(lens[i], 40 + i);
     pu_bytes gz = {0}, plain = {0};
     char path[256], cmd[512];
 
@@ -623,7 +579,7 @@ START_TEST(test_header_fields) {
   static const char comment[] = "written in parallel";
   int level = levels[_i];
   size_t len = 200 * KIB;
-  unsigned char *data = mixed_data(len, 12);
+  unsigned char *data = pu_mixed_data(len, 12);
   sl_gzip_header h, got;
   sl_zlib_opts zo;
   sl_pgzip_opts o;
@@ -795,7 +751,7 @@ static int fsink_write(sl_stage *st, void *ctx, sl_buf *in) {
 START_TEST(test_flush_marker_delivers) {
   static const size_t as[] = {0, 1000, 300 * KIB + 3};
   size_t a = as[_i % 3], len = a + 200 * KIB + 9;
-  unsigned char *data = mixed_data(len, 17);
+  unsigned char *data = pu_mixed_data(len, 17);
   sl_stage_ops src_ops = {.read = fsrc_read};
   sl_stage_ops sink_ops = {.write = fsink_write};
   sl_stage *st[3];
@@ -875,7 +831,7 @@ static int arm_src_read(sl_stage *st, void *ctx) {
  * freed; some of the failures hit a worker. */
 START_TEST(test_worker_alloc_failure) {
   size_t len = 12 * BMIN + 5;
-  unsigned char *data = mixed_data(len, 23);
+  unsigned char *data = pu_mixed_data(len, 23);
   sl_stage_ops src_ops = {.read = arm_src_read};
   bool hit_worker = false;
   long n;
@@ -997,7 +953,7 @@ START_TEST(test_bounded_memory) {
   const size_t block = BLOCK, buf = 64 * KIB, hwm = 256 * KIB;
   const unsigned workers = 2, in_flight = 6;
   size_t len64 = 64 * MIB, len4 = 4 * MIB;
-  unsigned char *data = mixed_data(len64, 64);
+  unsigned char *data = pu_mixed_data(len64, 64);
   sl_pgzip_opts o;
   size_t bound, peak4, peak64;
 
@@ -1087,7 +1043,7 @@ END_TEST
  * SL_ECANCELED when the stream failed first, 0 after. */
 START_TEST(test_result_states) {
   size_t len = 100 * KIB;
-  unsigned char *data = mixed_data(len, 3);
+  unsigned char *data = pu_mixed_data(len, 3);
   sl_stage *pg = NULL, *other = NULL;
   uint32_t crc = 7;
   uint64_t bin = 7, bout = 7;
@@ -1141,7 +1097,7 @@ END_TEST
  * the small ones. */
 START_TEST(test_split_roundtrip) {
   size_t len = edge_sizes[_i];
-  unsigned char *data = mixed_data(len, (uint64_t)_i + 50);
+  unsigned char *data = pu_mixed_data(len, (uint64_t)_i + 50);
   sl_pgzip_opts o;
 
   ck_assert_ptr_nonnull(data);
@@ -1155,7 +1111,7 @@ END_TEST
 
 START_TEST(test_split_roundtrip_20mib) {
   size_t len = 20 * MIB;
-  unsigned char *data = mixed_data(len, 21);
+  unsigned char *data = pu_mixed_data(len, 21);
   sl_pgzip_opts o;
 
   ck_assert_ptr_nonnull(data);
@@ -1170,7 +1126,7 @@ END_TEST
 static void members(pu_bytes *in, pu_bytes *plain) {
   static const size_t lens[] = {40 * KIB + 1, 0, 1, 3000, 0, 1, 70 * KIB};
   for (size_t i = 0; i < NELEM(lens); i++) {
-    unsigned char *d = mixed_data(lens[i], 60 + i);
+    unsigned char *d = pu_mixed_data(lens[i], 60 + i);
     ck_assert_ptr_nonnull(d);
     zlib_gzip(in, d, lens[i], (int)(i % 10));
     ck_assert(pu_bytes_add(plain, d, lens[i]));
@@ -1178,7 +1134,7 @@ static void members(pu_bytes *in, pu_bytes *plain) {
   }
   {
     size_t len = 2 * BMIN + 7;
-    unsigned char *d = mixed_data(len, 77);
+    unsigned char *d = pu_mixed_data(len, 77);
     sl_pgzip_opts o;
     ck_assert_ptr_nonnull(d);
     pgz_opts(&o, 6, BMIN, 2);
@@ -1312,7 +1268,7 @@ END_TEST
  * truncation message and offset, or the same success when the cut falls
  * between members. */
 START_TEST(test_split_truncated) {
-  unsigned char *d = mixed_data(300, 5);
+  unsigned char *d = pu_mixed_data(300, 5);
   pu_bytes in = {0};
 
   ck_assert_ptr_nonnull(d);
@@ -1337,7 +1293,7 @@ START_TEST(test_split_trailing) {
                {"\x1f\x00", 2},    {"\x00\x00\x00", 3},
                {"\x1f\x8b", 2},    {"\x1f\x8b\x08", 3},
                {"hello world", 11}};
-  unsigned char *d = mixed_data(5000, 6);
+  unsigned char *d = pu_mixed_data(5000, 6);
   sl_zlib_opts zo;
 
   ck_assert_ptr_nonnull(d);
@@ -1358,7 +1314,7 @@ END_TEST
 /* Bad header fields, named at their own byte: the magic (first member),
  * the method, the reserved flags; and an empty input. */
 START_TEST(test_split_bad_header) {
-  unsigned char *d = mixed_data(2000, 4);
+  unsigned char *d = pu_mixed_data(2000, 4);
   pu_bytes in = {0};
   static const struct {
     size_t at;
@@ -1385,7 +1341,7 @@ END_TEST
  * member, from the first stage. */
 START_TEST(test_split_corrupt_data) {
   size_t len = 100 * KIB;
-  unsigned char *d = mixed_data(len, 8);
+  unsigned char *d = pu_mixed_data(len, 8);
   pu_bytes in = {0};
   drun r;
   unsigned long long off = 0;
@@ -1412,7 +1368,7 @@ END_TEST
 /* A header CRC16 written by pgzip is checked; a wrong one fails. */
 START_TEST(test_split_header_crc) {
   size_t len = 3000;
-  unsigned char *d = mixed_data(len, 2);
+  unsigned char *d = pu_mixed_data(len, 2);
   sl_gzip_header h;
   sl_pgzip_opts o;
   pu_bytes in = {0};
@@ -1444,7 +1400,7 @@ END_TEST
 START_TEST(test_split_reads_tools) {
   static const char *const tools[] = {"gzip -6 -c", "pigz -p 4 -c"};
   size_t len = 3 * MIB + 5;
-  unsigned char *d = mixed_data(len, 90);
+  unsigned char *d = pu_mixed_data(len, 90);
   pu_bytes raw = {0};
   char path[256];
 

@@ -91,50 +91,6 @@ static const struct {
  * Data
  * ---------------------------------------------------------------------- */
 
-/* len bytes of mixed content, malloc'd: runs of random bytes, text, zeros
- * and the test pattern, each up to 64 KiB long. Reproducible from seed. */
-static unsigned char *mixed_data(size_t len, uint64_t seed) {
-  static const char *const words[] = {"sluice ", "stream ", "backpressure ",
-                                      "gzip ",   "ring ",   "the ",
-                                      "of ",     "member\n"};
-  unsigned char *d = malloc(len ? len : 1);
-  uint64_t r = seed * 2 + 1;
-  size_t i = 0;
-
-  if (d == NULL)
-    return NULL;
-  while (i < len) {
-    uint64_t x = test_rand(&r);
-    size_t run = 1 + (size_t)(x % 65536), k = 0;
-    if (run > len - i)
-      run = len - i;
-    switch ((x >> 32) % 4) {
-    case 0:
-      while (k < run) {
-        uint64_t v = test_rand(&r);
-        for (int b = 0; b < 8 && k < run; b++, v >>= 8)
-          d[i + k++] = (unsigned char)v;
-      }
-      break;
-    case 1:
-      while (k < run) {
-        const char *w = words[test_rand(&r) % NELEM(words)];
-        for (; *w && k < run; w++)
-          d[i + k++] = (unsigned char)*w;
-      }
-      break;
-    case 2:
-      memset(d + i, 0, run);
-      break;
-    default:
-      for (; k < run; k++)
-        d[i + k] = test_pattern_byte((uint32_t)seed, i + k);
-      break;
-    }
-    i += run;
-  }
-  return d;
-}
 
 /* Compress with zlib itself (windowBits wb: WB_GZIP, WB_ZLIB, WB_RAW). */
 static void zlib_compress(pu_bytes *out, const void *data, size_t len, int wb,
@@ -318,7 +274,7 @@ static const size_t edge_sizes[] = {0, 1, 2, 3, POOL_BUF, POOL_BUF + 1};
 START_TEST(test_roundtrip_edge_sizes) {
   int pair = _i / NEDGE;
   size_t len = edge_sizes[_i % NEDGE];
-  unsigned char *data = mixed_data(len, (uint64_t)_i);
+  unsigned char *data = pu_mixed_data(len, (uint64_t)_i);
 
   ck_assert_ptr_nonnull(data);
   roundtrip(pairs[pair].comp, pairs[pair].decomp, NULL, NULL, data, len,
@@ -330,7 +286,7 @@ END_TEST
 /* Each pair at 50 MiB of mixed content. */
 START_TEST(test_roundtrip_50mib) {
   size_t len = 50 * MIB;
-  unsigned char *data = mixed_data(len, 50);
+  unsigned char *data = pu_mixed_data(len, 50);
 
   ck_assert_ptr_nonnull(data);
   roundtrip(pairs[_i].comp, pairs[_i].decomp, NULL, NULL, data, len, sizes_big,
@@ -343,7 +299,7 @@ END_TEST
  * the input), the others compress. */
 START_TEST(test_roundtrip_levels) {
   size_t len = MIB + 17;
-  unsigned char *data = mixed_data(len, 7);
+  unsigned char *data = pu_mixed_data(len, 7);
   sl_zlib_opts o;
   uint64_t clen = 0;
 
@@ -363,7 +319,7 @@ END_TEST
 /* Every strategy gives data that decompresses to the input. */
 START_TEST(test_roundtrip_strategies) {
   size_t len = 300 * KIB;
-  unsigned char *data = mixed_data(len, 11);
+  unsigned char *data = pu_mixed_data(len, 11);
   sl_zlib_opts o;
 
   ck_assert_ptr_nonnull(data);
@@ -379,7 +335,7 @@ END_TEST
 START_TEST(test_roundtrip_windows) {
   int wbits = 8 + _i % 8, mem = 1 + _i % 9;
   size_t len = 200 * KIB;
-  unsigned char *data = mixed_data(len, (uint64_t)_i);
+  unsigned char *data = pu_mixed_data(len, (uint64_t)_i);
   sl_zlib_opts o;
 
   ck_assert_ptr_nonnull(data);
@@ -400,7 +356,7 @@ START_TEST(test_interop_with_zlib) {
   static const int comp[] = {K_GZIP, K_DEFLATE, K_DRAW};
   static const int decomp[] = {K_GUNZIP, K_INFLATE, K_IRAW};
   size_t len = 700 * KIB + 5;
-  unsigned char *data = mixed_data(len, 3);
+  unsigned char *data = pu_mixed_data(len, 3);
 
   ck_assert_ptr_nonnull(data);
   for (int f = 0; f < 3; f++) {
@@ -464,7 +420,7 @@ START_TEST(test_gunzip_multi_member) {
   static const size_t *const sched[] = {sizes_one, sizes_three, sizes_mixed};
   static const size_t nsched[] = {1, 1, NELEM(sizes_mixed)};
   size_t la = 40 * KIB + 1, lb = 3000;
-  unsigned char *a = mixed_data(la, 1), *b = mixed_data(lb, 2);
+  unsigned char *a = pu_mixed_data(la, 1), *b = pu_mixed_data(lb, 2);
   pu_bytes in = {0}, want = {0};
   sl_gzip_header h;
   sl_stage *st;
@@ -736,7 +692,7 @@ START_TEST(test_truncated_zlib_raw_unzip) {
   static const int wb[] = {WB_ZLIB, WB_RAW, WB_GZIP, WB_ZLIB, WB_RAW};
   static const int kind[] = {K_INFLATE, K_IRAW, K_UNZIP, K_UNZIP, K_UNZIP};
   size_t len = 100 * KIB;
-  unsigned char *data = mixed_data(len, 5);
+  unsigned char *data = pu_mixed_data(len, 5);
   pu_bytes z = {0};
 
   ck_assert_ptr_nonnull(data);
@@ -760,7 +716,7 @@ END_TEST
 /* Each byte of the CRC32 flipped in turn: a mismatch at the trailer. */
 START_TEST(test_gunzip_crc_mismatch) {
   size_t len = 10000;
-  unsigned char *data = mixed_data(len, 9);
+  unsigned char *data = pu_mixed_data(len, 9);
   pu_bytes z = {0};
   char want[160];
   zrun r;
@@ -785,7 +741,7 @@ END_TEST
 /* A wrong ISIZE: a mismatch at the ISIZE field, the last four bytes. */
 START_TEST(test_gunzip_isize_mismatch) {
   size_t len = 10000;
-  unsigned char *data = mixed_data(len, 9);
+  unsigned char *data = pu_mixed_data(len, 9);
   pu_bytes z = {0};
   char want[160];
   zrun r;
@@ -807,7 +763,7 @@ END_TEST
 /* A wrong Adler-32: a mismatch at the zlib trailer. */
 START_TEST(test_inflate_adler_mismatch) {
   size_t len = 10000;
-  unsigned char *data = mixed_data(len, 9);
+  unsigned char *data = pu_mixed_data(len, 9);
   pu_bytes z = {0};
   char want[160];
   zrun r;
@@ -891,7 +847,7 @@ END_TEST
  * offset inside the input, never a crash, a hang or a leak. */
 START_TEST(test_gunzip_corrupt_data) {
   size_t len = 300 * KIB;
-  unsigned char *data = mixed_data(len, 13);
+  unsigned char *data = pu_mixed_data(len, 13);
   pu_bytes z = {0};
   uint64_t rs = 99;
 
@@ -940,7 +896,7 @@ START_TEST(test_trailing_garbage) {
   static const int wb[] = {WB_GZIP, WB_ZLIB, WB_RAW, WB_GZIP};
   int k = _i / (int)NELEM(garbage), g = _i % (int)NELEM(garbage);
   size_t len = 70000;
-  unsigned char *data = mixed_data(len, 21);
+  unsigned char *data = pu_mixed_data(len, 21);
   pu_bytes in = {0};
   sl_zlib_opts o;
   char want[100];
@@ -973,7 +929,7 @@ END_TEST
  * member and must be a valid one. */
 START_TEST(test_gunzip_ignore_trailing_magic_is_member) {
   size_t len = 1000;
-  unsigned char *data = mixed_data(len, 4);
+  unsigned char *data = pu_mixed_data(len, 4);
   pu_bytes in = {0};
   sl_zlib_opts o;
   char want[100];
@@ -1058,7 +1014,7 @@ START_TEST(test_unzip_detects) {
   static const size_t *const sched[] = {sizes_one, sizes_mixed};
   static const size_t nsched[] = {1, NELEM(sizes_mixed)};
   size_t len = 150 * KIB;
-  unsigned char *data = mixed_data(len, 8);
+  unsigned char *data = pu_mixed_data(len, 8);
   pu_bytes z = {0};
   sl_gzip_header h;
   int fmt = 0;
@@ -1227,7 +1183,7 @@ END_TEST
  * here while the sink holds the first output at its gate. */
 START_TEST(test_header_get_while_running) {
   size_t len = 4 * MIB;
-  unsigned char *data = mixed_data(len, 31);
+  unsigned char *data = pu_mixed_data(len, 31);
   pu_bytes z = {0};
   sl_pipeline *p = NULL;
   sl_stage *st = NULL;
@@ -1371,7 +1327,7 @@ START_TEST(test_flush_marker_delivers) {
   int pair = _i % 3;
   bool through = _i >= 3;
   size_t len = 1000; /* far less than deflate holds back on its own */
-  unsigned char *data = mixed_data(len, 17);
+  unsigned char *data = pu_mixed_data(len, 17);
   sl_stage_ops src_ops = {.read = flush_src_read};
   sl_stage_ops sink_ops = {.write = flush_sink_write};
   sl_pipeline *p = NULL;
@@ -1634,7 +1590,7 @@ END_TEST
  * inflate's window, which zlib allocates while it runs. */
 START_TEST(test_alloc_failure_run) {
   size_t len = 200 * KIB;
-  unsigned char *data = mixed_data(len, 23);
+  unsigned char *data = pu_mixed_data(len, 23);
   long n;
 
   ck_assert_ptr_nonnull(data);
@@ -1717,7 +1673,7 @@ static int arm_src_read(sl_stage *stage, void *ctx) {
  * fail the pipeline with SL_ENOMEM and a message, and leak nothing. */
 START_TEST(test_alloc_failure_inflate_window) {
   size_t len = 100 * KIB;
-  unsigned char *data = mixed_data(len, 29);
+  unsigned char *data = pu_mixed_data(len, 29);
   sl_stage_ops src_ops = {.read = arm_src_read};
   bool saw_window = false;
   pu_bytes z = {0};

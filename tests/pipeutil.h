@@ -24,6 +24,7 @@
  *   pu_objsrc/objsink   object mode: objects whose destructor counts
  *   pu_finished         a finished callback that records its calls
  *   pu_thread_count     entries of /proc/self/task
+ *   pu_mixed_data       reproducible bytes: random, text, zeros, pattern
  */
 #ifndef SLUICE_PIPEUTIL_H
 #define SLUICE_PIPEUTIL_H
@@ -55,6 +56,51 @@ static inline unsigned char *pu_pattern(size_t len, uint32_t seed) {
     for (size_t i = 0; i < len; i++)
       p[i] = test_pattern_byte(seed, i);
   return p;
+}
+
+/* len bytes of mixed content, malloc'd: runs of random bytes, text, zeros
+ * and the test pattern, each up to 64 KiB long. Reproducible from seed. */
+static inline unsigned char *pu_mixed_data(size_t len, uint64_t seed) {
+  static const char *const words[] = {"sluice ", "stream ", "backpressure ",
+                                      "gzip ",   "ring ",   "the ",
+                                      "of ",     "member\n"};
+  unsigned char *d = malloc(len ? len : 1);
+  uint64_t r = seed * 2 + 1;
+  size_t i = 0;
+
+  if (d == NULL)
+    return NULL;
+  while (i < len) {
+    uint64_t x = test_rand(&r);
+    size_t run = 1 + (size_t)(x % 65536), k = 0;
+    if (run > len - i)
+      run = len - i;
+    switch ((x >> 32) % 4) {
+    case 0:
+      while (k < run) {
+        uint64_t v = test_rand(&r);
+        for (int b = 0; b < 8 && k < run; b++, v >>= 8)
+          d[i + k++] = (unsigned char)v;
+      }
+      break;
+    case 1:
+      while (k < run) {
+        const char *w = words[test_rand(&r) % (sizeof words / sizeof words[0])];
+        for (; *w && k < run; w++)
+          d[i + k++] = (unsigned char)*w;
+      }
+      break;
+    case 2:
+      memset(d + i, 0, run);
+      break;
+    default:
+      for (; k < run; k++)
+        d[i + k] = test_pattern_byte((uint32_t)seed, i + k);
+      break;
+    }
+    i += run;
+  }
+  return d;
 }
 
 static inline unsigned char pu_upper(unsigned char c) {
