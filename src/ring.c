@@ -56,8 +56,14 @@
 #define RING_MAX_CHUNKS ((size_t)1 << 24)
 #define RING_DEFAULT_CHUNKS 1024
 #define ABORT_BATCH 64
+/* A starving reader looks again for up to SL__RING_SPIN pauses (about
+ * 20 us on current x86) before it sleeps, at gaps that double up to
+ * SL__RING_SPIN_GAP pauses. */
 #ifndef SL__RING_SPIN
-#define SL__RING_SPIN 256
+#define SL__RING_SPIN 1024
+#endif
+#ifndef SL__RING_SPIN_GAP
+#define SL__RING_SPIN_GAP 64
 #endif
 
 struct sl_ring {
@@ -405,12 +411,20 @@ static inline void cpu_relax(void) {
 }
 
 /* Before sleeping, look a few more times: a writer that is running will
- * publish within far less than the cost of a sleep and a wake-up. */
+ * publish within far less than the cost of a sleep and a wake-up. The
+ * looks grow further apart, so that a writer in full flow publishes a
+ * batch between two of them instead of handing over its tail's cache
+ * line for every chunk. */
 static int reader_spin(sl_ring *r) {
   int rc = SL_AGAIN;
-  for (int i = 0; i < SL__RING_SPIN && rc == SL_AGAIN; i++) {
-    cpu_relax();
+  unsigned gap = 1;
+  for (unsigned spent = 0; spent < SL__RING_SPIN && rc == SL_AGAIN;
+       spent += gap) {
+    for (unsigned i = 0; i < gap; i++)
+      cpu_relax();
     rc = reader_state(r);
+    if (gap < SL__RING_SPIN_GAP)
+      gap <<= 1;
   }
   return rc;
 }
