@@ -45,6 +45,14 @@
  * store and releases its own chunk the same way. Buffers are released with no lock
  * held, since a destructor is user code.
  *
+ * Notes, for sides that must not sleep. An event loop writing into a ring
+ * (or reading from one) cannot wait on a condition variable. It arms a
+ * note instead (sl__ring_arm): the same handshake as a wait, with the flag
+ * left up, and the other side, where it would have signalled, calls the
+ * note's function once, with the lock released. The drain note fires at
+ * the low mark like a woken writer, the ready note when data, end of
+ * stream or an abort arrives.
+ *
  * Threads: one writer, one reader; close, abort, level and stats from any
  * thread. Observers (sl__ring_wait_blocked) wait on a third condition
  * variable, signalled only while someone observes.
@@ -99,7 +107,19 @@ struct sl_ring {
   int observers;
   uint64_t pauses, drains, starves, signals;
   uint64_t writer_wait_ns, reader_wait_ns;
+  struct ring_note {
+    sl__ring_note_fn fn;
+    void *arg;
+    bool armed;
+  } note[2]; /* by side: SL__WRITER (drain), SL__READER (ready) */
+  struct ring_hook {
+    sl__ring_wait_fn fn;
+    void *arg;
+  } hook[2]; /* each side's finished waits, for tracing */
 };
+
+/* Notes to call once the lock is released: a bit per side. */
+enum { NOTE_WRITER = 1 << SL__WRITER, NOTE_READER = 1 << SL__READER };
 
 #define LOAD(p, mo) atomic_load_explicit(p, memory_order_##mo)
 #define STORE(p, v, mo) atomic_store_explicit(p, v, memory_order_##mo)
@@ -271,30 +291,63 @@ static void release_queued(sl_ring *r) {
  * stops. Returns 0 when there is room, SL_AGAIN never, else the stop. */
 static int writer_wait(sl_ring *r) {
   int rc;
+  uint64_t t0 = 0, t1 = 0;
   pthread_mutex_lock(&r->mu);
   STORE_SC(&r->writer_waiting, 1);
   r->writer_woken = false;
   if ((rc = writer_stop(r)) == 0 && full(r)) {
     r->pauses++;
     notify_observers_locked(r);
-    uint64_t t0 = sl__now_ns();
+    t0 = sl__now_ns();
     while (!r->writer_woken && (rc = writer_stop(r)) == 0)
       pthread_cond_wait(&r->not_full, &r->mu);
-    r->writer_wait_ns += sl__now_ns() - t0;
+    t1 = sl__now_ns();
+    r->writer_wait_ns += t1 - t0;
   }
   STORE(&r->writer_waiting, 0, relaxed);
   pthread_mutex_unlock(&r->mu);
+  if (t1 && r->hook[SL__WRITER].fn)
+    r->hook[SL__WRITER].fn(r->hook[SL__WRITER].arg, t0, t1);
   return rc;
+}
+
+/* Call the notes that a wake-up (or stop) under the lock claimed. */
+static void call_notes(sl_ring *r, unsigned notes) {
+  if (notes & NOTE_WRITER)
+    r->note[SL__WRITER].fn(r->note[SL__WRITER].arg);
+  if (notes & NOTE_READER)
+    r->note[SL__READER].fn(r->note[SL__READER].arg);
+}
+
+/* Wake side `side` (its flag is up and it was not woken yet): a sleeping
+ * thread gets a signal, an armed note is disarmed and its flag lowered,
+ * to be called by the caller once the lock is released. */
+static unsigned wake_side_locked(sl_ring *r, int side) {
+  struct ring_note *n = &r->note[side];
+  if (n->armed) {
+    n->armed = false;
+    STORE(side == SL__WRITER ? &r->writer_waiting : &r->reader_waiting, 0,
+          relaxed);
+    return 1u << side;
+  }
+  if (side == SL__WRITER) {
+    r->writer_woken = true;
+    signal_locked(r, &r->not_full);
+  } else {
+    r->reader_woken = true;
+    signal_locked(r, &r->not_empty);
+  }
+  return 0;
 }
 
 /* After publishing: wake a starving reader, once per wait. */
 static void wake_reader(sl_ring *r) {
+  unsigned notes = 0;
   pthread_mutex_lock(&r->mu);
-  if (LOAD(&r->reader_waiting, relaxed) && !r->reader_woken) {
-    r->reader_woken = true;
-    signal_locked(r, &r->not_empty);
-  }
+  if (LOAD(&r->reader_waiting, relaxed) && !r->reader_woken)
+    notes = wake_side_locked(r, SL__READER);
   pthread_mutex_unlock(&r->mu);
+  call_notes(r, notes);
 }
 
 static int ring_write(sl_ring *r, sl_buf *b, bool block) {
@@ -370,36 +423,41 @@ static inline int reader_state(sl_ring *r) {
 /* Starve until a chunk arrives or the stream stops. */
 static int reader_wait(sl_ring *r) {
   int rc;
+  uint64_t t0 = 0, t1 = 0;
   pthread_mutex_lock(&r->mu);
   STORE_SC(&r->reader_waiting, 1);
   r->reader_woken = false;
   if ((rc = reader_state(r)) == SL_AGAIN) {
     r->starves++;
     notify_observers_locked(r);
-    uint64_t t0 = sl__now_ns();
+    t0 = sl__now_ns();
     do
       pthread_cond_wait(&r->not_empty, &r->mu);
     while (!r->reader_woken && (rc = reader_state(r)) == SL_AGAIN);
-    r->reader_wait_ns += sl__now_ns() - t0;
+    t1 = sl__now_ns();
+    r->reader_wait_ns += t1 - t0;
     if (rc == SL_AGAIN)
       rc = reader_state(r);
   }
   STORE(&r->reader_waiting, 0, relaxed);
   pthread_mutex_unlock(&r->mu);
+  if (t1 && r->hook[SL__READER].fn)
+    r->hook[SL__READER].fn(r->hook[SL__READER].arg, t0, t1);
   return rc;
 }
 
 /* After taking chunks: wake a paused writer once the low mark is
  * reached, once per pause. */
 static void wake_writer(sl_ring *r) {
+  unsigned notes = 0;
   pthread_mutex_lock(&r->mu);
   if (LOAD(&r->writer_waiting, relaxed) && !r->writer_woken &&
       resumable(r)) {
-    r->writer_woken = true;
     r->drains++;
-    signal_locked(r, &r->not_full);
+    notes = wake_side_locked(r, SL__WRITER);
   }
   pthread_mutex_unlock(&r->mu);
+  call_notes(r, notes);
 }
 
 static inline void cpu_relax(void) {
@@ -501,27 +559,27 @@ int sl_ring_read_batch(sl_ring *r, sl_buf **out, size_t max, size_t *n) {
 /* A stop (close, abort) wakes whichever side sleeps; a side already
  * signalled will re-check the stop when it runs, so it gets no second
  * signal. */
-static void wake_both_locked(sl_ring *r) {
-  if (LOAD(&r->reader_waiting, relaxed) && !r->reader_woken) {
-    r->reader_woken = true;
-    signal_locked(r, &r->not_empty);
-  }
-  if (LOAD(&r->writer_waiting, relaxed) && !r->writer_woken) {
-    r->writer_woken = true;
-    signal_locked(r, &r->not_full);
-  }
+static unsigned wake_both_locked(sl_ring *r) {
+  unsigned notes = 0;
+  if (LOAD(&r->reader_waiting, relaxed) && !r->reader_woken)
+    notes |= wake_side_locked(r, SL__READER);
+  if (LOAD(&r->writer_waiting, relaxed) && !r->writer_woken)
+    notes |= wake_side_locked(r, SL__WRITER);
   notify_observers_locked(r);
+  return notes;
 }
 
 void sl_ring_close(sl_ring *r) {
   if (!r)
     return;
+  unsigned notes = 0;
   pthread_mutex_lock(&r->mu);
   if (!LOAD(&r->err, relaxed) && !LOAD(&r->closed, relaxed)) {
     STORE_SC(&r->closed, 1);
-    wake_both_locked(r);
+    notes = wake_both_locked(r);
   }
   pthread_mutex_unlock(&r->mu);
+  call_notes(r, notes);
 }
 
 int sl_ring_abort(sl_ring *r, int err) {
@@ -529,14 +587,60 @@ int sl_ring_abort(sl_ring *r, int err) {
     return SL_EINVAL;
   pthread_mutex_lock(&r->mu);
   int expected = 0;
+  unsigned notes = 0;
   bool first = atomic_compare_exchange_strong_explicit(
       &r->err, &expected, err, memory_order_seq_cst, memory_order_relaxed);
   if (first)
-    wake_both_locked(r);
+    notes = wake_both_locked(r);
   pthread_mutex_unlock(&r->mu);
   if (first)
     release_queued(r);
+  call_notes(r, notes);
   return 0;
+}
+
+void sl__ring_set_note(sl_ring *r, int side, sl__ring_note_fn fn, void *arg) {
+  r->note[side].fn = fn;
+  r->note[side].arg = arg;
+}
+
+void sl__ring_set_wait_hook(sl_ring *r, int side, sl__ring_wait_fn fn,
+                            void *arg) {
+  r->hook[side].fn = fn;
+  r->hook[side].arg = arg;
+}
+
+/* The waits above, without the sleep: raise the flag, look again, and
+ * leave the flag up with the note armed when the side would have slept. */
+int sl__ring_arm(sl_ring *r, int side) {
+  int rc;
+  pthread_mutex_lock(&r->mu);
+  struct ring_note *n = &r->note[side];
+  if (side == SL__WRITER) {
+    STORE_SC(&r->writer_waiting, 1);
+    r->writer_woken = false;
+    if ((rc = writer_stop(r)) == 0 && !full(r))
+      rc = 0;
+    else if (rc == 0) {
+      rc = SL_AGAIN;
+      if (!n->armed)
+        r->pauses++;
+    }
+    if (rc != SL_AGAIN)
+      STORE(&r->writer_waiting, 0, relaxed);
+  } else {
+    STORE_SC(&r->reader_waiting, 1);
+    r->reader_woken = false;
+    if ((rc = reader_state(r)) == SL_AGAIN && !n->armed)
+      r->starves++;
+    if (rc != SL_AGAIN)
+      STORE(&r->reader_waiting, 0, relaxed);
+  }
+  n->armed = rc == SL_AGAIN;
+  if (n->armed)
+    notify_observers_locked(r);
+  pthread_mutex_unlock(&r->mu);
+  return rc;
 }
 
 size_t sl_ring_level(sl_ring *r) {

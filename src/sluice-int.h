@@ -48,4 +48,27 @@ uint64_t sl__now_ns(void);
 enum { SL__WRITER = 0, SL__READER = 1 };
 int sl__ring_wait_blocked(sl_ring *ring, int side);
 
+/* ring.c, for bridges: a side that must not sleep arms a note instead of
+ * waiting. The note's function is set once, before the ring is used
+ * (sl__ring_set_note), and is called on the other side's thread (or the
+ * thread that closes or aborts the ring) with no lock held, once per arm.
+ * sl__ring_arm(ring, SL__WRITER): 0 when there is room now (nothing
+ * armed), SL_AGAIN when armed (the note fires once the level falls to the
+ * low mark, or at a stop), or the stop code (SL_ECLOSED, an abort code).
+ * sl__ring_arm(ring, SL__READER): 0 when a chunk is ready, SL_EOF, an
+ * abort code, or SL_AGAIN when armed (the note fires when a chunk, the end
+ * of stream or an abort arrives). Only the side's own thread arms. */
+typedef void (*sl__ring_note_fn)(void *arg);
+void sl__ring_set_note(sl_ring *ring, int side, sl__ring_note_fn fn,
+                       void *arg);
+int sl__ring_arm(sl_ring *ring, int side);
+
+/* ring.c, for tracing: after each wait of side ends, fn(arg, start_ns,
+ * end_ns) on the waiting thread, no lock held. Set before the ring is
+ * used. */
+typedef void (*sl__ring_wait_fn)(void *arg, uint64_t start_ns,
+                                 uint64_t end_ns);
+void sl__ring_set_wait_hook(sl_ring *ring, int side, sl__ring_wait_fn fn,
+                            void *arg);
+
 #endif
