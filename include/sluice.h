@@ -64,7 +64,8 @@ extern "C" {
  * Any thread. */
 SL_EXTERN const char *sl_version(void);
 
-/* The same as a number, SL_VERSION_HEX of the library linked at run time. */
+/* The same as a number, SL_VERSION_HEX of the library linked at run time.
+ * Any thread. */
 SL_EXTERN unsigned sl_version_number(void);
 
 /* ------------------------------------------------------------------------
@@ -175,7 +176,8 @@ typedef struct sl_pool_stats {
 SL_EXTERN int sl_pool_new(sl_pool **out, size_t buf_size, size_t max_cached);
 
 /* Release the caller's reference to pool. Buffers still outstanding keep it
- * alive; it is freed when the last one returns. NULL is a no-op. */
+ * alive; it is freed when the last one returns. NULL is a no-op. Any
+ * thread, once per reference taken by sl_pool_new. */
 SL_EXTERN void sl_pool_free(sl_pool *pool);
 
 /* Fill *st with the pool's counters, read under its lock. Any thread.
@@ -208,14 +210,17 @@ SL_EXTERN sl_buf *sl_buf_ref(sl_buf *buf);
  * it) and runs an object's destructor. NULL is a no-op. Any thread. */
 SL_EXTERN void sl_buf_unref(sl_buf *buf);
 
-/* The bytes of a byte buffer (NULL for an object buffer). */
+/* Accessors. Any thread that holds a reference to buf; NULL buf is not
+ * allowed (except where a function says so).
+ *
+ * The bytes of a byte buffer (NULL for an object buffer). */
 SL_EXTERN unsigned char *sl_buf_data(const sl_buf *buf);
 /* Bytes in use (0 for an object buffer). */
 SL_EXTERN size_t sl_buf_len(const sl_buf *buf);
 /* Bytes of room (0 for an object buffer). */
 SL_EXTERN size_t sl_buf_cap(const sl_buf *buf);
-/* Set the bytes in use; SL_EINVAL when len > cap or buf is an object. The
- * caller must hold the only reference. */
+/* Set the bytes in use. Returns 0, or SL_EINVAL when buf is NULL, len >
+ * cap or buf is an object. The caller must hold the only reference. */
 SL_EXTERN int sl_buf_set_len(sl_buf *buf, size_t len);
 /* The object of an object buffer, NULL for a byte buffer. */
 SL_EXTERN void *sl_buf_object(const sl_buf *buf);
@@ -321,8 +326,8 @@ SL_EXTERN int sl_ring_write(sl_ring *ring, sl_buf *buf);
 SL_EXTERN int sl_ring_try_write(sl_ring *ring, sl_buf *buf);
 
 /* Wait until a write would be admitted, the ring is closed or aborted.
- * Counts as a pause when it has to wait. Returns 0, SL_ECLOSED or the abort
- * code. Writer thread. */
+ * Counts as a pause when it has to wait. Returns 0, SL_ECLOSED, the abort
+ * code, or SL_EINVAL when ring is NULL. Writer thread. */
 SL_EXTERN int sl_ring_wait_writable(sl_ring *ring);
 
 /* Take the oldest chunk, waiting while the ring is empty. On 0 the caller
@@ -349,7 +354,8 @@ SL_EXTERN void sl_ring_close(sl_ring *ring);
  * Returns 0, or SL_EINVAL when ring is NULL or err >= 0. Any thread. */
 SL_EXTERN int sl_ring_abort(sl_ring *ring, int err);
 
-/* The current level (bytes or items). Any thread. */
+/* The current level (bytes held, or items in object mode); 0 once
+ * aborted or when ring is NULL. A snapshot. Any thread. */
 SL_EXTERN size_t sl_ring_level(sl_ring *ring);
 
 /* Fill *st, read under the ring's lock. Returns 0 or SL_EINVAL. Any thread. */
@@ -420,13 +426,15 @@ SL_EXTERN int sl_stage_new(sl_stage **out, const char *name,
                            const sl_stage_ops *ops, void *ctx);
 
 /* Free a stage that was never added to a pipeline: calls destroy(ctx).
- * NULL is a no-op. */
+ * NULL, or a stage that belongs to a pipeline (which frees it), is a
+ * no-op. The thread that owns the stage. */
 SL_EXTERN void sl_stage_free(sl_stage *stage);
 
 /* The options of the ring(s) that carry this stage's output: high and low
  * marks (SL_LWM_DEFAULT: half) and mode (enum sl_ring_mode). Unset, the
- * pipeline's defaults apply. Before sl_pipeline_start. Returns 0 or
- * SL_EINVAL (as sl_ring_new), SL_EBUSY once started. */
+ * pipeline's defaults apply. Before sl_pipeline_start, from the building
+ * thread. Returns 0; SL_EINVAL (stage NULL, a sink, or marks and mode as
+ * sl_ring_new refuses); SL_EBUSY once started. */
 SL_EXTERN int sl_stage_set_output(sl_stage *stage, size_t hwm, size_t lwm,
                                   int mode);
 
@@ -441,14 +449,15 @@ enum sl_merge_mode {
 };
 
 /* Set how the stage merges several inputs (default SL_MERGE_ARRIVAL).
- * Before sl_pipeline_start. Returns 0; SL_EINVAL for a source or an
- * unknown mode; SL_EBUSY once started. */
+ * Before sl_pipeline_start, from the building thread. Returns 0; SL_EINVAL
+ * for NULL, a source or an unknown mode; SL_EBUSY once started. */
 SL_EXTERN int sl_stage_set_merge(sl_stage *stage, int mode);
 
-/* The stage's name. */
+/* The stage's name, owned by the stage (NULL for NULL). Any thread. */
 SL_EXTERN const char *sl_stage_name(const sl_stage *stage);
 
-/* The stage's context. */
+/* The stage's context, still owned as sl_stage_new says (NULL for NULL).
+ * Any thread. */
 SL_EXTERN void *sl_stage_ctx(const sl_stage *stage);
 
 /* Push a chunk downstream, waiting while the output ring is full (this is
@@ -464,7 +473,8 @@ SL_EXTERN int sl_stage_push(sl_stage *stage, sl_buf *buf);
  * ops. */
 SL_EXTERN int sl_stage_buf(sl_stage *stage, size_t cap, sl_buf **out);
 
-/* The pool of the stage's pipeline (NULL before it joins one). */
+/* The pool of the stage's pipeline, owned by the pipeline (NULL before the
+ * stage joins one). Any thread. */
 SL_EXTERN sl_pool *sl_stage_pool(const sl_stage *stage);
 
 /* Explain the error the op is about to return: the pipeline reports it as
@@ -496,8 +506,9 @@ SL_EXTERN int sl_stage_push_flush(sl_stage *stage);
 
 /* How the stage ended: 0 when it finished its stream (also when that was
  * before another stage failed), its own error when it failed first, or
- * SL_ECANCELED when it was stopped by another stage's failure or a cancel.
- * Valid after sl_pipeline_wait. */
+ * SL_ECANCELED when it was stopped by another stage's failure or a cancel;
+ * SL_EINVAL for NULL. Final after sl_pipeline_wait; before, 0 or the
+ * outcome so far. Any thread. */
 SL_EXTERN int sl_stage_status(const sl_stage *stage);
 
 /* ------------------------------------------------------------------------
@@ -513,6 +524,9 @@ typedef struct sl_pipeline_opts {
                     * (unlike sl_ring_opts, where 0 is a real mark) */
   size_t max_cached; /* pool's per-class free-list bound; 0: no bound */
   size_t stack_size; /* stage thread stack; 0 keeps the system's */
+  size_t trace_events; /* events each thread's trace buffer holds, rounded
+                        * up to a power of two; 0 picks 4096 (about 100
+                        * KiB a thread); see sl_pipeline_trace */
 } sl_pipeline_opts;
 
 typedef struct sl_stage_stats {
@@ -557,14 +571,17 @@ SL_EXTERN int sl_pipeline_link(sl_pipeline *p, sl_stage *from, sl_stage *to);
 /* A stage that passes every chunk on unchanged: link it to several
  * consumers for a tee, from several producers for a merge (mode as
  * sl_stage_set_merge). name NULL picks "tee" or "merge". Returns as
- * sl_stage_new. */
+ * sl_stage_new; sl_merge_new also SL_EINVAL for an unknown mode. Any
+ * thread. */
 SL_EXTERN int sl_tee_new(sl_stage **out, const char *name);
 SL_EXTERN int sl_merge_new(sl_stage **out, const char *name, int mode);
 
 /* Call cb(p, status, arg) exactly once, when every stage thread has ended,
- * from the last stage thread to end (or from sl_pipeline_wait when start
- * failed). No lock is held; cb must not call sl_pipeline_wait or _free.
- * Before start. Returns 0, SL_EINVAL, SL_EBUSY. */
+ * from the last stage thread to end (or from sl_pipeline_start's thread
+ * when start failed before any thread ran). No lock is held; cb must not
+ * call sl_pipeline_wait or _free. cb NULL removes it. Before start, from
+ * the building thread. Returns 0, SL_EINVAL (p NULL), SL_EBUSY once
+ * started. */
 SL_EXTERN int sl_pipeline_on_finished(sl_pipeline *p, sl_finished_cb cb,
                                       void *arg);
 
@@ -606,27 +623,108 @@ SL_EXTERN void sl_pipeline_free(sl_pipeline *p);
 SL_EXTERN const char *sl_pipeline_error(sl_pipeline *p);
 
 /* The pipeline's buffer pool (for sources that fill pooled buffers and for
- * memory statistics). */
+ * memory statistics), owned by the pipeline; NULL for NULL. Any thread. */
 SL_EXTERN sl_pool *sl_pipeline_pool(sl_pipeline *p);
 
-/* Number of stages. */
+/* Number of stages (0 for NULL). Any thread, once building is done. */
 SL_EXTERN size_t sl_pipeline_stage_count(const sl_pipeline *p);
 
-/* The i-th stage, in the order they were added (NULL when out of range). */
+/* The i-th stage, in the order they were added (NULL when out of range),
+ * owned by the pipeline. Any thread, once building is done. */
 SL_EXTERN sl_stage *sl_pipeline_stage(const sl_pipeline *p, size_t i);
 
-/* The ring carrying stage's output to its first consumer (NULL for a sink,
- * or before start). */
+/* The ring carrying stage's output to its first consumer, owned by the
+ * pipeline (NULL for a sink, or before start). For its stats, level and
+ * the like; only the stage's own thread may write to it. Any thread after
+ * sl_pipeline_start returned. */
 SL_EXTERN sl_ring *sl_stage_output(const sl_stage *stage);
 
-/* Counters of stage i, readable at any moment without stopping anything.
- * The name lives as long as p. Returns 0 or SL_EINVAL. Any thread. */
+/* Counters of stage i, readable at any moment without stopping anything
+ * (all zero before start). Every figure only grows from one call to the
+ * next, whichever thread reads, and a wait going on counts up to now.
+ * The name lives as long as p.
+ * Returns 0 or SL_EINVAL (p or st NULL, i out of range). Any thread. */
 SL_EXTERN int sl_pipeline_stage_stats(sl_pipeline *p, size_t i,
                                       sl_stage_stats *st);
 
-/* Print a table of every stage's and ring's counters to f. Any thread.
- * Returns 0, SL_EINVAL, or SL_EIO when writing fails. */
+/* Print a table of every stage's and ring's counters to f, and name the
+ * bottleneck (see sl_pipeline_bottleneck). Any thread, at any moment
+ * after sl_pipeline_new. Returns 0, SL_EINVAL, or SL_EIO when writing
+ * fails. */
 SL_EXTERN int sl_pipeline_stats_print(sl_pipeline *p, FILE *f);
+
+/* The index of the stage that holds the pipeline back: the one busy while
+ * its neighbours wait on it, its producers blocked on a full ring into it
+ * and its consumers starved on an empty ring out of it; each stage scores
+ * its busy share times the share of time its neighbours waited on it, and
+ * when no neighbour waited at all the busiest stage is named. Returns 0
+ * with *index set; SL_EINVAL when p or index is NULL, p has no stage, or
+ * no stage thread has run yet (*index is then untouched). Any thread. */
+SL_EXTERN int sl_pipeline_bottleneck(sl_pipeline *p, size_t *index);
+
+/* Describe to f where the pipeline stands now: each stage thread's state
+ * (running an op, blocked on a full output ring, waiting on an empty
+ * input ring, ended) and for how long, each ring's state (full, empty,
+ * flowing, closed, aborted) with its level, and the stage suspected of
+ * holding it up (one running an op while the ring into it is full), if
+ * any. Nothing is stopped or changed; the states are read at slightly
+ * different moments, so a flowing pipeline may show a transient state.
+ * Meant for a watchdog callback, a signal-handling thread or a debugger.
+ * Any thread (not a signal handler), also before start and after the
+ * end. Returns 0, SL_EINVAL (p or f NULL), SL_EIO when writing fails. */
+SL_EXTERN int sl_pipeline_stall_report(sl_pipeline *p, FILE *f);
+
+typedef void (*sl_watchdog_cb)(sl_pipeline *p, void *arg);
+
+/* Watch the pipeline for stalls: a thread of the pipeline's own sleeps on
+ * a condition variable (no polling loop of its own) and looks every ms/4
+ * or so at the sum of chunks moved by every stage; when nothing moved for
+ * ms milliseconds it calls cb(p, arg) on that thread, once per stall (it
+ * is armed again when chunks move). The callback typically calls
+ * sl_pipeline_stall_report or sl_pipeline_cancel; it must not call
+ * sl_pipeline_wait or sl_pipeline_free. The thread ends when the last
+ * stage thread ends (it is woken, not polled) and is joined by
+ * sl_pipeline_wait, so no callback runs once that returned (one that
+ * began just before the end may still be running while the last stage
+ * thread ends). A
+ * source that waits for input (a quiet socket) counts as a stall too.
+ * ms 0 or cb NULL turns the watchdog off. Before start, from the
+ * building thread. Returns 0, SL_EINVAL (p NULL), SL_EBUSY once started,
+ * SL_ENOMEM. */
+SL_EXTERN int sl_pipeline_set_watchdog(sl_pipeline *p, unsigned ms,
+                                       sl_watchdog_cb cb, void *arg);
+
+/* Record a timeline of the run and write it to the file at path as a
+ * Chrome trace-event JSON object ({"traceEvents": [...],
+ * "displayTimeUnit": "ms"}), which Perfetto (ui.perfetto.dev) and
+ * chrome://tracing open. Each stage thread is a named track ("sl:<stage>",
+ * with /r, /w or /<input> for stages of several threads) of spans "busy"
+ * (running its ops), "blocked full" (waiting on a full output ring: the
+ * backpressure) and "blocked empty" (waiting on an empty input ring);
+ * each ring is a counter track of its level, sampled every 2 ms.
+ *
+ * Memory is bounded: each stage thread appends its spans, with no lock,
+ * to a buffer of its own (opts.trace_events entries), which a thread of
+ * the pipeline streams to the file every 2 ms. Spans shorter than 5 us
+ * are merged into their neighbours; when a thread outruns the writer its
+ * newest spans are dropped and counted (otherData.dropped_events). The
+ * file is complete once sl_pipeline_wait returns. With no trace asked
+ * for, a stage pays nothing for it.
+ *
+ * The file is created (truncated) now. A second call replaces the first
+ * (whose file stays empty). Before start, from the building thread.
+ * Returns 0; SL_EINVAL (p or path NULL); SL_EBUSY once started;
+ * SL_ENOMEM; or the error of opening path (SL_ENOENT, SL_EACCES, ...).
+ * An error writing the file after start is not reported: use
+ * sl_pipeline_trace_file to see it. */
+SL_EXTERN int sl_pipeline_trace(sl_pipeline *p, const char *path);
+
+/* The same, to f, which stays the caller's: the trace is written and f
+ * flushed by the time sl_pipeline_wait returns, and f is not closed; the
+ * caller checks ferror(f) (and fclose) for write errors. f NULL turns the
+ * trace off. Before start, from the building thread. Returns 0, SL_EINVAL
+ * (p NULL), SL_EBUSY once started, SL_ENOMEM. */
+SL_EXTERN int sl_pipeline_trace_file(sl_pipeline *p, FILE *f);
 
 #ifdef __cplusplus
 }

@@ -183,6 +183,9 @@ int sl_pipeline_on_finished(sl_pipeline *p, sl_finished_cb cb, void *arg) {
 static void abort_rings(sl_pipeline *p) {
   for (size_t i = 0; i < p->nrings; i++)
     sl_ring_abort(p->rings[i], SL_ECANCELED);
+  for (size_t i = 0; i < p->nstages; i++) /* the threadless stages */
+    if (p->stages[i]->on_fail)
+      p->stages[i]->on_fail(p->stages[i]);
 }
 
 /* Make the cancel descriptor readable. A failed write can only mean it is
@@ -271,6 +274,7 @@ void sl_pipeline_cancel(sl_pipeline *p) {
 /* Every thread has ended (ended set under the lock, status read with it):
  * tell the callback, then let waiters in. */
 static void finish(sl_pipeline *p, int status) {
+  sl__obs_stop(p);
   if (p->finished_cb)
     p->finished_cb(p, status, p->finished_arg);
   pthread_mutex_lock(&p->mu);
@@ -299,9 +303,37 @@ void sl__pipeline_thread_done(sl_pipeline *p) {
     finish(p, status);
 }
 
+/* A threadless producer (a writer bridge) is a participant without a
+ * thread: spawn counts it as started here. A failure that came first has
+ * already called its on_fail, which found nothing to end, so end it now;
+ * p->mu orders this against the failure. */
+static int start_participant(sl_stage *s) {
+  pthread_mutex_lock(&s->p->mu);
+  atomic_store(&s->participating, 1);
+  bool failed = s->p->first_err != 0;
+  pthread_mutex_unlock(&s->p->mu);
+  atomic_store(&s->running, 1);
+  if (failed)
+    sl__pipeline_participant_end(s);
+  return 0;
+}
+
+/* The participant's end, once whoever calls it (end, abort, on_fail). */
+void sl__pipeline_participant_end(sl_stage *s) {
+  if (atomic_exchange(&s->participating, 0))
+    sl__pipeline_thread_done(s->p);
+}
+
 /* Complete (every input and output linked) and acyclic: a cycle would
  * never see its end of stream. Kahn's algorithm over the producer counts,
- * with the ready list threaded through the stages: no allocation. */
+ * with the ready list threaded through the stages: no allocation.
+ *
+ * A duplex's two sides are independent (its read side never waits for its
+ * write side), so it counts as a source for its outputs and as a sink for
+ * its inputs: ready from the start, and an edge into it is never waited
+ * for. That accepts sock -> gzip -> sock. A sink has no outputs, so it
+ * cannot close a cycle, and a cycle that avoids every duplex still leaves
+ * its stages unseen. */
 static int validate(const sl_pipeline *p) {
   if (p->nstages == 0)
     return SL_EINVAL;
@@ -310,7 +342,8 @@ static int validate(const sl_pipeline *p) {
     sl_stage *s = p->stages[i];
     if ((consumes(s) && s->nprods == 0) || (produces(s) && s->ncons == 0))
       return SL_EINVAL;
-    if ((s->topo_left = s->nprods) == 0) {
+    s->topo_left = s->kind == KIND_DUPLEX ? 0 : s->nprods;
+    if (s->topo_left == 0) {
       s->topo_next = ready;
       ready = s;
     }
@@ -320,11 +353,13 @@ static int validate(const sl_pipeline *p) {
     sl_stage *s = ready;
     ready = s->topo_next;
     seen++;
-    for (size_t c = 0; c < s->ncons; c++)
-      if (--s->cons[c]->topo_left == 0) {
-        s->cons[c]->topo_next = ready;
-        ready = s->cons[c];
+    for (size_t c = 0; c < s->ncons; c++) {
+      sl_stage *t = s->cons[c];
+      if (t->kind != KIND_DUPLEX && --t->topo_left == 0) {
+        t->topo_next = ready;
+        ready = t;
       }
+    }
   }
   return seen == p->nstages ? 0 : SL_EINVAL;
 }
@@ -378,11 +413,19 @@ static int prepare(sl_pipeline *p) {
           t->ins[k] = s->outs[c];
     }
   }
+  for (size_t i = 0; i < p->nstages; i++) {
+    sl_stage *s = p->stages[i];
+    int rc = s->on_start ? s->on_start(s) : 0;
+    if (rc != 0)
+      return rc;
+  }
   return 0;
 }
 
 static int spawn(sl_stage *s, void *(*fn)(void *), void *arg,
                  const pthread_attr_t *attr) {
+  if (s->threadless)
+    return start_participant(s);
   int err = pthread_create(&s->threads[s->nthreads], attr, fn, arg);
   if (err)
     return err == ENOMEM || err == EAGAIN ? SL_ENOMEM : SL_ETHREAD;
@@ -434,6 +477,7 @@ int sl_pipeline_start(sl_pipeline *p) {
   }
   sigset_t old;
   sl__block_signals(&old);
+  rc = sl__obs_start(p); /* on failure no stage thread starts */
   int started = 0;
   for (size_t i = 0; i < p->nstages && rc == 0; i++) {
     sl_stage *s = p->stages[i];
@@ -482,6 +526,7 @@ int sl_pipeline_wait(sl_pipeline *p) {
         pthread_join(s->threads[t], NULL);
       atomic_store(&s->running, 0);
     }
+    sl__obs_join(p);
     pthread_mutex_lock(&p->mu);
     p->join = JOIN_DONE;
     pthread_cond_broadcast(&p->done_cv);
@@ -500,6 +545,7 @@ void sl_pipeline_free(sl_pipeline *p) {
     sl_pipeline_cancel(p);
     sl_pipeline_wait(p);
   }
+  sl__obs_free(p);
   for (size_t i = 0; i < p->nstages; i++)
     sl__stage_destroy(p->stages[i]);
   for (size_t i = 0; i < p->nrings; i++)

@@ -21,6 +21,49 @@ struct sl_stage_counters {
   _Alignas(SL_CACHELINE) _Atomic uint64_t chunks, bytes;
 };
 
+/* trace.c: what one stage thread is doing, read by the stats, the stall
+ * report, the watchdog and the trace writer (see the essay in trace.c).
+ * Written by its own thread only; the wait fields change under seq (odd
+ * while they change), and only when the thread is about to wait. */
+enum sl_tobs_state {
+  TOBS_IDLE,    /* not started */
+  TOBS_RUNNING, /* running an op (or the framework between ops) */
+  TOBS_FULL,    /* waiting on a full output ring */
+  TOBS_EMPTY,   /* waiting on an empty input ring */
+  TOBS_DONE
+};
+
+struct sl_tev; /* a trace event */
+
+struct sl_tobs {
+  _Alignas(SL_CACHELINE) _Atomic uint32_t seq;
+  _Atomic int state;     /* enum sl_tobs_state */
+  sl_ring *_Atomic ring; /* the ring waited on, in FULL and EMPTY */
+  _Atomic uint64_t since_ns; /* when state began */
+  _Atomic uint64_t start_ns, end_ns, full_ns, empty_ns; /* waits ended */
+  /* The most ever reported by the stats, which keeps them monotonic
+   * though each reader reads the clock on its own. */
+  _Atomic uint64_t rep_busy, rep_full, rep_empty;
+  /* The trace (ev NULL when off): this thread's events, read by the
+   * trace writer from tail to head. */
+  struct sl_tev *ev;
+  uint64_t mask, tail_seen, last_ns, pend_ts, pend_dur;
+  int pend_kind; /* 0: nothing pending */
+  bool emitted;
+  _Atomic uint64_t head, tail, dropped;
+  sl_stage *s;
+  int tid; /* the trace's thread id; 0 for no thread */
+  char name[32];
+};
+
+/* A consistent view of a thread record, an ongoing wait counted up to
+ * now_ns (read with it). */
+struct sl__tobs_view {
+  int state;
+  sl_ring *ring;
+  uint64_t since_ns, start_ns, end_ns, full_ns, empty_ns, now_ns;
+};
+
 /* One input thread's argument: the stage and which input it reads. */
 struct sl_input {
   sl_stage *s;
@@ -61,6 +104,17 @@ struct sl_stage {
   void (*on_exit)(sl_stage *s);
   _Atomic size_t inputs_running; /* input threads not yet ended */
 
+  /* A stage with no thread of its own, the caller's thread running it
+   * (the bridges, bridge.c). It has no input threads; one that produces
+   * is one participant of live_threads, started with the threads and
+   * ended by sl__pipeline_participant_end. on_start runs when its rings
+   * exist and nothing runs yet, and may refuse the graph; on_fail after
+   * every ring was aborted, on the thread that failed the pipeline. */
+  bool threadless;
+  int (*on_start)(sl_stage *s);
+  void (*on_fail)(sl_stage *s);
+  _Atomic int participating;
+
   size_t topo_left; /* scratch of the acyclicity check */
   sl_stage *topo_next;
 
@@ -71,6 +125,13 @@ struct sl_stage {
   struct sl_stage_counters in_ctr, out_ctr;
   _Atomic uint64_t start_ns, end_ns;
   _Atomic int running;
+
+  /* trace.c: one record per thread slot (0: the source or read side,
+   * 1 + k: input thread k), made by start; push_obs is the record of the
+   * thread that runs the ops that push (under op_mu with several). */
+  struct sl_tobs *_Atomic obs;
+  size_t nobs;
+  struct sl_tobs *push_obs;
 };
 
 enum join_state { JOIN_NONE, JOIN_RUNNING, JOIN_DONE };
@@ -95,11 +156,13 @@ struct sl_pipeline {
   char errbuf[SL_ERRMSG_MAX + 64];
   int cancel_rfd, cancel_wfd; /* -1 until sl_stage_cancel_fd */
   _Atomic int failing; /* fast check for sl_stage_cancelled */
+  struct sl_observer *observer; /* trace.c: watchdog and trace, or NULL */
 };
 
 /* pipeline.c */
 void sl__pipeline_fail(sl_pipeline *p, sl_stage *s, int err);
 void sl__pipeline_thread_done(sl_pipeline *p);
+void sl__pipeline_participant_end(sl_stage *s);
 int sl__pipeline_cancel_fd(sl_pipeline *p);
 
 /* stage.c: thread entry points; input_main takes a struct sl_input. */
@@ -109,6 +172,28 @@ void *sl__stage_input_main(void *arg);
 size_t sl__stage_input_threads(const sl_stage *s);
 void sl__stage_destroy(sl_stage *s);
 int sl__block_signals(sigset_t *old);
+
+/* trace.c. obs_start (by sl_pipeline_start, with signals blocked, after
+ * the rings exist) makes each stage's thread records and starts the
+ * observer thread when a watchdog or a trace asks for one; obs_stop (when
+ * the last stage thread ended) wakes it to finish; obs_join (by the wait
+ * that joins) joins it; obs_free (by sl_pipeline_free) frees it all. */
+int sl__obs_start(sl_pipeline *p);
+void sl__obs_stop(sl_pipeline *p);
+void sl__obs_join(sl_pipeline *p);
+void sl__obs_free(sl_pipeline *p);
+/* A stage thread begins with record slot idx (returned, NULL when there is
+ * none) and ends with it. */
+struct sl_tobs *sl__tobs_begin(sl_stage *s, size_t idx);
+void sl__tobs_end(struct sl_tobs *o);
+/* The thread is about to wait (TOBS_FULL or TOBS_EMPTY) on ring, and its
+ * wait ended. Called only on the way to a wait, never per chunk. */
+void sl__tobs_wait_begin(struct sl_tobs *o, int state, sl_ring *ring);
+void sl__tobs_wait_end(struct sl_tobs *o);
+/* Record slot idx of s, NULL before start or when no thread has it. Any
+ * thread. */
+struct sl_tobs *sl__obs_at(sl_stage *s, size_t idx);
+void sl__tobs_snapshot(struct sl_tobs *o, struct sl__tobs_view *v);
 
 /* Single-writer counter bump: no read-modify-write instruction needed. */
 static inline void ctr_add(_Atomic uint64_t *c, uint64_t v) {

@@ -131,7 +131,7 @@ int sl_stage_set_merge(sl_stage *s, int mode) {
 }
 
 size_t sl__stage_input_threads(const sl_stage *s) {
-  if (s->kind == KIND_SOURCE)
+  if (s->kind == KIND_SOURCE || s->threadless)
     return 0;
   return s->nprods > 1 && s->merge == SL_MERGE_ARRIVAL ? s->nprods : 1;
 }
@@ -143,6 +143,22 @@ int sl_stage_buf(sl_stage *s, size_t cap, sl_buf **out) {
   if (cap == 0)
     cap = s->p ? s->p->opts.buf_size : 0;
   return sl_buf_new(pool, cap, out);
+}
+
+/* Write to one output ring. A write that would wait is marked as the
+ * thread's wait on a full output first (for the stats, the stall report
+ * and the trace); one that finds room costs only the try. */
+static int push_ring(sl_stage *s, sl_ring *r, sl_buf *buf) {
+  struct sl_tobs *o = s->push_obs;
+  if (!o)
+    return sl_ring_write(r, buf);
+  int rc = sl_ring_try_write(r, buf);
+  if (rc != SL_AGAIN)
+    return rc;
+  sl__tobs_wait_begin(o, TOBS_FULL, r);
+  rc = sl_ring_write(r, buf);
+  sl__tobs_wait_end(o);
+  return rc;
 }
 
 int sl_stage_push(sl_stage *s, sl_buf *buf) {
@@ -158,7 +174,7 @@ int sl_stage_push(sl_stage *s, sl_buf *buf) {
   for (size_t i = 1; i < n; i++)
     sl_buf_ref(buf);
   for (size_t i = 0; i < n; i++) {
-    int rc = sl_ring_write(s->outs[i], buf);
+    int rc = push_ring(s, s->outs[i], buf);
     if (rc != 0) {
       for (; i < n; i++) /* the references not handed over */
         sl_buf_unref(buf);
@@ -218,7 +234,8 @@ static void thread_begin(sl_stage *s, const char *suffix) {
 
 /* A loop ended with rc: on success close the outputs if this thread was
  * the stage's last producer of output, fail the pipeline otherwise. */
-static void thread_end(sl_stage *s, bool close_outputs, int rc) {
+static void thread_end(sl_stage *s, struct sl_tobs *o, bool close_outputs,
+                       int rc) {
   if (rc == 0) {
     if (close_outputs)
       for (size_t i = 0; i < s->ncons; i++)
@@ -227,6 +244,7 @@ static void thread_end(sl_stage *s, bool close_outputs, int rc) {
     sl__pipeline_fail(s->p, s, rc);
   }
   atomic_store(&s->end_ns, sl__now_ns());
+  sl__tobs_end(o);
   sl__pipeline_thread_done(s->p);
 }
 
@@ -234,6 +252,8 @@ static void thread_end(sl_stage *s, bool close_outputs, int rc) {
 void *sl__stage_source_main(void *arg) {
   sl_stage *s = arg;
   thread_begin(s, s->kind == KIND_DUPLEX ? "/r" : "");
+  struct sl_tobs *o = sl__tobs_begin(s, 0);
+  s->push_obs = o; /* the read side is the one that pushes */
   int rc;
   for (;;) {
     if (sl_stage_cancelled(s)) {
@@ -248,7 +268,7 @@ void *sl__stage_source_main(void *arg) {
     if (rc < 0)
       break;
   }
-  thread_end(s, true, rc);
+  thread_end(s, o, true, rc);
   return NULL;
 }
 
@@ -289,6 +309,19 @@ static int deliver(sl_stage *s, sl_buf **batch, size_t n) {
   return 0;
 }
 
+/* Take a batch; when the ring is empty now, the read will wait: mark it
+ * as the thread's wait on an empty input. A stage that finds its input
+ * empty has time to spare, so the clock reads cost it nothing. */
+static int take(struct sl_tobs *o, sl_ring *in, sl_buf **batch, size_t max,
+                size_t *n) {
+  if (!o || sl_ring_level(in) != 0)
+    return sl_ring_read_batch(in, batch, max, n);
+  sl__tobs_wait_begin(o, TOBS_EMPTY, in);
+  int rc = sl_ring_read_batch(in, batch, max, n);
+  sl__tobs_wait_end(o);
+  return rc;
+}
+
 /* End of every input: flush or final, exactly once. */
 static int end_of_input(sl_stage *s) {
   if (s->kind == KIND_TRANSFORM)
@@ -299,13 +332,17 @@ static int end_of_input(sl_stage *s) {
 /* Several inputs, one thread each, chunks in arrival order: the ops run
  * under op_mu, and the input that ends last ends the stage. Returns the
  * loop's code; *last says whether this thread ended the stage. */
-static int arrival_loop(sl_stage *s, sl_ring *in, bool *last) {
+static int arrival_loop(sl_stage *s, struct sl_tobs *o, sl_ring *in,
+                        bool *last) {
   sl_buf *batch[STAGE_BATCH];
   size_t n;
   int rc;
+  bool pushes = s->kind == KIND_TRANSFORM;
   *last = false;
-  while ((rc = sl_ring_read_batch(in, batch, STAGE_BATCH, &n)) == 0) {
+  while ((rc = take(o, in, batch, STAGE_BATCH, &n)) == 0) {
     pthread_mutex_lock(&s->op_mu);
+    if (pushes)
+      s->push_obs = o;
     rc = deliver(s, batch, n);
     pthread_mutex_unlock(&s->op_mu);
     if (rc < 0)
@@ -314,6 +351,8 @@ static int arrival_loop(sl_stage *s, sl_ring *in, bool *last) {
   if (rc != SL_EOF)
     return rc;
   pthread_mutex_lock(&s->op_mu);
+  if (pushes)
+    s->push_obs = o;
   *last = --s->open_inputs == 0;
   rc = *last ? end_of_input(s) : 0;
   pthread_mutex_unlock(&s->op_mu);
@@ -322,7 +361,7 @@ static int arrival_loop(sl_stage *s, sl_ring *in, bool *last) {
 
 /* One input, or several taken in turn, one chunk from each (skipping those
  * that ended) — round-robin. */
-static int turn_loop(sl_stage *s) {
+static int turn_loop(sl_stage *s, struct sl_tobs *o) {
   sl_buf *batch[STAGE_BATCH];
   size_t n, open = s->nprods, at = 0;
   bool one = s->nprods == 1;
@@ -333,7 +372,7 @@ static int turn_loop(sl_stage *s) {
   while (open > 0) {
     while (!one && ended[at])
       at = (at + 1) % s->nprods;
-    rc = sl_ring_read_batch(s->ins[at], batch, one ? STAGE_BATCH : 1, &n);
+    rc = take(o, s->ins[at], batch, one ? STAGE_BATCH : 1, &n);
     if (rc == SL_EOF) {
       if (!one)
         ended[at] = true;
@@ -360,11 +399,15 @@ void *sl__stage_input_main(void *arg) {
   else if (s->kind == KIND_DUPLEX)
     snprintf(suffix, sizeof suffix, "/w");
   thread_begin(s, suffix);
+  struct sl_tobs *o = sl__tobs_begin(s, 1 + in->idx);
+  if (!arrival && s->kind == KIND_TRANSFORM)
+    s->push_obs = o;
   bool last = true;
-  int rc = arrival ? arrival_loop(s, s->ins[in->idx], &last) : turn_loop(s);
+  int rc =
+      arrival ? arrival_loop(s, o, s->ins[in->idx], &last) : turn_loop(s, o);
   if (atomic_fetch_sub(&s->inputs_running, 1) == 1 && s->on_exit)
     s->on_exit(s);
-  thread_end(s, last && s->kind == KIND_TRANSFORM, rc < 0 ? rc : 0);
+  thread_end(s, o, last && s->kind == KIND_TRANSFORM, rc < 0 ? rc : 0);
   return NULL;
 }
 

@@ -97,6 +97,7 @@ static struct {
   int verbose;        /* -v, counted */
   int recursive;      /* -r */
   int stats;          /* --stats */
+  const char *trace;  /* --trace FILE */
   const char *suffix; /* -S */
 } opt = {.level = 6, .name = -1, .suffix = ".gz"};
 
@@ -674,6 +675,13 @@ static int run_job(struct job *j) {
   }
   chained = 1; /* the pipeline owns the stages now */
 
+  /* --trace: the timeline of this file's pipeline (with several files,
+   * the last one's). */
+  if (opt.trace != NULL && (rc = sl_pipeline_trace(p, opt.trace)) != 0) {
+    errorf("%s: %s", opt.trace, sl_strerror(rc));
+    goto out;
+  }
+
   bar.start = now();
   rc = sl_pipeline_start(p);
   if (rc == 0)
@@ -694,7 +702,7 @@ static int run_job(struct job *j) {
     j->out_bytes = opt.test ? discarded : sl_fd_bytes(sink);
     ret = 0;
   }
-  if (opt.stats)
+  if (opt.stats && !opt.quiet)
     stats_keep(j, p);
 
 out:
@@ -1250,7 +1258,8 @@ static void help(void) {
          "time\n"
          "  -p, --processes=N    compress with N threads (default: the online\n"
          "                       processors, at most %u, or $SGZIP_THREADS)\n"
-         "  -q, --quiet          suppress warnings\n"
+         "  -q, --quiet          suppress warnings, the progress bar and "
+         "--stats\n"
          "  -r, --recursive      operate on the files in directories, "
          "recursively\n"
          "  -S, --suffix=SUF     use suffix SUF instead of .gz\n"
@@ -1260,6 +1269,10 @@ static void help(void) {
          "  -V, --version        print the version and exit\n"
          "      --stats          print each pipeline's statistics to standard "
          "error\n"
+         "      --trace=FILE     write the pipeline's timeline to FILE (Chrome "
+         "trace\n"
+         "                       JSON, for ui.perfetto.dev or "
+         "chrome://tracing)\n"
          "\n"
          "Exit status: 0 success, 1 error, 2 warning (a file skipped).\n",
          PROG, THREADS_DEFAULT_MAX);
@@ -1278,7 +1291,7 @@ static unsigned long parse_count(const char *what, const char *s,
   return v;
 }
 
-enum { OPT_FAST = 256, OPT_BEST, OPT_STATS };
+enum { OPT_FAST = 256, OPT_BEST, OPT_STATS, OPT_TRACE };
 
 int main(int argc, char **argv) {
   static const struct option longopts[] = {
@@ -1297,6 +1310,7 @@ int main(int argc, char **argv) {
       {"recursive", no_argument, NULL, 'r'},
       {"silent", no_argument, NULL, 'q'},
       {"stats", no_argument, NULL, OPT_STATS},
+      {"trace", required_argument, NULL, OPT_TRACE},
       {"stdout", no_argument, NULL, 'c'},
       {"suffix", required_argument, NULL, 'S'},
       {"test", no_argument, NULL, 't'},
@@ -1384,6 +1398,9 @@ int main(int argc, char **argv) {
       return EXIT_OK;
     case OPT_STATS:
       opt.stats = 1;
+      break;
+    case OPT_TRACE:
+      opt.trace = optarg;
       break;
     default: /* '?' */
       if (optopt == 0)

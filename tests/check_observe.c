@@ -1,0 +1,538 @@
+/*
+ * Check suite for watching a pipeline: the stats name the stage that
+ * holds the others back, the stall report of a held pipeline names the
+ * held stage and the full ring, the watchdog fires for a stall and never
+ * for a finished pipeline, stats read while the pipeline runs only grow,
+ * and a trace file holds a named track with spans for every stage thread.
+ *
+ * Nothing here sleeps: a held sink waits at a gate the test opens, and the
+ * test waits for the writers upstream to block with sl__ring_wait_blocked
+ * (pu_ring_wait_paused) or for the watchdog's callback on a condition
+ * variable.
+ */
+#include "pipeutil.h"
+
+static int base_threads;
+
+static void setup(void) {
+  ck_assert_int_eq(test_alloc_install(), 0);
+  base_threads = pu_thread_count();
+  ck_assert_int_gt(base_threads, 0);
+}
+
+static void teardown(void) {
+  ck_assert_int_eq(test_alloc_live(), 0);
+  ck_assert_int_eq(test_alloc_uninstall(), 0);
+  ck_assert_int_eq(pu_threads_left(base_threads), 0);
+}
+
+static const size_t sizes_4k[] = {4096};
+
+/* src -(16 KiB)-> xf -(8 KiB)-> sink. */
+typedef struct rig {
+  unsigned char *data;
+  size_t len;
+  sl_pipeline *p;
+  pu_src src;
+  pu_xf xf;
+  pu_sink sink;
+  sl_stage *s0, *s1, *s2;
+} rig;
+
+static void rig_build(rig *r, size_t len, const sl_pipeline_opts *opts) {
+  r->len = len;
+  r->data = pu_pattern(len, 5);
+  ck_assert_ptr_nonnull(r->data);
+  pu_src_init(&r->src, r->data, len, sizes_4k, 1);
+  pu_xf_init(&r->xf, PU_IDENTITY);
+  pu_sink_init(&r->sink);
+  r->sink.collect = false;
+  ck_assert_int_eq(sl_pipeline_new(&r->p, opts), 0);
+  r->s0 = pu_src_stage("src", &r->src);
+  r->s1 = pu_xf_stage("xf", &r->xf, false);
+  r->s2 = pu_sink_stage("sink", &r->sink);
+  ck_assert(r->s0 && r->s1 && r->s2);
+  ck_assert_int_eq(
+      sl_stage_set_output(r->s0, 16384, SL_LWM_DEFAULT, SL_RING_BYTES), 0);
+  ck_assert_int_eq(
+      sl_stage_set_output(r->s1, 8192, SL_LWM_DEFAULT, SL_RING_BYTES), 0);
+  ck_assert_int_eq(sl_pipeline_chain(r->p, r->s0, r->s1, r->s2, NULL), 0);
+}
+
+/* Start with the sink held at its gate; return once both writers
+ * upstream are paused on their full rings. */
+static void rig_start_held(rig *r) {
+  pu_sink_hold(&r->sink);
+  ck_assert_int_eq(sl_pipeline_start(r->p), 0);
+  pu_sink_wait_at_gate(&r->sink);
+  ck_assert_int_eq(pu_ring_wait_paused(sl_stage_output(r->s1)), 0);
+  ck_assert_int_eq(pu_ring_wait_paused(sl_stage_output(r->s0)), 0);
+}
+
+static void rig_free(rig *r) {
+  sl_pipeline_free(r->p);
+  pu_sink_fini(&r->sink);
+  free(r->data);
+}
+
+/* What f printed, as a string the caller frees. */
+typedef struct memout {
+  char *buf;
+  size_t len;
+  FILE *f;
+} memout;
+
+static void memout_open(memout *m) {
+  m->buf = NULL;
+  m->len = 0;
+  m->f = open_memstream(&m->buf, &m->len);
+  ck_assert_ptr_nonnull(m->f);
+}
+
+static char *memout_close(memout *m) {
+  ck_assert_int_eq(fclose(m->f), 0);
+  return m->buf;
+}
+
+/* ------------------------------------------------------------------------
+ * Stats: the bottleneck
+ * ---------------------------------------------------------------------- */
+
+/* A sink that works on every chunk far longer than its producers: it is
+ * busy while both stages upstream block on full rings, so it is named. */
+START_TEST(test_bottleneck_is_throttled_sink) {
+  rig r;
+  sl_stage_stats st[3];
+  size_t b = 99;
+  memout m;
+
+  /* The sink spends about a millisecond on each chunk, far longer than
+   * passing 4 KiB on; rings of 16 chunks each keep it fed while the
+   * stages upstream wait for a processor on a loaded machine. */
+  rig_build(&r, (size_t)512 << 10, NULL);
+  r.sink.spin = 500000;
+  ck_assert_int_eq(
+      sl_stage_set_output(r.s0, 65536, SL_LWM_DEFAULT, SL_RING_BYTES), 0);
+  ck_assert_int_eq(
+      sl_stage_set_output(r.s1, 65536, SL_LWM_DEFAULT, SL_RING_BYTES), 0);
+  ck_assert_int_eq(sl_pipeline_start(r.p), 0);
+  ck_assert_int_eq(sl_pipeline_wait(r.p), 0);
+  for (size_t i = 0; i < 3; i++)
+    ck_assert_int_eq(sl_pipeline_stage_stats(r.p, i, &st[i]), 0);
+  ck_assert_uint_gt(st[0].blocked_full_ns, 0);
+  ck_assert_uint_gt(st[1].blocked_full_ns, 0);
+  ck_assert_uint_eq(st[2].blocked_full_ns, 0);
+  ck_assert_uint_gt(st[2].busy_ns, st[2].blocked_empty_ns);
+  ck_assert_int_eq(sl_pipeline_bottleneck(r.p, &b), 0);
+  ck_assert_uint_eq(b, 2);
+
+  memout_open(&m);
+  ck_assert_int_eq(sl_pipeline_stats_print(r.p, m.f), 0);
+  char *out = memout_close(&m);
+  ck_assert_ptr_nonnull(strstr(out, "\nbottleneck: sink ("));
+  free(out);
+  rig_free(&r);
+}
+END_TEST
+
+/* Held: the stats count the waits going on now, so the stages upstream
+ * of the held sink show time blocked on a full output at once. */
+START_TEST(test_stats_count_ongoing_waits) {
+  rig r;
+  sl_stage_stats a, b;
+
+  rig_build(&r, (size_t)1 << 20, NULL);
+  rig_start_held(&r);
+  ck_assert_int_eq(sl_pipeline_stage_stats(r.p, 0, &a), 0);
+  ck_assert_int_eq(sl_pipeline_stage_stats(r.p, 1, &b), 0);
+  ck_assert_uint_gt(a.blocked_full_ns, 0);
+  ck_assert_uint_gt(b.blocked_full_ns, 0);
+  ck_assert_int_eq(a.running, 1);
+  pu_sink_release(&r.sink);
+  ck_assert_int_eq(sl_pipeline_wait(r.p), 0);
+  rig_free(&r);
+}
+END_TEST
+
+START_TEST(test_bottleneck_args) {
+  sl_pipeline *p = NULL;
+  size_t i = 7;
+
+  ck_assert_int_eq(sl_pipeline_bottleneck(NULL, &i), SL_EINVAL);
+  ck_assert_int_eq(sl_pipeline_new(&p, NULL), 0);
+  ck_assert_int_eq(sl_pipeline_bottleneck(p, NULL), SL_EINVAL);
+  ck_assert_int_eq(sl_pipeline_bottleneck(p, &i), SL_EINVAL); /* no stage */
+  ck_assert_uint_eq(i, 7);
+  sl_pipeline_free(p);
+}
+END_TEST
+
+/* Stats read on this thread while the stages run never go down. */
+START_TEST(test_stats_monotonic_while_running) {
+  rig r;
+  sl_stage_stats prev[3], cur;
+  long rounds = test_iterations("SL_TEST_ROUNDS", 200);
+
+  rig_build(&r, (size_t)4 << 20, NULL);
+  r.sink.spin = 500;
+  memset(prev, 0, sizeof prev);
+  ck_assert_int_eq(sl_pipeline_start(r.p), 0);
+  for (long n = 1; n <= rounds; n++) {
+    pu_sink_wait_chunks(&r.sink, n); /* the pipeline moves between reads */
+    for (size_t i = 0; i < 3; i++) {
+      ck_assert_int_eq(sl_pipeline_stage_stats(r.p, i, &cur), 0);
+      test_check(cur.chunks_in >= prev[i].chunks_in);
+      test_check(cur.bytes_in >= prev[i].bytes_in);
+      test_check(cur.chunks_out >= prev[i].chunks_out);
+      test_check(cur.bytes_out >= prev[i].bytes_out);
+      test_check_msg(cur.busy_ns >= prev[i].busy_ns, "busy of %zu went down",
+                     i);
+      test_check(cur.blocked_full_ns >= prev[i].blocked_full_ns);
+      test_check(cur.blocked_empty_ns >= prev[i].blocked_empty_ns);
+      prev[i] = cur;
+    }
+  }
+  ck_assert_int_eq(sl_pipeline_wait(r.p), 0);
+  ck_assert_uint_eq(prev[2].chunks_in > 0, 1);
+  rig_free(&r);
+}
+END_TEST
+
+/* ------------------------------------------------------------------------
+ * The stall report
+ * ---------------------------------------------------------------------- */
+
+START_TEST(test_stall_report_names_held_sink) {
+  rig r;
+  memout m;
+
+  rig_build(&r, (size_t)1 << 20, NULL);
+  rig_start_held(&r);
+  memout_open(&m);
+  ck_assert_int_eq(sl_pipeline_stall_report(r.p, m.f), 0);
+  char *out = memout_close(&m);
+  ck_assert_ptr_nonnull(strstr(out, "suspect: sink (running an op"));
+  ck_assert_ptr_nonnull(strstr(out, "while its input xf -> sink is full"));
+  ck_assert_ptr_nonnull(strstr(
+      out, "sl:xf                blocked on a full output (xf -> sink)"));
+  ck_assert_ptr_nonnull(
+      strstr(out, "sl:src               blocked on a full output (src -> xf)"));
+  ck_assert_ptr_nonnull(strstr(out, "sl:sink              running an op"));
+  ck_assert_ptr_nonnull(strstr(out, "xf -> sink                        full"));
+  free(out);
+  pu_sink_release(&r.sink);
+  ck_assert_int_eq(sl_pipeline_wait(r.p), 0);
+
+  /* After the end every thread says so, and nobody is suspected. */
+  memout_open(&m);
+  ck_assert_int_eq(sl_pipeline_stall_report(r.p, m.f), 0);
+  out = memout_close(&m);
+  ck_assert_ptr_null(strstr(out, "suspect"));
+  ck_assert_ptr_nonnull(strstr(out, "sl:sink              ended"));
+  free(out);
+  rig_free(&r);
+}
+END_TEST
+
+/* A source that waits in its op until the test lets it end. */
+typedef struct gate_src {
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  bool inside, open;
+} gate_src;
+
+static int gate_src_read(sl_stage *stage, void *ctx) {
+  gate_src *g = ctx;
+  (void)stage;
+  pthread_mutex_lock(&g->mu);
+  g->inside = true;
+  pthread_cond_broadcast(&g->cv);
+  while (!g->open)
+    pthread_cond_wait(&g->cv, &g->mu);
+  pthread_mutex_unlock(&g->mu);
+  return SL_EOF;
+}
+
+/* Everything downstream of a source that waits in its op is starved. */
+START_TEST(test_stall_report_empty_input) {
+  gate_src g = {.inside = false, .open = false};
+  sl_stage_ops ops = {.read = gate_src_read};
+  sl_pipeline *p = NULL;
+  sl_stage *src = NULL, *xf, *sink;
+  pu_xf x;
+  pu_sink k;
+  memout m;
+
+  pthread_mutex_init(&g.mu, NULL);
+  pthread_cond_init(&g.cv, NULL);
+  pu_xf_init(&x, PU_IDENTITY);
+  pu_sink_init(&k);
+  ck_assert_int_eq(sl_pipeline_new(&p, NULL), 0);
+  ck_assert_int_eq(sl_stage_new(&src, "src", &ops, &g), 0);
+  xf = pu_xf_stage("xf", &x, false);
+  sink = pu_sink_stage("sink", &k);
+  ck_assert(xf && sink);
+  ck_assert_int_eq(sl_pipeline_chain(p, src, xf, sink, NULL), 0);
+
+  memout_open(&m);
+  ck_assert_int_eq(sl_pipeline_stall_report(p, m.f), 0);
+  char *out = memout_close(&m);
+  ck_assert_ptr_nonnull(strstr(out, "not started"));
+  free(out);
+
+  ck_assert_int_eq(sl_pipeline_start(p), 0);
+  pthread_mutex_lock(&g.mu);
+  while (!g.inside)
+    pthread_cond_wait(&g.cv, &g.mu);
+  pthread_mutex_unlock(&g.mu);
+  ck_assert_int_eq(sl__ring_wait_blocked(sl_stage_output(src), SL__READER), 0);
+  ck_assert_int_eq(sl__ring_wait_blocked(sl_stage_output(xf), SL__READER), 0);
+  memout_open(&m);
+  ck_assert_int_eq(sl_pipeline_stall_report(p, m.f), 0);
+  out = memout_close(&m);
+  ck_assert_ptr_nonnull(strstr(out, "sl:src               running an op"));
+  ck_assert_ptr_nonnull(strstr(
+      out, "sl:xf                waiting on an empty input (src -> xf)"));
+  ck_assert_ptr_nonnull(strstr(
+      out, "sl:sink              waiting on an empty input (xf -> sink)"));
+  ck_assert_ptr_nonnull(strstr(out, "src -> xf                         empty"));
+  ck_assert_ptr_nonnull(strstr(out, "reader starved for"));
+  ck_assert_ptr_null(strstr(out, "suspect"));
+  free(out);
+
+  pthread_mutex_lock(&g.mu);
+  g.open = true;
+  pthread_cond_broadcast(&g.cv);
+  pthread_mutex_unlock(&g.mu);
+  ck_assert_int_eq(sl_pipeline_wait(p), 0);
+  sl_pipeline_free(p);
+  pu_sink_fini(&k);
+  pthread_cond_destroy(&g.cv);
+  pthread_mutex_destroy(&g.mu);
+}
+END_TEST
+
+START_TEST(test_stall_report_args) {
+  sl_pipeline *p = NULL;
+
+  ck_assert_int_eq(sl_pipeline_stall_report(NULL, stderr), SL_EINVAL);
+  ck_assert_int_eq(sl_pipeline_new(&p, NULL), 0);
+  ck_assert_int_eq(sl_pipeline_stall_report(p, NULL), SL_EINVAL);
+  sl_pipeline_free(p);
+}
+END_TEST
+
+/* ------------------------------------------------------------------------
+ * The watchdog
+ * ---------------------------------------------------------------------- */
+
+typedef struct wd {
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  int fired;
+  char *report;
+} wd;
+
+static void wd_init(wd *w) {
+  memset(w, 0, sizeof *w);
+  pthread_mutex_init(&w->mu, NULL);
+  pthread_cond_init(&w->cv, NULL);
+}
+
+static void wd_fini(wd *w) {
+  pthread_cond_destroy(&w->cv);
+  pthread_mutex_destroy(&w->mu);
+  free(w->report);
+}
+
+static void wd_cb(sl_pipeline *p, void *arg) {
+  wd *w = arg;
+  char *buf = NULL;
+  size_t len = 0;
+  FILE *f = open_memstream(&buf, &len);
+
+  if (f != NULL) {
+    sl_pipeline_stall_report(p, f);
+    fclose(f);
+  }
+  pthread_mutex_lock(&w->mu);
+  if (w->report == NULL) {
+    w->report = buf;
+    buf = NULL;
+  }
+  w->fired++;
+  pthread_cond_broadcast(&w->cv);
+  pthread_mutex_unlock(&w->mu);
+  free(buf);
+}
+
+START_TEST(test_watchdog_fires_for_held_pipeline) {
+  rig r;
+  wd w;
+
+  wd_init(&w);
+  rig_build(&r, (size_t)1 << 20, NULL);
+  ck_assert_int_eq(sl_pipeline_set_watchdog(r.p, 5, wd_cb, &w), 0);
+  rig_start_held(&r);
+  pthread_mutex_lock(&w.mu);
+  while (w.fired == 0)
+    pthread_cond_wait(&w.cv, &w.mu);
+  pthread_mutex_unlock(&w.mu);
+  ck_assert_ptr_nonnull(w.report);
+  ck_assert_ptr_nonnull(strstr(w.report, "stall report"));
+  ck_assert_int_eq(sl_pipeline_set_watchdog(r.p, 5, wd_cb, &w), SL_EBUSY);
+  pu_sink_release(&r.sink);
+  ck_assert_int_eq(sl_pipeline_wait(r.p), 0);
+  rig_free(&r);
+  wd_fini(&w);
+}
+END_TEST
+
+/* With a period far longer than the run, the watchdog never fires, and
+ * its thread ends with the pipeline: wait would not return otherwise. */
+START_TEST(test_watchdog_quiet_for_finished_pipeline) {
+  rig r;
+  wd w;
+
+  wd_init(&w);
+  rig_build(&r, (size_t)256 << 10, NULL);
+  ck_assert_int_eq(sl_pipeline_set_watchdog(r.p, 3600u * 1000u, wd_cb, &w), 0);
+  ck_assert_int_eq(sl_pipeline_start(r.p), 0);
+  ck_assert_int_eq(sl_pipeline_wait(r.p), 0);
+  ck_assert_int_eq(sl_pipeline_wait(r.p), 0);
+  pthread_mutex_lock(&w.mu);
+  ck_assert_int_eq(w.fired, 0);
+  pthread_mutex_unlock(&w.mu);
+  rig_free(&r);
+  wd_fini(&w);
+}
+END_TEST
+
+START_TEST(test_watchdog_args) {
+  sl_pipeline *p = NULL;
+  wd w;
+
+  wd_init(&w);
+  ck_assert_int_eq(sl_pipeline_set_watchdog(NULL, 5, wd_cb, &w), SL_EINVAL);
+  ck_assert_int_eq(sl_pipeline_new(&p, NULL), 0);
+  ck_assert_int_eq(sl_pipeline_set_watchdog(p, 5, wd_cb, &w), 0);
+  ck_assert_int_eq(sl_pipeline_set_watchdog(p, 0, NULL, NULL), 0); /* off */
+  sl_pipeline_free(p); /* never started: no thread to join */
+  wd_fini(&w);
+}
+END_TEST
+
+/* ------------------------------------------------------------------------
+ * The trace
+ * ---------------------------------------------------------------------- */
+
+static char *slurp(FILE *f) {
+  long n;
+  char *s;
+
+  ck_assert_int_eq(fseek(f, 0, SEEK_END), 0);
+  n = ftell(f);
+  ck_assert_int_gt(n, 0);
+  rewind(f);
+  s = malloc((size_t)n + 1);
+  ck_assert_ptr_nonnull(s);
+  ck_assert_uint_eq(fread(s, 1, (size_t)n, f), (size_t)n);
+  s[n] = '\0';
+  return s;
+}
+
+static int count(const char *s, const char *what) {
+  int n = 0;
+  for (const char *at = s; (at = strstr(at, what)) != NULL; at++)
+    n++;
+  return n;
+}
+
+START_TEST(test_trace_has_a_track_per_thread) {
+  rig r;
+  FILE *f = tmpfile();
+  sl_pipeline_opts o = {.trace_events = 64}; /* small: spans get dropped */
+
+  ck_assert_ptr_nonnull(f);
+  rig_build(&r, (size_t)2 << 20, &o);
+  r.sink.spin = 200;
+  ck_assert_int_eq(sl_pipeline_trace_file(r.p, f), 0);
+  ck_assert_int_eq(sl_pipeline_start(r.p), 0);
+  ck_assert_int_eq(sl_pipeline_trace_file(r.p, f), SL_EBUSY);
+  ck_assert_int_eq(sl_pipeline_wait(r.p), 0);
+  ck_assert_int_eq(ferror(f), 0);
+  char *s = slurp(f);
+  ck_assert_ptr_eq(strstr(s, "{\"traceEvents\":["), s);
+  ck_assert_ptr_nonnull(strstr(s, "\"displayTimeUnit\":\"ms\""));
+  ck_assert_int_eq(count(s, "\"name\":\"thread_name\""), 3);
+  const char *names[] = {"sl:src", "sl:xf", "sl:sink"};
+  for (int t = 1; t <= 3; t++) {
+    char want[64];
+    snprintf(want, sizeof want, "\"tid\":%d,\"args\":{\"name\":\"%s\"}", t,
+             names[t - 1]);
+    ck_assert_msg(strstr(s, want) != NULL, "no track %s", names[t - 1]);
+    snprintf(want, sizeof want, "\"pid\":1,\"tid\":%d,\"ts\":", t);
+    ck_assert_msg(strstr(s, want) != NULL, "no span on %s", names[t - 1]);
+  }
+  ck_assert_int_gt(count(s, "\"name\":\"blocked full\""), 0);
+  ck_assert_int_gt(count(s, "\"ph\":\"C\",\"name\":\"src -> xf\""), 0);
+  ck_assert_int_gt(count(s, "\"ph\":\"C\",\"name\":\"xf -> sink\""), 0);
+  free(s);
+  fclose(f);
+  rig_free(&r);
+}
+END_TEST
+
+START_TEST(test_trace_args) {
+  sl_pipeline *p = NULL;
+
+  ck_assert_int_eq(sl_pipeline_trace(NULL, "x"), SL_EINVAL);
+  ck_assert_int_eq(sl_pipeline_new(&p, NULL), 0);
+  ck_assert_int_eq(sl_pipeline_trace(p, NULL), SL_EINVAL);
+  ck_assert_int_eq(sl_pipeline_trace(p, "/nonexistent-dir/x/trace.json"),
+                   SL_ENOENT);
+  ck_assert_int_eq(sl_pipeline_trace_file(p, NULL), 0);
+  sl_pipeline_free(p);
+}
+END_TEST
+
+/* ------------------------------------------------------------------------ */
+
+static TCase *tcase(const char *name, double timeout) {
+  TCase *tc = tcase_create(name);
+
+  tcase_add_checked_fixture(tc, setup, teardown);
+  tcase_set_timeout(tc, timeout);
+  return tc;
+}
+
+int main(void) {
+  Suite *s = suite_create("observe");
+  TCase *tc;
+
+  tc = tcase("stats", 60);
+  tcase_add_test(tc, test_bottleneck_is_throttled_sink);
+  tcase_add_test(tc, test_stats_count_ongoing_waits);
+  tcase_add_test(tc, test_bottleneck_args);
+  tcase_add_test(tc, test_stats_monotonic_while_running);
+  suite_add_tcase(s, tc);
+
+  tc = tcase("stall", 30);
+  tcase_add_test(tc, test_stall_report_names_held_sink);
+  tcase_add_test(tc, test_stall_report_empty_input);
+  tcase_add_test(tc, test_stall_report_args);
+  suite_add_tcase(s, tc);
+
+  tc = tcase("watchdog", 30);
+  tcase_add_test(tc, test_watchdog_fires_for_held_pipeline);
+  tcase_add_test(tc, test_watchdog_quiet_for_finished_pipeline);
+  tcase_add_test(tc, test_watchdog_args);
+  suite_add_tcase(s, tc);
+
+  tc = tcase("trace", 60);
+  tcase_add_test(tc, test_trace_has_a_track_per_thread);
+  tcase_add_test(tc, test_trace_args);
+  suite_add_tcase(s, tc);
+
+  return run_suite(s);
+}
