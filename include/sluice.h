@@ -736,5 +736,6 @@ SL_EXTERN int sl_pipeline_trace_file(sl_pipeline *p, FILE *f);
 #include <sluice/zlib.h>
 #include <sluice/map.h>
 #include <sluice/pgzip.h>
+#include <sluice/bridge.h>
 
 #endif /* SLUICE_H */

@@ -1,13 +1,14 @@
 #!/bin/sh
 # The examples, run as a user would, checked against the system's tools:
 # copy (byte-exact), tee (gzip -dc of its output, CRC-32 from Python's
-# zlib), zlines (awk's line count of the same text) and backpressure (the
-# writer pauses, the output is intact). Run by make check from the build
+# zlib), zlines (awk's line count of the same text), backpressure (the
+# writer pauses, the output is intact) and epoll-bridge (gzip -dc of its
+# output, from a file and from a pipe). Run by make check from the build
 # directory; $1 may name another build directory.
 set -eu
 top=${1:-.}
 ex=$top/examples
-for p in copy tee zlines backpressure; do
+for p in copy tee zlines backpressure epoll-bridge; do
   [ -x "$ex/$p" ] || { echo "examples.sh: $ex/$p not built" >&2; exit 99; }
 done
 command -v gzip > /dev/null || { echo "examples.sh: gzip not found, skipped"; exit 77; }
@@ -73,5 +74,20 @@ case $out in
 *"paused 0 times"*) bad "backpressure: the writer never paused" ;;
 *"paused "*) ok "backpressure: the writer paused" ;;
 esac
+
+# epoll-bridge: one event loop feeds gzip through the writer bridge and
+# drains it through the reader bridge; from a file and from a pipe.
+"$ex/epoll-bridge" < "$dir/log" > "$dir/log.eb.gz"
+if gzip -dc "$dir/log.eb.gz" | cmp -s - "$dir/log"; then
+  ok "epoll-bridge: file in, gzip -dc matches"
+else
+  bad "epoll-bridge: gzip -dc differs (file in)"
+fi
+cat "$dir/log" | "$ex/epoll-bridge" > "$dir/log.eb2.gz"
+if gzip -dc "$dir/log.eb2.gz" | cmp -s - "$dir/log"; then
+  ok "epoll-bridge: pipe in, gzip -dc matches"
+else
+  bad "epoll-bridge: gzip -dc differs (pipe in)"
+fi
 
 exit $fail

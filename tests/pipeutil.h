@@ -223,6 +223,19 @@ static inline int pu_thread_count(void) {
   return pu_thread_count_named(NULL);
 }
 
+/* Whether the process runs exactly `more` threads beyond the `base` it
+ * had (a sanitizer's runtime may start up to PU_RUNTIME_THREADS of its
+ * own at any moment, which are allowed for), `stage` of them named as
+ * stage threads. */
+static inline bool pu_threads_are(int base, int more, int stage) {
+  int named, n = pu_thread_count_named(&named);
+  if (n < 0 || named != stage)
+    return false;
+  return PU_RUNTIME_THREADS
+             ? n >= base + more && n <= base + more + PU_RUNTIME_THREADS
+             : n == base + more;
+}
+
 /* Threads left over compared with before (a count taken when no stage
  * thread ran): 0 when none. pthread_join returns when the kernel clears the
  * thread's id, a moment before the thread leaves /proc/self/task; nothing

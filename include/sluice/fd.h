@@ -249,6 +249,89 @@ SL_EXTERN int sl_file_sink_new(sl_stage **out, const char *path,
  * pipeline has been waited for. 0 for NULL or any other stage. */
 SL_EXTERN uint64_t sl_fd_bytes(const sl_stage *stage);
 
+/* ------------------------------------------------------------------------
+ * The socket stage: both directions of one connected stream socket
+ *
+ * A duplex stage (Node's net.Socket): its read side is a source that
+ * receives from the socket, its write side a sink that sends to it, each on
+ * its own thread and each with its own backpressure. A slow reader at the
+ * far end stops the write side (it waits in poll for room) and, through
+ * the rings, whatever feeds it; a fast sender at the far end is paused by
+ * the read side's output ring, and then by the kernel's window. Neither
+ * direction waits for the other, so a pipeline may start and end at the
+ * same socket:
+ *
+ *   sl_socket_new(&sock, "client", fd, NULL);
+ *   sl_gzip_new(&gz, NULL);
+ *   sl_pipeline_chain(p, sock, gz, NULL);   the request body ...
+ *   sl_pipeline_link(p, gz, sock);          ... comes back compressed
+ *
+ * Read side. One recv(2) into a pooled buffer per call, pushed as one
+ * chunk; an orderly shutdown by the peer (recv returns 0) ends the stream.
+ * It waits for data in poll(2) together with the cancel descriptor, so a
+ * cancel or another stage's failure ends an idle read at once.
+ *
+ * Write side. Every byte of every chunk is sent with send(MSG_NOSIGNAL):
+ * short sends are continued, EINTR retried, a full send buffer waited out
+ * in poll(2) with the cancel descriptor (so a peer that stops reading never
+ * makes the stage uncancellable); a peer that has gone is the error
+ * SL_EPIPE (or "connection reset", SL_EIO), never a SIGPIPE. At the end of
+ * its input the write side half-closes the socket (shutdown(SHUT_WR)): the
+ * peer reads end of file after the whole response, and the read side
+ * carries on reading until the peer ends too.
+ *
+ * Both sides use non-blocking calls (MSG_DONTWAIT), whatever O_NONBLOCK
+ * says, so the descriptor may be blocking or not. It must be a connected
+ * SOCK_STREAM socket: TCP, AF_UNIX, or a socketpair.
+ * ---------------------------------------------------------------------- */
+
+/* Flags for sl_socket_opts.flags. */
+enum sl_socket_flags {
+  /* The stage owns the socket from a successful call on and closes it when
+   * the stage is destroyed (sl_pipeline_free), after both sides ended.
+   * Without it the caller keeps it and must keep it open until the
+   * pipeline has been waited for. */
+  SL_SOCKET_CLOSE = 1 << 0,
+
+  /* Do not half-close at the end of the write side's input: the socket
+   * stays open for writing (the caller shuts it down or closes it). */
+  SL_SOCKET_NO_SHUTDOWN = 1 << 1
+};
+
+/* Options of sl_socket_new. Zero-initialise and set what you need; NULL
+ * means all zero. */
+typedef struct sl_socket_opts {
+  /* The most bytes received per recv(2), i.e. per chunk. 0 asks for the
+   * pipeline's buffer size, which is what the pool recycles. */
+  size_t chunk_size;
+
+  /* Bitwise or of enum sl_socket_flags; any other bit is SL_EINVAL. */
+  unsigned flags;
+} sl_socket_opts;
+
+/* A duplex stage on the connected stream socket fd, named name (copied;
+ * NULL picks "socket"). Link a producer to it for what is sent and link it
+ * to a consumer for what is received; both links are required (a socket
+ * used one way only is a job for sl_fd_source_new or sl_fd_sink_new).
+ *
+ * The stage's errors read "<name>: recv fd 7: Connection reset by peer",
+ * "<name>: send fd 7: Broken pipe", "<name>: shutdown fd 7: ...".
+ *
+ * On success *out owns the stage (see sl_stage_new), and with
+ * SL_SOCKET_CLOSE the socket. Returns 0; SL_EINVAL (out NULL, fd negative,
+ * an empty name, an unknown flag, fd not a stream socket: errno ENOTSOCK
+ * or EPROTOTYPE); SL_EBADF (fd not open); SL_ENOMEM. On failure *out is
+ * NULL and fd is untouched and still the caller's. Any thread. */
+SL_EXTERN int sl_socket_new(sl_stage **out, const char *name, int fd,
+                            const sl_socket_opts *opts);
+
+/* Bytes received (read side) and sent (write side) so far by a stage from
+ * sl_socket_new; either pointer may be NULL. Any thread, at any moment;
+ * exact once the pipeline has been waited for. Returns 0, or SL_EINVAL
+ * (NULL stage or another kind of stage; the counts are then 0). */
+SL_EXTERN int sl_socket_bytes(const sl_stage *stage, uint64_t *received,
+                              uint64_t *sent);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,0 +1,759 @@
+/*
+ * gzip-server — an epoll server that streams each request body back to its
+ * client gzipped, one pipeline per connection:
+ *
+ *   client socket --recv--> sl_writer -> gzip -> sl_reader --send--> client
+ *
+ * The event loop never blocks and never compresses: the gzip stage runs on
+ * a thread of its own, so with many clients the compression spreads over
+ * every core while one thread does all the socket work. The bridges are
+ * the loop's side of the pipeline: sl_writer takes what recv brought in, a
+ * pooled buffer filled in place (no copy), and sl_reader hands out the
+ * compressed chunks to send.
+ *
+ * Backpressure, both ways, as a Node server would do it with pause(),
+ * resume() and 'drain':
+ *
+ *   request   sl_writer_write_buf returns 0 at the high mark: stop reading
+ *             the client (EPOLLIN off), so the kernel's window closes and
+ *             the client's sends block; when the writer's descriptor turns
+ *             readable (the drain), read again.
+ *   response  send would block: keep the chunk, stop reading the reader
+ *             (its descriptor off) and wait for EPOLLOUT; gzip then fills
+ *             its output ring and pauses, which pauses the request side.
+ *
+ * Memory per connection is bounded by the marks, whatever the body's size
+ * and however slowly the client reads.
+ *
+ * Ends: the client's shutdown(SHUT_WR) reads as end of file here, which
+ * becomes sl_writer_end; the reader's SL_EOF, once the last chunk is sent,
+ * becomes shutdown(SHUT_WR) and close. A client that resets or goes away
+ * mid-stream fails its send or recv: its pipeline alone is cancelled. Each
+ * pipeline's finished callback (on a stage thread) queues the connection
+ * and pokes an eventfd, and the loop frees it there, so the loop never
+ * waits for a thread. SIGINT or SIGTERM (read through a signalfd) stops
+ * accepting, cancels every pipeline, frees everything and exits 0.
+ *
+ * --inline runs the same server without sluice: zlib's deflate on the
+ * event loop's thread, one connection at a time (the usual single-threaded
+ * event-loop server; the benchmark's peer). --stats prints, on exit, the
+ * largest pool peak of any connection's pipeline, the peak RSS, the most
+ * connections at once and the threads the process had then, and the
+ * library's allocations still live (0: nothing leaked).
+ *
+ * Usage: gzip-server [--inline] [--stats] [--level N] [--hwm BYTES]
+ *                    [--buf BYTES] PORT
+ * Listens on 127.0.0.1:PORT (0 picks a free port) and prints the port on
+ * the first line of standard output.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* accept4, MSG_NOSIGNAL */
+#endif
+
+#include <sluice.h>
+#include <sluice/bridge.h>
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/resource.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#define IO_BUDGET 16          /* recvs or sends per event: fairness */
+#define INLINE_BUF (64 << 10) /* --inline: input and output buffers */
+
+struct server;
+
+/* What an epoll event is about: the client socket or one of the bridges'
+ * descriptors. */
+enum watch_kind { W_SOCKET, W_WRITER, W_READER };
+struct watch {
+  struct conn *c;
+  enum watch_kind kind;
+};
+
+/* The server's own descriptors; their watches have no connection. */
+static struct watch listen_watch, signal_watch, done_watch;
+
+struct conn {
+  struct server *srv;
+  int fd; /* -1 once closed */
+  struct watch on_sock, on_writer, on_reader;
+  uint32_t sock_events; /* as registered */
+  bool reader_on;       /* reader descriptor registered for EPOLLIN */
+  bool writer_on;       /* writer descriptor registered for EPOLLIN */
+
+  bool in_paused;   /* the writer said 0: not reading the client */
+  bool in_done;     /* the client's end of file reached the writer */
+  bool out_blocked; /* send would block: waiting for EPOLLOUT */
+
+  /* The pipeline. */
+  sl_pipeline *p;
+  sl_writer *w;
+  sl_reader *r;
+  sl_buf *out; /* the chunk being sent, from out_off on */
+  size_t out_off;
+  bool finished; /* the pipeline's finished callback came */
+  bool reaped;   /* queued to be freed after this batch of events */
+
+  /* --inline */
+  z_stream z;
+  bool z_ready, z_end;
+  unsigned char *zin, *zout;
+  size_t zout_len, zout_off;
+
+  struct conn *prev, *next; /* live connections */
+  struct conn *done_next;   /* finished, queued for the loop */
+  struct conn *reap_next;   /* to be freed after this batch */
+};
+
+struct server {
+  int ep, lfd, sigfd, donefd;
+  bool inline_mode, stats, stopping, accept_paused;
+  int level;
+  sl_pipeline_opts popts;
+  struct conn *conns;
+
+  pthread_mutex_t done_mu; /* guards done, filled by stage threads */
+  struct conn *done;
+  /* Connections to free once the current batch of events is handled: an
+   * event later in the batch may still name one. */
+  struct conn *reap;
+
+  /* --stats */
+  size_t live, peak_live, peak_pool_bytes;
+  long threads_at_peak;
+  unsigned long long served, failed;
+};
+
+/* ------------------------------------------------------------------------
+ * --stats: a counting allocator for the library, and /proc's thread count
+ * ---------------------------------------------------------------------- */
+
+static atomic_long live_blocks;
+
+static void *count_malloc(size_t n) {
+  void *p = malloc(n);
+  if (p)
+    atomic_fetch_add(&live_blocks, 1);
+  return p;
+}
+static void *count_calloc(size_t k, size_t n) {
+  void *p = calloc(k, n);
+  if (p)
+    atomic_fetch_add(&live_blocks, 1);
+  return p;
+}
+static void *count_realloc(void *old, size_t n) {
+  void *p = realloc(old, n);
+  if (p && !old)
+    atomic_fetch_add(&live_blocks, 1);
+  return p;
+}
+static void count_free(void *p) {
+  if (p)
+    atomic_fetch_sub(&live_blocks, 1);
+  free(p);
+}
+
+static long thread_count(void) {
+  char line[256];
+  long n = -1;
+  FILE *f = fopen("/proc/self/status", "r");
+  if (!f)
+    return -1;
+  while (fgets(line, sizeof line, f))
+    if (sscanf(line, "Threads: %ld", &n) == 1)
+      break;
+  fclose(f);
+  return n;
+}
+
+/* ------------------------------------------------------------------------
+ * Registering interest
+ * ---------------------------------------------------------------------- */
+
+static int watch_add(struct server *s, int fd, struct watch *wt,
+                     uint32_t events) {
+  struct epoll_event ev = {.events = events, .data.ptr = wt};
+  return epoll_ctl(s->ep, EPOLL_CTL_ADD, fd, &ev);
+}
+
+static void watch_mod(struct server *s, int fd, struct watch *wt,
+                      uint32_t events) {
+  struct epoll_event ev = {.events = events, .data.ptr = wt};
+  epoll_ctl(s->ep, EPOLL_CTL_MOD, fd, &ev);
+}
+
+/* Make the registrations say what the connection waits for now. */
+static void conn_update(struct conn *c) {
+  struct server *s = c->srv;
+  if (c->fd < 0)
+    return;
+  uint32_t want = 0;
+  if (!c->in_paused && !c->in_done)
+    want |= EPOLLIN;
+  if (c->out_blocked)
+    want |= EPOLLOUT;
+  if (want != c->sock_events) {
+    watch_mod(s, c->fd, &c->on_sock, want);
+    c->sock_events = want;
+  }
+  if (s->inline_mode)
+    return;
+  bool reader_on = !c->out_blocked;
+  if (reader_on != c->reader_on) {
+    watch_mod(s, sl_reader_fd(c->r), &c->on_reader, reader_on ? EPOLLIN : 0);
+    c->reader_on = reader_on;
+  }
+  bool writer_on = !c->in_done; /* no drain to wait for after the end */
+  if (writer_on != c->writer_on) {
+    watch_mod(s, sl_writer_fd(c->w), &c->on_writer, writer_on ? EPOLLIN : 0);
+    c->writer_on = writer_on;
+  }
+}
+
+/* ------------------------------------------------------------------------
+ * A connection's life
+ * ---------------------------------------------------------------------- */
+
+/* Runs on the pipeline's last thread to end (or on the loop, when the loop
+ * ends the writer or cancels): queue the connection for the loop. */
+static void on_finished(sl_pipeline *p, int status, void *arg) {
+  struct conn *c = arg;
+  struct server *s = c->srv;
+  uint64_t one = 1;
+  (void)p;
+  (void)status; /* sl_pipeline_wait says it again */
+  pthread_mutex_lock(&s->done_mu);
+  c->done_next = s->done;
+  s->done = c;
+  pthread_mutex_unlock(&s->done_mu);
+  if (write(s->donefd, &one, sizeof one) < 0) {
+    /* the counter is already full of wake-ups: the loop will look */
+  }
+}
+
+static void conn_free(struct conn *c) {
+  struct server *s = c->srv;
+  if (c->p) {
+    sl_pool_stats ps;
+    int rc = sl_pipeline_wait(c->p); /* finished: only joins */
+    if (sl_pool_stats_get(sl_pipeline_pool(c->p), &ps) == 0 &&
+        ps.peak_bytes > s->peak_pool_bytes)
+      s->peak_pool_bytes = ps.peak_bytes;
+    if (rc == 0)
+      s->served++;
+    else
+      s->failed++;
+    sl_pipeline_free(c->p);
+  }
+  if (c->z_ready)
+    deflateEnd(&c->z);
+  free(c->zin);
+  free(c->zout);
+  if (c->prev)
+    c->prev->next = c->next;
+  else
+    s->conns = c->next;
+  if (c->next)
+    c->next->prev = c->prev;
+  s->live--;
+  free(c);
+  if (s->accept_paused && !s->stopping) { /* a descriptor is free again */
+    s->accept_paused = false;
+    watch_mod(s, s->lfd, &listen_watch, EPOLLIN);
+  }
+}
+
+/* Free c after the current batch of events. */
+static void conn_release(struct conn *c) {
+  if (c->reaped)
+    return;
+  c->reaped = true;
+  c->reap_next = c->srv->reap;
+  c->srv->reap = c;
+}
+
+/* Done with the client's socket: unregister everything, close. The
+ * connection itself goes once its pipeline has finished. */
+static void conn_close_socket(struct conn *c) {
+  struct server *s = c->srv;
+  if (c->fd < 0)
+    return;
+  epoll_ctl(s->ep, EPOLL_CTL_DEL, c->fd, NULL);
+  close(c->fd);
+  c->fd = -1;
+  if (c->p) {
+    epoll_ctl(s->ep, EPOLL_CTL_DEL, sl_writer_fd(c->w), NULL);
+    epoll_ctl(s->ep, EPOLL_CTL_DEL, sl_reader_fd(c->r), NULL);
+  }
+  sl_buf_unref(c->out);
+  c->out = NULL;
+  if (s->inline_mode) {
+    bool ok = c->z_end && c->zout_off == c->zout_len;
+    s->served += ok;
+    s->failed += !ok;
+  }
+  if (!c->p || c->finished)
+    conn_release(c);
+}
+
+/* The client went away, or the pipeline failed: cancel this pipeline
+ * only, and close. */
+static void conn_abort(struct conn *c) {
+  if (c->p)
+    sl_pipeline_cancel(c->p);
+  conn_close_socket(c);
+}
+
+/* ------------------------------------------------------------------------
+ * The pipeline's two ends
+ * ---------------------------------------------------------------------- */
+
+/* Client -> writer: recv into a pooled buffer and hand it over, until the
+ * writer says stop (0), the socket is empty, or the budget is spent. */
+static void pump_in(struct conn *c) {
+  for (int budget = IO_BUDGET; budget > 0; budget--) {
+    if (c->in_paused || c->in_done || c->fd < 0)
+      break;
+    sl_buf *b;
+    if (sl_writer_buf(c->w, 0, &b) != 0) {
+      conn_abort(c);
+      return;
+    }
+    ssize_t n = recv(c->fd, sl_buf_data(b), sl_buf_cap(b), 0);
+    if (n > 0) {
+      sl_buf_set_len(b, (size_t)n);
+      int rc = sl_writer_write_buf(c->w, b);
+      if (rc == 0) {
+        c->in_paused = true; /* at the mark: wait for the drain */
+      } else if (rc != 1) {
+        sl_buf_unref(b); /* refused: the pipeline failed */
+        conn_abort(c);
+        return;
+      }
+      continue;
+    }
+    sl_buf_unref(b);
+    if (n == 0) { /* the client's shutdown(SHUT_WR): end of the body */
+      c->in_done = true;
+      if (sl_writer_end(c->w) != 0) {
+        conn_abort(c);
+        return;
+      }
+    } else if (errno == EINTR) {
+      continue;
+    } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
+      break;
+    } else {
+      conn_abort(c); /* reset by the client */
+      return;
+    }
+  }
+  conn_update(c);
+}
+
+/* The writer's descriptor: a drain (resume reading), or a failure. */
+static void on_drain(struct conn *c) {
+  int rc = sl_writer_ack(c->w);
+  if (rc == 0 || rc == SL_ECLOSED) {
+    c->in_paused = false;
+    pump_in(c);
+  } else if (rc < 0) {
+    conn_abort(c);
+  }
+}
+
+/* Reader -> client: send chunks until the socket is full (wait for
+ * EPOLLOUT), nothing is ready, or the budget is spent. */
+static void pump_out(struct conn *c) {
+  for (int budget = IO_BUDGET; budget > 0 && c->fd >= 0; budget--) {
+    if (!c->out) {
+      int rc = sl_reader_read(c->r, &c->out);
+      if (rc == SL_AGAIN)
+        break;
+      if (rc == SL_EOF) { /* all sent: half-close, then close */
+        shutdown(c->fd, SHUT_WR);
+        conn_close_socket(c);
+        return;
+      }
+      if (rc != 0) {
+        conn_abort(c);
+        return;
+      }
+      c->out_off = 0;
+    }
+    size_t len = sl_buf_len(c->out);
+    ssize_t n = send(c->fd, sl_buf_data(c->out) + c->out_off, len - c->out_off,
+                     MSG_NOSIGNAL);
+    if (n < 0) {
+      if (errno == EINTR)
+        continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) {
+        c->out_blocked = true;
+        break;
+      }
+      conn_abort(c); /* EPIPE, ECONNRESET: the client has gone */
+      return;
+    }
+    c->out_off += (size_t)n;
+    if (c->out_off == len) {
+      sl_buf_unref(c->out);
+      c->out = NULL;
+    }
+  }
+  conn_update(c);
+}
+
+/* ------------------------------------------------------------------------
+ * --inline: deflate on the loop's thread
+ * ---------------------------------------------------------------------- */
+
+static void inline_work(struct conn *c) {
+  int reads = IO_BUDGET;
+  for (;;) {
+    if (c->zout_off < c->zout_len) { /* send what deflate made */
+      ssize_t n = send(c->fd, c->zout + c->zout_off, c->zout_len - c->zout_off,
+                       MSG_NOSIGNAL);
+      if (n < 0 && errno == EINTR)
+        continue;
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+        c->out_blocked = true; /* and read nothing meanwhile */
+        c->in_paused = true;
+        break;
+      }
+      if (n < 0) {
+        conn_abort(c);
+        return;
+      }
+      c->zout_off += (size_t)n;
+      continue;
+    }
+    c->out_blocked = c->in_paused = false;
+    if (c->z_end) { /* everything sent */
+      shutdown(c->fd, SHUT_WR);
+      conn_close_socket(c);
+      return;
+    }
+    if (c->z.avail_in > 0 || c->in_done) { /* compress */
+      c->z.next_out = c->zout;
+      c->z.avail_out = INLINE_BUF;
+      int rc = deflate(&c->z, c->in_done ? Z_FINISH : Z_NO_FLUSH);
+      if (rc == Z_STREAM_END)
+        c->z_end = true;
+      else if (rc != Z_OK && rc != Z_BUF_ERROR) {
+        conn_abort(c);
+        return;
+      }
+      c->zout_len = INLINE_BUF - c->z.avail_out;
+      c->zout_off = 0;
+      continue;
+    }
+    if (reads-- == 0)
+      break; /* fairness: come back on the next event */
+    ssize_t n = recv(c->fd, c->zin, INLINE_BUF, 0);
+    if (n > 0) {
+      c->z.next_in = c->zin;
+      c->z.avail_in = (uInt)n;
+    } else if (n == 0) {
+      c->in_done = true;
+    } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
+      break;
+    } else if (errno != EINTR) {
+      conn_abort(c);
+      return;
+    }
+  }
+  conn_update(c);
+}
+
+/* ------------------------------------------------------------------------
+ * Accepting
+ * ---------------------------------------------------------------------- */
+
+static int conn_start_pipeline(struct conn *c) {
+  struct server *s = c->srv;
+  sl_stage *ws = NULL, *gz = NULL, *rs = NULL;
+  sl_zlib_opts zo;
+  sl_zlib_opts_init(&zo);
+  zo.level = s->level;
+  if (sl_pipeline_new(&c->p, &s->popts) != 0)
+    return -1;
+  if (sl_writer_new(&ws, &c->w, "request") != 0 || sl_gzip_new(&gz, &zo) != 0 ||
+      sl_reader_new(&rs, &c->r, "response") != 0 ||
+      sl_pipeline_chain(c->p, ws, gz, rs, NULL) != 0) {
+    sl_stage_free(ws); /* no-ops for NULL or chained stages */
+    sl_stage_free(gz);
+    sl_stage_free(rs);
+    sl_pipeline_free(c->p);
+    c->p = NULL;
+    c->w = NULL;
+    c->r = NULL;
+    return -1;
+  }
+  sl_pipeline_on_finished(c->p, on_finished, c);
+  if (sl_pipeline_start(c->p) != 0)
+    return -1; /* failed and finished: on_finished queued it */
+  if (watch_add(s, sl_writer_fd(c->w), &c->on_writer, EPOLLIN) != 0 ||
+      watch_add(s, sl_reader_fd(c->r), &c->on_reader, EPOLLIN) != 0)
+    return -1;
+  c->reader_on = c->writer_on = true;
+  return 0;
+}
+
+static void on_accept(struct server *s) {
+  for (;;) {
+    int fd = accept4(s->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0) {
+      if (errno == EMFILE || errno == ENFILE) { /* wait for a close */
+        s->accept_paused = true;
+        watch_mod(s, s->lfd, &listen_watch, 0);
+      }
+      return; /* EAGAIN, or an error on a connection that went */
+    }
+    struct conn *c = calloc(1, sizeof *c);
+    if (!c) {
+      close(fd);
+      continue;
+    }
+    c->srv = s;
+    c->fd = fd;
+    c->on_sock = (struct watch){c, W_SOCKET};
+    c->on_writer = (struct watch){c, W_WRITER};
+    c->on_reader = (struct watch){c, W_READER};
+    c->next = s->conns;
+    if (s->conns)
+      s->conns->prev = c;
+    s->conns = c;
+    s->live++;
+    c->sock_events = EPOLLIN;
+    if (watch_add(s, fd, &c->on_sock, EPOLLIN) != 0) {
+      close(fd);
+      c->fd = -1;
+      conn_free(c);
+      continue;
+    }
+    int rc;
+    if (s->inline_mode) {
+      c->zin = malloc(INLINE_BUF);
+      c->zout = malloc(INLINE_BUF);
+      rc = c->zin && c->zout &&
+                   deflateInit2(&c->z, s->level, Z_DEFLATED, 15 + 16, 8,
+                                Z_DEFAULT_STRATEGY) == Z_OK
+               ? 0
+               : -1;
+      c->z_ready = rc == 0;
+    } else {
+      rc = conn_start_pipeline(c);
+    }
+    if (rc != 0) {
+      conn_abort(c);
+      continue;
+    }
+    if (s->live > s->peak_live) {
+      s->peak_live = s->live;
+      if (s->stats)
+        s->threads_at_peak = thread_count();
+    }
+  }
+}
+
+/* ------------------------------------------------------------------------
+ * The loop
+ * ---------------------------------------------------------------------- */
+
+/* Free the connections whose pipelines finished (queued by on_finished). */
+static void on_done(struct server *s) {
+  uint64_t n;
+  if (read(s->donefd, &n, sizeof n) < 0) {
+    /* nothing counted: the list says what there is */
+  }
+  pthread_mutex_lock(&s->done_mu);
+  struct conn *list = s->done;
+  s->done = NULL;
+  pthread_mutex_unlock(&s->done_mu);
+  while (list) {
+    struct conn *c = list;
+    list = c->done_next;
+    c->finished = true;
+    if (c->fd < 0)
+      conn_release(c);
+    /* else the socket still has the last chunks to send: pump_out frees
+     * it at the reader's end of stream (or on a failure). */
+  }
+}
+
+static void stop(struct server *s) {
+  s->stopping = true;
+  epoll_ctl(s->ep, EPOLL_CTL_DEL, s->lfd, NULL);
+  close(s->lfd);
+  s->lfd = -1;
+  for (struct conn *c = s->conns, *next; c; c = next) {
+    next = c->next;
+    conn_abort(c);
+  }
+}
+
+static void dispatch(struct server *s, struct watch *wt, uint32_t ev) {
+  struct conn *c = wt->c;
+  if (c->fd < 0)
+    return; /* closed by an earlier event of this batch */
+  if (wt->kind == W_WRITER) {
+    on_drain(c);
+    return;
+  }
+  if (wt->kind == W_READER) {
+    pump_out(c);
+    return;
+  }
+  if ((ev & EPOLLERR) || ((ev & EPOLLHUP) && (c->in_paused || c->in_done))) {
+    conn_abort(c); /* reset, or gone both ways: no one to answer */
+    return;
+  }
+  if (s->inline_mode) {
+    inline_work(c);
+    return;
+  }
+  if (ev & EPOLLOUT) {
+    c->out_blocked = false;
+    pump_out(c);
+  }
+  if (c->fd >= 0 && (ev & (EPOLLIN | EPOLLHUP)))
+    pump_in(c);
+}
+
+static int run(struct server *s) {
+  struct epoll_event evs[64];
+  while (!s->stopping || s->live > 0) {
+    int n = epoll_wait(s->ep, evs, 64, -1);
+    if (n < 0) {
+      if (errno == EINTR)
+        continue;
+      perror("gzip-server: epoll_wait");
+      return 1;
+    }
+    for (int i = 0; i < n; i++) {
+      struct watch *wt = evs[i].data.ptr;
+      if (wt == &listen_watch) {
+        if (!s->stopping)
+          on_accept(s);
+      } else if (wt == &signal_watch) {
+        struct signalfd_siginfo si;
+        if (read(s->sigfd, &si, sizeof si) > 0 && !s->stopping)
+          stop(s);
+      } else if (wt == &done_watch) {
+        on_done(s);
+      } else {
+        dispatch(s, wt, evs[i].events);
+      }
+    }
+    while (s->reap) {
+      struct conn *c = s->reap;
+      s->reap = c->reap_next;
+      conn_free(c);
+    }
+  }
+  return 0;
+}
+
+/* ------------------------------------------------------------------------
+ * Setup
+ * ---------------------------------------------------------------------- */
+
+static int usage(void) {
+  fprintf(stderr, "usage: gzip-server [--inline] [--stats] [--level N] "
+                  "[--hwm BYTES] [--buf BYTES] PORT\n");
+  return 2;
+}
+
+int main(int argc, char **argv) {
+  struct server s = {.level = 6, .lfd = -1};
+  const char *port_arg = NULL;
+  for (int i = 1; i < argc; i++) {
+    if (strcmp(argv[i], "--inline") == 0)
+      s.inline_mode = true;
+    else if (strcmp(argv[i], "--stats") == 0)
+      s.stats = true;
+    else if (strcmp(argv[i], "--level") == 0 && i + 1 < argc)
+      s.level = atoi(argv[++i]);
+    else if (strcmp(argv[i], "--hwm") == 0 && i + 1 < argc)
+      s.popts.hwm = strtoul(argv[++i], NULL, 10);
+    else if (strcmp(argv[i], "--buf") == 0 && i + 1 < argc)
+      s.popts.buf_size = strtoul(argv[++i], NULL, 10);
+    else if (argv[i][0] != '-' && !port_arg)
+      port_arg = argv[i];
+    else
+      return usage();
+  }
+  if (!port_arg || s.level < 0 || s.level > 9)
+    return usage();
+  if (s.stats)
+    sl_set_allocator(count_malloc, count_realloc, count_calloc, count_free);
+
+  /* SIGINT and SIGTERM arrive through a descriptor the loop watches;
+   * pipeline threads block every signal, so no thread takes them. */
+  sigset_t sigs;
+  sigemptyset(&sigs);
+  sigaddset(&sigs, SIGINT);
+  sigaddset(&sigs, SIGTERM);
+  sigprocmask(SIG_BLOCK, &sigs, NULL);
+
+  struct sockaddr_in addr = {.sin_family = AF_INET,
+                             .sin_port = htons((uint16_t)atoi(port_arg)),
+                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  socklen_t alen = sizeof addr;
+  int one = 1;
+  s.lfd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (s.lfd < 0 ||
+      setsockopt(s.lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
+      bind(s.lfd, (struct sockaddr *)&addr, sizeof addr) != 0 ||
+      listen(s.lfd, 1024) != 0 ||
+      getsockname(s.lfd, (struct sockaddr *)&addr, &alen) != 0) {
+    perror("gzip-server: listen");
+    return 1;
+  }
+  s.ep = epoll_create1(EPOLL_CLOEXEC);
+  s.sigfd = signalfd(-1, &sigs, SFD_NONBLOCK | SFD_CLOEXEC);
+  s.donefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  pthread_mutex_init(&s.done_mu, NULL);
+  if (s.ep < 0 || s.sigfd < 0 || s.donefd < 0 ||
+      watch_add(&s, s.lfd, &listen_watch, EPOLLIN) != 0 ||
+      watch_add(&s, s.sigfd, &signal_watch, EPOLLIN) != 0 ||
+      watch_add(&s, s.donefd, &done_watch, EPOLLIN) != 0) {
+    perror("gzip-server: setup");
+    return 1;
+  }
+  printf("%u\n", (unsigned)ntohs(addr.sin_port));
+  fflush(stdout);
+
+  int rc = run(&s);
+
+  close(s.donefd);
+  close(s.sigfd);
+  close(s.ep);
+  pthread_mutex_destroy(&s.done_mu);
+  if (s.stats) {
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    printf("served=%llu failed=%llu\n", s.served, s.failed);
+    printf("peak_connections=%zu threads_at_peak=%ld\n", s.peak_live,
+           s.threads_at_peak);
+    printf("peak_pool_bytes=%zu\n", s.peak_pool_bytes);
+    printf("peak_rss_kib=%ld\n", ru.ru_maxrss);
+    printf("live_allocations=%ld\n", atomic_load(&live_blocks));
+  }
+  return rc;
+}

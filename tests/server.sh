@@ -1,0 +1,147 @@
+#!/bin/sh
+# examples/gzip-server under load from bench/server-client, on loopback:
+#
+#   slow     one client sends 256 MiB and reads the response 1 KiB at a
+#            time with pauses; the server's buffered bytes (the peak of
+#            the connection's pool, which the server reports) stay within
+#            the bound the marks set, so the body was held back by
+#            backpressure, not buffered
+#   drop     10 clients reset their connection halfway through the body
+#            while 10 others and then 20 more are served: exactly the
+#            10 pipelines fail, every response of the others inflates to
+#            its body, and at exit the library holds no allocation
+#   many     200 concurrent clients, every response byte-exact
+#
+# Each server runs with --stats and is stopped with SIGTERM; it must exit
+# 0 having freed everything. The port is read from the server's first line
+# of output through a FIFO, so nothing waits on time. Run by make check
+# from the build directory; $1 may name another build directory.
+set -eu
+top=${1:-.}
+server=$top/examples/gzip-server
+client=$top/bench/server-client
+for p in "$server" "$client"; do
+  [ -x "$p" ] || { echo "server.sh: $p not built" >&2; exit 99; }
+done
+case $(uname -s) in
+Linux) ;;
+*) echo "server.sh: the example server needs epoll (Linux): skipped"; exit 77 ;;
+esac
+
+# 200 clients and their server hold about 1000 descriptors.
+ulimit -n 4096 2> /dev/null || ulimit -n "$(ulimit -H -n)" 2> /dev/null || :
+
+dir=$(mktemp -d "${TMPDIR:-/tmp}/sluice-server.XXXXXX")
+srv_pid=
+cleanup() {
+  [ -z "$srv_pid" ] || kill -KILL "$srv_pid" 2> /dev/null || :
+  exec 3<&- 2> /dev/null || :
+  rm -rf "$dir"
+}
+trap cleanup EXIT
+trap 'exit 1' INT TERM
+fail=0
+ok() { echo "ok: $*"; }
+bad() { echo "FAIL: $*"; fail=1; }
+
+# start_server ARGS...: run it, read its port into $port. Its output comes
+# through a FIFO held open on descriptor 3, so the read waits for the line
+# the server prints once it listens.
+start_server() {
+  rm -f "$dir/out"
+  mkfifo "$dir/out"
+  "$server" --stats "$@" 0 > "$dir/out" 2> "$dir/server.err" &
+  srv_pid=$!
+  exec 3< "$dir/out"
+  read -r port <&3 || { echo "server.sh: the server did not start" >&2; exit 1; }
+}
+
+# stop_server: SIGTERM, wait, the rest of its output into $dir/stats.
+stop_server() {
+  kill -TERM "$srv_pid"
+  cat <&3 > "$dir/stats"
+  exec 3<&-
+  rc=0
+  wait "$srv_pid" || rc=$?
+  srv_pid=
+  [ "$rc" = 0 ] || bad "the server exited with status $rc"
+  [ ! -s "$dir/server.err" ] || { echo "server stderr:"; cat "$dir/server.err"; }
+}
+
+stat_of() { tr ' ' '\n' < "$dir/stats" | sed -n "s/^$1=//p"; }
+
+check_freed() { # nothing of the library left at exit
+  live=$(stat_of live_allocations)
+  if [ "$live" = 0 ]; then ok "$1: everything freed"; else bad "$1: $live allocations live at exit"; fi
+}
+
+# --- slow: a slow reader of a 256 MiB body ------------------------------------
+hwm=65536
+buf=16384
+start_server --hwm $hwm --buf $buf
+if "$client" --slow --data repeat -c 1 -n $((256 << 20)) "$port" > "$dir/c.out"; then
+  ok "slow: $(cat "$dir/c.out")"
+else
+  bad "slow: $(cat "$dir/c.out")"
+fi
+stop_server
+# What a connection can hold: each of its two rings up to its high mark
+# plus one buffer, what the gzip stage has taken from its input ring (at
+# most that ring's fill again), the buffer it compresses into, the buffer
+# the loop receives into and the chunk it is sending.
+bound=$((3 * (hwm + buf) + 3 * buf))
+peak=$(stat_of peak_pool_bytes)
+if [ -n "$peak" ] && [ "$peak" -gt 0 ] && [ "$peak" -le $bound ]; then
+  ok "slow: peak pool bytes $peak <= $bound (marks $hwm, buffers $buf)"
+else
+  bad "slow: peak pool bytes '$peak' not within $bound"
+fi
+check_freed slow
+
+# --- drop: clients that reset mid-stream ----------------------------------------
+start_server
+"$client" --disconnect 10 -c 20 -n $((4 << 20)) "$port" > "$dir/d.out" &
+drop_pid=$!
+"$client" -c 10 -n $((2 << 20)) "$port" > "$dir/o.out" || :
+drop_rc=0
+wait $drop_pid || drop_rc=$?
+if [ $drop_rc = 0 ] && grep -q 'ok=10 dropped=10 failed=0' "$dir/d.out"; then
+  ok "drop: $(cat "$dir/d.out")"
+else
+  bad "drop: $(cat "$dir/d.out")"
+fi
+if grep -q 'ok=10 dropped=0 failed=0' "$dir/o.out"; then
+  ok "drop: served alongside: $(cat "$dir/o.out")"
+else
+  bad "drop: alongside: $(cat "$dir/o.out")"
+fi
+if "$client" -c 20 -n $((1 << 20)) "$port" > "$dir/a.out"; then
+  ok "drop: served after: $(cat "$dir/a.out")"
+else
+  bad "drop: after: $(cat "$dir/a.out")"
+fi
+stop_server
+served=$(stat_of served)
+failed=$(stat_of failed)
+if [ "$served" = 40 ] && [ "$failed" = 10 ]; then
+  ok "drop: the server failed exactly the 10 dropped pipelines"
+else
+  bad "drop: served '$served', failed '$failed' (want 40, 10)"
+fi
+check_freed drop
+
+# --- many: 200 concurrent clients -----------------------------------------------
+start_server
+if "$client" -c 200 -n $((256 << 10)) "$port" > "$dir/m.out"; then
+  ok "many: $(cat "$dir/m.out")"
+else
+  bad "many: $(cat "$dir/m.out")"
+fi
+stop_server
+conns=$(stat_of peak_connections)
+threads=$(stat_of threads_at_peak)
+echo "many: at most $conns connections at once, $threads threads then"
+[ "$(stat_of served)" = 200 ] || bad "many: served $(stat_of served) of 200"
+check_freed many
+
+exit $fail
