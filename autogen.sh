@@ -73,6 +73,8 @@ need check have_module check check
 need gzip have gzip
 need python3 have python3
 need pigz have pigz
+need clang have clang       # make fuzz (.ci/run)
+need valgrind have valgrind # make helgrind, make drd (.ci/run)
 
 if test ${#missing[@]} -gt 0; then
   if test "$(id -u)" -eq 0 && have apt-get; then
