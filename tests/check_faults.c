@@ -497,9 +497,12 @@ static void *drainer_main(void *arg) {
 }
 
 /* Until told to stop, SIGUSR1 at every stage thread, at the feeder and
- * the drainer, and at the process. Stage threads are joinable until
- * sl_pipeline_wait, which runs only after this thread is joined, so every
- * pthread_t here names a thread that has not been joined. */
+ * the drainer, and at the process. pthread_kill on a thread that has been
+ * joined is undefined (its pthread_t may already name another thread), so
+ * the test stops and joins this thread first: before it joins the feeder
+ * and the drainer, and before sl_pipeline_wait joins the stage threads.
+ * Until then every pthread_t here names a thread that may have ended but
+ * has not been joined, which pthread_kill accepts. */
 static void *storm_main(void *arg) {
   storm *s = arg;
 
@@ -566,10 +569,10 @@ START_TEST(test_signal_storm_changes_nothing) {
   ck_assert_int_eq(pthread_create(&stormer, NULL, storm_main, &s), 0);
 
   finished = finish_wait(&fin, s.p);
+  atomic_store(&s.stop, 1);
+  pthread_join(stormer, NULL); /* first: it names the other threads */
   pthread_join(s.others[0], NULL);
   pthread_join(s.others[1], NULL);
-  atomic_store(&s.stop, 1);
-  pthread_join(stormer, NULL);
   ck_assert_msg(finished, "no finish within %d s", WATCHDOG_S);
   ck_assert_int_eq(sl_pipeline_wait(s.p), 0);
   ck_assert_ptr_null(sl_pipeline_error(s.p));
