@@ -18,9 +18,13 @@
  * names the stage. A storm of SIGUSR1, with a handler installed without
  * SA_RESTART and sent to every stage thread, to the threads feeding and
  * draining the pipes and to the process, changes nothing in what an
- * fd source -> transform -> fd sink pipeline carries. A pipe whose reader
- * has gone gives SL_EPIPE from sl_pipeline_wait, and the process, with
- * SIGPIPE at its default (fatal) disposition, lives on.
+ * fd source -> transform -> fd sink pipeline carries. Stage threads block
+ * those signals, so the storm proves just that, and interrupts only the
+ * feeder, the drainer and the main thread; the stages' own EINTR loops
+ * are reached by tests/check_eintr.c, which injects the error into their
+ * system calls. A pipe whose reader has gone gives SL_EPIPE from
+ * sl_pipeline_wait, and the process, with SIGPIPE at its default (fatal)
+ * disposition, lives on.
  */
 #include "pipeutil.h"
 #include "stage-int.h" /* the stage threads a signal storm aims at */
