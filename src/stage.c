@@ -436,9 +436,27 @@ int sl_merge_new(sl_stage **out, const char *name, int mode) {
 }
 
 /* Stage threads take no asynchronous signals: those belong to the
- * application. Called with the set to restore filled in by the caller. */
+ * application. The synchronous ones stay open. The kernel raises SIGSEGV,
+ * SIGBUS, SIGFPE, SIGILL, SIGTRAP or SIGSYS on the very thread whose
+ * instruction faulted; were it blocked there, POSIX leaves the outcome
+ * undefined, and Linux kills the process on the spot without running the
+ * handler the application installed (a crash reporter, a sanitizer's
+ * report, a test that prints the seed it was running). Called with the
+ * set to restore filled in by the caller. */
 int sl__block_signals(sigset_t *old) {
+  static const int synchronous[] = {
+      SIGSEGV, SIGBUS, SIGFPE, SIGILL,
+#ifdef SIGTRAP
+      SIGTRAP,
+#endif
+#ifdef SIGSYS
+      SIGSYS,
+#endif
+  };
   sigset_t all;
+
   sigfillset(&all);
+  for (size_t i = 0; i < sizeof synchronous / sizeof synchronous[0]; i++)
+    sigdelset(&all, synchronous[i]);
   return pthread_sigmask(SIG_BLOCK, &all, old);
 }

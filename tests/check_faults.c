@@ -24,7 +24,8 @@
  * are reached by tests/check_eintr.c, which injects the error into their
  * system calls. A pipe whose reader has gone gives SL_EPIPE from
  * sl_pipeline_wait, and the process, with SIGPIPE at its default (fatal)
- * disposition, lives on.
+ * disposition, lives on. A fault in an op (a real SIGSEGV, on the stage's
+ * thread) runs the handler the process installed for it.
  */
 #include "pipeutil.h"
 #include "stage-int.h" /* the stage threads a signal storm aims at */
@@ -32,6 +33,8 @@
 #include <check.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
@@ -443,6 +446,78 @@ START_TEST(test_fd_sink_epipe_is_an_error) {
 END_TEST
 
 /* ------------------------------------------------------------------------
+ * A crash on a stage thread
+ * ---------------------------------------------------------------------- */
+
+#define CRASH_HANDLED 42
+
+static volatile unsigned char *crash_page;
+
+static void crash_handler(int sig) {
+  static const char msg[] = "check_faults: SIGSEGV handled\n";
+
+  (void)sig;
+  if (write(STDERR_FILENO, msg, sizeof msg - 1) < 0)
+    _exit(CRASH_HANDLED + 1);
+  _exit(CRASH_HANDLED);
+}
+
+static int crash_read(sl_stage *st, void *ctx) {
+  (void)st;
+  (void)ctx;
+  crash_page[0] = 1; /* PROT_NONE: the kernel raises SIGSEGV right here */
+  return SL_EOF;
+}
+
+/* Run a pipeline whose source faults; only returns when it did not. */
+static void crash_child(void) {
+  sl_stage_ops ops = {.read = crash_read};
+  struct sigaction sa;
+  sl_pipeline *p = NULL;
+  sl_stage *src = NULL, *sink = NULL;
+  void *page = mmap(NULL, 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+  if (page == MAP_FAILED)
+    _exit(2);
+  crash_page = page;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = crash_handler;
+  sa.sa_flags = SA_RESETHAND;
+  sigemptyset(&sa.sa_mask);
+  if (sigaction(SIGSEGV, &sa, NULL) != 0 || sl_pipeline_new(&p, NULL) != 0 ||
+      sl_stage_new(&src, "crash", &ops, NULL) != 0 ||
+      sl_mem_sink_new(&sink, NULL) != 0 ||
+      sl_pipeline_chain(p, src, sink, NULL) != 0 || sl_pipeline_start(p) != 0)
+    _exit(3);
+  sl_pipeline_wait(p);
+  _exit(4); /* the fault did not happen */
+}
+
+/* Stage threads block the asynchronous signals, not the synchronous ones:
+ * a fault in an op reaches the handler the application installed for it
+ * (which a blocked SIGSEGV never would: the kernel kills the process
+ * instead). In a child process, which the handler ends with its own
+ * status. */
+START_TEST(test_stage_fault_reaches_the_handler) {
+  int status = 0;
+  pid_t pid;
+
+  fflush(NULL);
+  pid = fork();
+  ck_assert_int_ge(pid, 0);
+  if (pid == 0)
+    crash_child();
+  ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+  ck_assert_msg(!WIFSIGNALED(status),
+                "the child was killed by signal %d: no handler ran",
+                WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+  ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == CRASH_HANDLED,
+                "the child exited with %d, want %d (the handler's)",
+                WIFEXITED(status) ? WEXITSTATUS(status) : -1, CRASH_HANDLED);
+}
+END_TEST
+
+/* ------------------------------------------------------------------------
  * A storm of signals
  * ---------------------------------------------------------------------- */
 
@@ -634,6 +709,7 @@ static Suite *faults_suite(void) {
   tcase_add_test(tc, test_file_sink_dev_full_enospc);
   tcase_add_test(tc, test_fd_sink_dev_full_enospc);
   tcase_add_test(tc, test_fd_sink_epipe_is_an_error);
+  tcase_add_test(tc, test_stage_fault_reaches_the_handler);
   tcase_add_test(tc, test_signal_storm_changes_nothing);
   suite_add_tcase(s, tc);
   return s;
