@@ -31,7 +31,22 @@
  * Reproducing. SL_STRESS_SEED sets the seed of the run (a fixed default),
  * SL_STRESS_ITER the number of iterations. Iteration i runs from seed
  * SEED + i, so every failure message names the seed that replays that one
- * iteration alone: SL_STRESS_SEED=<that> SL_STRESS_ITER=1.
+ * iteration alone: SL_STRESS_SEED=<that> SL_STRESS_ITER=1. So do the two
+ * ends no assertion sees:
+ *
+ *   - a crash: a handler for SIGSEGV, SIGBUS, SIGFPE and SIGABRT (an
+ *     assert, a sanitizer run with abort_on_error) writes the line with
+ *     write(2), puts back the disposition it found and raises the signal
+ *     again, so the process still dies of it; a sanitizer that ends the
+ *     process without a signal (halt_on_error) prints it from its death
+ *     callback;
+ *   - a hang where the finished callback's deadline cannot reach: a guard
+ *     thread gives the rest of an iteration (the joins in
+ *     sl_pipeline_wait, the checks, sl_pipeline_free) its own 10 s, and
+ *     past them writes the line and aborts, since the stuck thread cannot
+ *     fail by itself.
+ *
+ * Two tests check that both print the line, in a child process.
  */
 #include "pipeutil.h"
 #include "stage-int.h" /* every output ring of a stage */
@@ -39,6 +54,10 @@
 #include <check.h>
 #include <inttypes.h>
 #include <stdarg.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
 #define STRESS_SANITIZED 1
@@ -131,6 +150,230 @@ typedef struct world {
 } world;
 
 /* ------------------------------------------------------------------------
+ * Replaying a crash or a hang
+ * ---------------------------------------------------------------------- */
+
+/* The iteration running and its seed; -1: none. Lock-free atomics (on
+ * every platform with 64-bit atomics), so a signal handler may read them. */
+static _Atomic long current_iter = -1;
+static _Atomic uint64_t current_seed;
+static atomic_int replay_written; /* the line is written once at most */
+
+/* Append v in decimal; async-signal-safe, unlike snprintf. */
+static size_t put_u64(char *buf, size_t n, size_t cap, uint64_t v) {
+  char digits[20];
+  int k = 0;
+
+  do
+    digits[k++] = (char)('0' + v % 10);
+  while ((v /= 10) != 0);
+  while (k > 0 && n < cap)
+    buf[n++] = digits[--k];
+  return n;
+}
+
+static size_t put_str(char *buf, size_t n, size_t cap, const char *str) {
+  while (*str && n < cap)
+    buf[n++] = *str++;
+  return n;
+}
+
+/* "stress: iteration I, seed S: <why>; replay with SL_STRESS_SEED=S
+ * SL_STRESS_ITER=1" on standard error, with write(2) only; nothing when no
+ * iteration runs or the line was written already. Async-signal-safe. */
+static void write_replay(const char *why, const char *detail) {
+  long iter = atomic_load(&current_iter);
+  uint64_t seed = atomic_load(&current_seed);
+  char buf[512];
+  size_t n = 0, cap = sizeof buf - 1;
+
+  if (iter < 0 || atomic_exchange(&replay_written, 1))
+    return;
+  n = put_str(buf, n, cap, "stress: iteration ");
+  n = put_u64(buf, n, cap, (uint64_t)iter);
+  n = put_str(buf, n, cap, ", seed ");
+  n = put_u64(buf, n, cap, seed);
+  n = put_str(buf, n, cap, ": ");
+  n = put_str(buf, n, cap, why);
+  n = put_str(buf, n, cap, detail);
+  n = put_str(buf, n, cap, "; replay with SL_STRESS_SEED=");
+  n = put_u64(buf, n, cap, seed);
+  n = put_str(buf, n, cap, " SL_STRESS_ITER=1");
+  buf[n++] = '\n';
+  for (size_t off = 0; off < n;) {
+    ssize_t w = write(STDERR_FILENO, buf + off, n - off);
+    if (w < 0 && errno == EINTR)
+      continue;
+    if (w <= 0)
+      break;
+    off += (size_t)w;
+  }
+}
+
+static const int crash_signals[] = {SIGSEGV, SIGBUS, SIGFPE, SIGABRT};
+#define NCRASH (sizeof crash_signals / sizeof crash_signals[0])
+static struct sigaction crash_old[NCRASH];
+
+/* Write the line, give the signal back to whoever had it before (the
+ * default, or a sanitizer's handler that reports the fault) and raise it
+ * again: blocked while this handler runs, it is delivered on return, and
+ * a fault's instruction faults again anyway. */
+static void crash_handler(int sig) {
+  static const char *const names[NCRASH] = {"SIGSEGV", "SIGBUS", "SIGFPE",
+                                            "SIGABRT"};
+  int saved = errno;
+
+  for (size_t i = 0; i < NCRASH; i++)
+    if (crash_signals[i] == sig) {
+      write_replay("crashed with ", names[i]);
+      sigaction(sig, &crash_old[i], NULL);
+    }
+  errno = saved;
+  raise(sig);
+}
+
+static void crash_handlers_install(void) {
+  struct sigaction sa;
+
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = crash_handler;
+  sa.sa_flags = SA_RESETHAND; /* a second fault in here kills at once */
+  sigemptyset(&sa.sa_mask);
+  for (size_t i = 0; i < NCRASH; i++)
+    ck_assert_int_eq(sigaction(crash_signals[i], &sa, &crash_old[i]), 0);
+}
+
+static void crash_handlers_restore(void) {
+  for (size_t i = 0; i < NCRASH; i++)
+    sigaction(crash_signals[i], &crash_old[i], NULL);
+}
+
+#if STRESS_SANITIZED && defined(__has_include)
+#if __has_include(<sanitizer/common_interface_defs.h>)
+#include <sanitizer/common_interface_defs.h>
+#define STRESS_DEATH_CALLBACK 1
+/* A sanitizer's report ends the process from here when it does not abort
+ * (halt_on_error without abort_on_error). */
+static void sanitizer_death(void) {
+  write_replay("a sanitizer ended the process", "");
+}
+#endif
+#endif
+
+/* The guard: a thread that fails an iteration stuck where no deadline of
+ * the main thread's can see it. Armed with a phase and a number of
+ * seconds, disarmed by the main thread; past the deadline it writes the
+ * replay line and aborts the process. */
+typedef struct guard {
+  pthread_mutex_t mu;
+  pthread_cond_t cv; /* on CLOCK_MONOTONIC */
+  const char *phase; /* NULL: disarmed */
+  int seconds;
+  struct timespec deadline;
+  bool quit;
+  pthread_t thread;
+} guard;
+
+static bool passed(const struct timespec *deadline) {
+  struct timespec now;
+
+  clock_gettime(CLOCK_MONOTONIC, &now);
+  return now.tv_sec > deadline->tv_sec ||
+         (now.tv_sec == deadline->tv_sec && now.tv_nsec >= deadline->tv_nsec);
+}
+
+static guard the_guard;
+
+static void *guard_main(void *arg) {
+  guard *g = arg;
+
+  pthread_mutex_lock(&g->mu);
+  while (!g->quit) {
+    if (g->phase == NULL) {
+      pthread_cond_wait(&g->cv, &g->mu);
+      continue;
+    }
+    /* Re-armed or disarmed meanwhile: the loop looks again. */
+    pthread_cond_timedwait(&g->cv, &g->mu, &g->deadline);
+    if (g->phase != NULL && !g->quit && passed(&g->deadline)) {
+      char why[160];
+      snprintf(why, sizeof why, "hang: %s took more than %d s", g->phase,
+               g->seconds);
+      write_replay(why, "");
+      abort(); /* with the line written, the crash handler adds nothing */
+    }
+  }
+  pthread_mutex_unlock(&g->mu);
+  return NULL;
+}
+
+static void guard_start(void) {
+  guard *g = &the_guard;
+  pthread_condattr_t ca;
+
+  memset(g, 0, sizeof *g);
+  ck_assert_int_eq(pthread_mutex_init(&g->mu, NULL), 0);
+  ck_assert_int_eq(pthread_condattr_init(&ca), 0);
+  ck_assert_int_eq(pthread_condattr_setclock(&ca, CLOCK_MONOTONIC), 0);
+  ck_assert_int_eq(pthread_cond_init(&g->cv, &ca), 0);
+  pthread_condattr_destroy(&ca);
+  ck_assert_int_eq(pthread_create(&g->thread, NULL, guard_main, g), 0);
+}
+
+static void guard_stop(void) {
+  guard *g = &the_guard;
+
+  pthread_mutex_lock(&g->mu);
+  g->quit = true;
+  pthread_cond_signal(&g->cv);
+  pthread_mutex_unlock(&g->mu);
+  pthread_join(g->thread, NULL);
+  pthread_cond_destroy(&g->cv);
+  pthread_mutex_destroy(&g->mu);
+}
+
+static void guard_arm(const char *phase, int seconds) {
+  guard *g = &the_guard;
+
+  pthread_mutex_lock(&g->mu);
+  clock_gettime(CLOCK_MONOTONIC, &g->deadline);
+  g->deadline.tv_sec += seconds;
+  g->seconds = seconds;
+  g->phase = phase;
+  pthread_cond_signal(&g->cv);
+  pthread_mutex_unlock(&g->mu);
+}
+
+static void guard_disarm(void) {
+  guard *g = &the_guard;
+
+  pthread_mutex_lock(&g->mu);
+  g->phase = NULL;
+  pthread_cond_signal(&g->cv);
+  pthread_mutex_unlock(&g->mu);
+}
+
+/* Everything above, for the length of a test. */
+static void replay_start(void) {
+  atomic_store(&current_iter, -1);
+  atomic_store(&replay_written, 0);
+  crash_handlers_install();
+#ifdef STRESS_DEATH_CALLBACK
+  __sanitizer_set_death_callback(sanitizer_death);
+#endif
+  guard_start();
+}
+
+static void replay_stop(void) {
+  guard_stop();
+#ifdef STRESS_DEATH_CALLBACK
+  __sanitizer_set_death_callback(NULL);
+#endif
+  crash_handlers_restore();
+  atomic_store(&current_iter, -1);
+}
+
+/* ------------------------------------------------------------------------
  * Failure reports
  * ---------------------------------------------------------------------- */
 
@@ -155,6 +398,10 @@ static void world_fail(world *w, const char *fmt, ...) {
   char msg[512];
   va_list ap;
 
+  /* The test ends here (without fork, by a long jump): nothing of this
+   * iteration may fire later. */
+  guard_disarm();
+  atomic_store(&current_iter, -1);
   va_start(ap, fmt);
   vsnprintf(msg, sizeof msg, fmt, ap);
   va_end(ap);
@@ -833,7 +1080,10 @@ static void run_one(uint64_t seed, long iter, tally *t) {
   bool have_canceller = false;
   int threads_before = pu_thread_count(), rc;
 
+  atomic_store(&current_seed, seed);
+  atomic_store(&current_iter, iter);
   world_init(&w, seed, iter);
+  guard_arm("building and starting", WATCHDOG_S);
   build(&w);
   if (w.cancel_mode == CANCEL_BEFORE_START) {
     atomic_store(&w.cancel_issued, 1);
@@ -846,7 +1096,9 @@ static void run_one(uint64_t seed, long iter, tally *t) {
             "cannot start the canceller");
     have_canceller = true;
   }
+  guard_disarm(); /* the finished callback has its own deadline */
   watchdog_wait(&w);
+  guard_arm("the joins, the checks and sl_pipeline_free", WATCHDOG_S);
   if (have_canceller)
     pthread_join(canceller, NULL);
   rc = sl_pipeline_wait(w.p);
@@ -861,7 +1113,9 @@ static void run_one(uint64_t seed, long iter, tally *t) {
   sl_pipeline_free(w.p);
   w.p = NULL;
   check_after_free(&w, threads_before);
+  guard_disarm();
   world_fini(&w);
+  atomic_store(&current_iter, -1);
 }
 
 static void setup(void) {
@@ -893,8 +1147,10 @@ START_TEST(test_random_pipelines_keep_every_promise) {
 
   tally t = {0};
 
+  replay_start();
   for (long i = 0; i < iterations; i++)
     run_one(seed + (uint64_t)i, i, &t);
+  replay_stop();
   printf("stress: seed %" PRIu64 ", %ld pipelines (%ld linear, %ld tee, %ld "
          "merge, %ld in object mode): %ld succeeded, %ld failed with the "
          "injected fault, %ld cancelled\n",
@@ -909,6 +1165,127 @@ START_TEST(test_random_pipelines_keep_every_promise) {
 }
 END_TEST
 
+/* ------------------------------------------------------------------------
+ * The replay line after a crash and after a hang
+ * ---------------------------------------------------------------------- */
+
+static volatile unsigned char *crash_page;
+
+static int crash_read(sl_stage *st, void *ctx) {
+  (void)st;
+  (void)ctx;
+  crash_page[0] = 1; /* PROT_NONE: SIGSEGV on this stage thread */
+  return SL_EOF;
+}
+
+/* In a child: a pipeline whose source faults, as iteration 7 of seed
+ * 987654321. Never returns. */
+static void crash_child(void) {
+  sl_stage_ops ops = {.read = crash_read};
+  sl_pipeline *p = NULL;
+  sl_stage *src = NULL, *sink = NULL;
+  void *page = mmap(NULL, 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+  if (page == MAP_FAILED)
+    _exit(2);
+  crash_page = page;
+  replay_start();
+  atomic_store(&current_seed, 987654321);
+  atomic_store(&current_iter, 7);
+  if (sl_pipeline_new(&p, NULL) != 0 ||
+      sl_stage_new(&src, "crash", &ops, NULL) != 0 ||
+      sl_mem_sink_new(&sink, NULL) != 0 ||
+      sl_pipeline_chain(p, src, sink, NULL) != 0 || sl_pipeline_start(p) != 0)
+    _exit(3);
+  sl_pipeline_wait(p);
+  _exit(4); /* no fault */
+}
+
+/* In a child: iteration 3 of seed 42 stuck (here: joining the guard) past
+ * a deadline of 0 s. Never returns. */
+static void hang_child(void) {
+  replay_start();
+  atomic_store(&current_seed, 42);
+  atomic_store(&current_iter, 3);
+  guard_arm("a test's hang", 0);
+  pthread_join(the_guard.thread, NULL);
+  _exit(4); /* the guard let it be */
+}
+
+/* Run child() in a child process without core dumps, its standard error
+ * into *err; returns its wait status. */
+static int run_child(void (*child)(void), pu_bytes *err) {
+  unsigned char buf[4096];
+  int fds[2], status = 0;
+  ssize_t n;
+  pid_t pid;
+
+  ck_assert_int_eq(pipe(fds), 0);
+  fflush(NULL);
+  pid = fork();
+  ck_assert_int_ge(pid, 0);
+  if (pid == 0) {
+    struct rlimit none = {0, 0};
+    setrlimit(RLIMIT_CORE, &none);
+    close(fds[0]);
+    if (dup2(fds[1], STDERR_FILENO) < 0)
+      _exit(5);
+    child();
+  }
+  close(fds[1]);
+  while ((n = read(fds[0], buf, sizeof buf)) != 0) {
+    if (n < 0 && errno == EINTR)
+      continue;
+    ck_assert_int_gt(n, 0);
+    ck_assert(pu_bytes_add(err, buf, (size_t)n));
+  }
+  close(fds[0]);
+  ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+  ck_assert(pu_bytes_add(err, "", 1)); /* a string */
+  return status;
+}
+
+/* The child still dies of its signal (a sanitizer whose handler the
+ * signal goes back to may end it with a status instead), after the line. */
+static void check_died(int status, int sig, const pu_bytes *err,
+                       const char *line) {
+  ck_assert_msg(strstr((const char *)err->p, line) != NULL, "want '%s' in:\n%s",
+                line, (const char *)err->p);
+  ck_assert_msg(!WIFEXITED(status) || WEXITSTATUS(status) < 2 ||
+                    WEXITSTATUS(status) > 5,
+                "the child exited with %d: %s", WEXITSTATUS(status),
+                WEXITSTATUS(status) == 4 ? "it ran on" : "it could not start");
+  if (STRESS_SANITIZED)
+    ck_assert_msg(WIFSIGNALED(status) ||
+                      (WIFEXITED(status) && WEXITSTATUS(status) != 0),
+                  "status %#x", status);
+  else
+    ck_assert_msg(WIFSIGNALED(status) && WTERMSIG(status) == sig,
+                  "status %#x, want death by signal %d", status, sig);
+}
+
+START_TEST(test_a_crash_writes_the_replay_line) {
+  pu_bytes err = {0};
+  int status = run_child(crash_child, &err);
+
+  check_died(status, SIGSEGV, &err,
+             "stress: iteration 7, seed 987654321: crashed with SIGSEGV; "
+             "replay with SL_STRESS_SEED=987654321 SL_STRESS_ITER=1\n");
+  pu_bytes_free(&err);
+}
+END_TEST
+
+START_TEST(test_a_hang_writes_the_replay_line) {
+  pu_bytes err = {0};
+  int status = run_child(hang_child, &err);
+
+  check_died(status, SIGABRT, &err,
+             "stress: iteration 3, seed 42: hang: a test's hang took more "
+             "than 0 s; replay with SL_STRESS_SEED=42 SL_STRESS_ITER=1\n");
+  pu_bytes_free(&err);
+}
+END_TEST
+
 static Suite *stress_suite(void) {
   Suite *s = suite_create("stress");
   TCase *tc = tcase_create("random");
@@ -918,6 +1295,12 @@ static Suite *stress_suite(void) {
   /* Each iteration has its own 10 s watchdog; this bounds the whole. */
   tcase_set_timeout(tc, 120.0 + 0.5 * (double)iterations);
   tcase_add_test(tc, test_random_pipelines_keep_every_promise);
+  suite_add_tcase(s, tc);
+
+  tc = tcase_create("replay");
+  tcase_set_timeout(tc, 30);
+  tcase_add_test(tc, test_a_crash_writes_the_replay_line);
+  tcase_add_test(tc, test_a_hang_writes_the_replay_line);
   suite_add_tcase(s, tc);
   return s;
 }
