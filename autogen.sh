@@ -55,11 +55,55 @@ have_toolchain() {
   return $status
 }
 
+# clang that can link a libFuzzer program (make fuzz, .ci/run), not just
+# compile: its runtime, libclang_rt.fuzzer, is in a package that clang
+# only recommends, and the --no-install-recommends below leaves it out.
+have_fuzz_clang() {
+  local tmp status=1
+  have clang || return 1
+  tmp=$(mktemp -d) || return 1
+  printf '%s\n' '#include <stddef.h>' '#include <stdint.h>' \
+    'int LLVMFuzzerTestOneInput(const uint8_t *d, size_t n);' \
+    'int LLVMFuzzerTestOneInput(const uint8_t *d, size_t n) { return d && n > 9; }' \
+    >"$tmp/probe.c"
+  if clang -fsanitize=fuzzer,address,undefined "$tmp/probe.c" \
+    -o "$tmp/probe" >/dev/null 2>&1; then
+    status=0
+  fi
+  rm -rf "$tmp"
+  return $status
+}
+
+# The packages that give that: for an installed clang N, its runtime,
+# libclang-rt-N-dev (Debian from LLVM 14, Ubuntu from 18; before, the
+# runtime came with clang itself and the probe does not fail); with no
+# clang yet, clang and libclang-rt-dev, the runtime of the same default
+# version, unless the package lists know clang and not libclang-rt-dev
+# (an older release).
+fuzz_packages() {
+  local v
+  if have clang; then
+    v=$(clang -dumpversion 2>/dev/null || true)
+    v=${v%%.*}
+    if test -n "$v"; then
+      echo "libclang-rt-$v-dev"
+    else
+      echo libclang-rt-dev
+    fi
+  elif have apt-cache && apt-cache show clang >/dev/null 2>&1 &&
+    ! apt-cache show libclang-rt-dev >/dev/null 2>&1; then
+    echo clang
+  else
+    echo clang libclang-rt-dev
+  fi
+}
+
 missing=()
-need() { # need PACKAGE TEST...
-  local pkg=$1
+need() { # need "PACKAGE..." TEST...: the packages when the test fails
+  local pkgs
+  read -r -a pkgs <<<"$1"
   shift
-  "$@" || missing+=("$pkg")
+  "$@" || missing+=("${pkgs[@]}")
 }
 
 need build-essential have_toolchain
@@ -73,8 +117,8 @@ need check have_module check check
 need gzip have gzip
 need python3 have python3
 need pigz have pigz
-need clang have clang       # make fuzz (.ci/run)
-need valgrind have valgrind # make helgrind, make drd (.ci/run)
+need "$(fuzz_packages)" have_fuzz_clang # make fuzz (.ci/run)
+need valgrind have valgrind             # make helgrind, make drd (.ci/run)
 
 if test ${#missing[@]} -gt 0; then
   if test "$(id -u)" -eq 0 && have apt-get; then
