@@ -7,6 +7,9 @@
 #     as one process sees it: with SIGXFSZ ignored, a write past the limit
 #     fails with EFBIG)
 #   - compressing and decompressing with -c to /dev/full (ENOSPC)
+#   - compressing and decompressing a file on a file system that fills up
+#     (ENOSPC on the file path: a small tmpfs, when run as root where
+#     mount is allowed; skipped, saying so, elsewhere)
 #
 # Usage: sh tests/faults.sh [BUILDDIR]
 #   BUILDDIR holds tools/sgzip; by default ./tools/sgzip (make check runs
@@ -38,7 +41,18 @@ case $sg in
 esac
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/faults-test.XXXXXX") || exit 1
-trap 'rm -rf "$work"' EXIT
+# The tmpfs, while mounted: every way out unmounts it before the removal,
+# which would otherwise empty it and leave it mounted.
+mnt=
+cleanup() {
+  cd / || :
+  if test -n "$mnt"; then
+    umount "$mnt" 2>/dev/null || umount -l "$mnt" 2>/dev/null
+    mnt=
+  fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
 trap 'exit 1' HUP INT TERM
 cd "$work" || exit 1
 
@@ -152,6 +166,47 @@ if test -w /dev/full; then
   rm -f err
 else
   echo "faults.sh: no writable /dev/full; skipping that part"
+fi
+
+# ---- a file system that fills up: ENOSPC on the file path -----------------
+
+# A 1 MiB tmpfs holds a 640 KiB input that does not compress, but not its
+# output beside it; nor the 2 MiB that a small .gz of zeros holds. Root
+# only, where mount is allowed (not in every container): anything else
+# skips this part.
+if test "$(id -u)" -eq 0 && mkdir "$work/small" &&
+  mount -t tmpfs -o size=1m,mode=0700 sluice-faults "$work/small" 2>/dev/null; then
+  mnt=$work/small
+  cd "$mnt" || exit 1
+  dd if=../data of=data bs=65536 count=10 2>/dev/null
+  cp data ../data.small
+  "$sg" data 2>../err
+  rc=$?
+  failed_with_message "compress on a full file system" "$rc" ../err
+  same "compress on a full file system" data ../data.small
+  only "compress on a full file system" data
+  if grep -q 'No space left on device' ../err; then ok; else
+    fail "compress on a full file system: no ENOSPC in: $(cat ../err)"
+  fi
+  rm -f data ../err
+
+  dd if=/dev/zero bs=65536 count=32 2>/dev/null | "$sg" -c >data.gz
+  cp data.gz ../data.gz.small
+  "$sg" -d data.gz 2>../err
+  rc=$?
+  failed_with_message "decompress on a full file system" "$rc" ../err
+  same "decompress on a full file system" data.gz ../data.gz.small
+  only "decompress on a full file system" data.gz
+  if grep -q 'No space left on device' ../err; then ok; else
+    fail "decompress on a full file system: no ENOSPC in: $(cat ../err)"
+  fi
+  rm -f data.gz ../err ../data.small ../data.gz.small
+
+  cd "$work/d" || exit 1
+  if umount "$mnt"; then mnt=; else fail "cannot unmount $mnt"; fi
+else
+  echo "faults.sh: cannot mount a small tmpfs (not root, or mount is not" \
+    "allowed here); skipping the full file system part"
 fi
 
 if test "$checks" -eq 0; then
