@@ -53,7 +53,9 @@ static const struct {
 
 START_TEST(test_bytes_through_transforms) {
   const int n = _i;
-  const size_t len = ((size_t)1 << 20) + 3;
+  /* 1 MiB + 3 by default; SL_TEST_BYTES shortens it for race checkers,
+   * which instrument every byte each transform touches. */
+  const size_t len = (size_t)test_iterations("SL_TEST_BYTES", 1 << 20) + 3;
   unsigned char *data = pu_pattern(len, (uint32_t)n);
   sl_pipeline_opts o = {0};
   sl_pipeline *p = NULL;

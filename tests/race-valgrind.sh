@@ -53,6 +53,7 @@ chunks=2000
 [ "$tool" = helgrind ] || chunks=500
 export CK_FORK=no \
   SL_TEST_CHUNKS="${SL_TEST_CHUNKS:-$chunks}" \
+  SL_TEST_BYTES="${SL_TEST_BYTES:-65536}" \
   SL_TEST_CANCELS="${SL_TEST_CANCELS:-10}" \
   SL_TEST_ROUNDS="${SL_TEST_ROUNDS:-20}" \
   SL_TEST_POOL_MIB="${SL_TEST_POOL_MIB:-1}" \
