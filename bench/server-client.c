@@ -12,8 +12,9 @@
  * buffers.
  *
  * Modes:
- *   --slow             read at most --slow-bytes (1024) per client every
- *                      --slow-pause-us (1000) microseconds: a slow reader
+ *   --slow             a slow reader: every --slow-pause-us (1000)
+ *                      microseconds each client makes --slow-reads (1)
+ *                      reads of at most --slow-bytes (1024) each
  *   --disconnect K     the first K clients reset the connection (SO_LINGER
  *                      0, close) once they have sent half their body; they
  *                      count as dropped, the others must still succeed
@@ -22,6 +23,8 @@
  *                      an 8 MiB pattern (the default)
  *   --data repeat      a 4 KiB random block repeated: compresses about
  *                      a hundredfold, so a huge body makes a small response
+ *   --data random      8 MiB of random bytes: gzip cannot shrink it, so the
+ *                      response is as large as the body (a little larger)
  *
  * Usage: server-client [options] -c CLIENTS -n BYTES PORT
  * Prints one line, "clients=.. ok=.. dropped=.. failed=.. sent=.. recv=..
@@ -82,24 +85,27 @@ static uint64_t rnd(uint64_t *s) {
   return x * 0x2545f4914f6cdd1dull;
 }
 
-/* The shared pattern the bodies are cut from. */
+/* The shared pattern the bodies are cut from: kind "mixed", "repeat" or
+ * "random". */
 static int make_pattern(const char *kind) {
   static const char *const words[] = {"sluice ", "stream ", "backpressure ",
                                       "gzip ",   "ring ",   "the ",
                                       "of ",     "server\n"};
   uint64_t r = 0x9e3779b97f4a7c15ull;
-  plen = strcmp(kind, "repeat") == 0 ? 4096 : (size_t)8 << 20;
-  if (strcmp(kind, "repeat") != 0 && strcmp(kind, "mixed") != 0)
+  bool repeat = strcmp(kind, "repeat") == 0;
+  bool noise = strcmp(kind, "random") == 0;
+  if (!repeat && !noise && strcmp(kind, "mixed") != 0)
     return -1;
+  plen = repeat ? 4096 : (size_t)8 << 20;
   pattern = malloc(plen);
   if (!pattern)
     return -1;
   for (size_t i = 0; i < plen;) {
     uint64_t x = rnd(&r);
-    size_t run = plen == 4096 ? plen : 1 + (size_t)(x % 65536), k = 0;
+    size_t run = repeat || noise ? plen : 1 + (size_t)(x % 65536), k = 0;
     if (run > plen - i)
       run = plen - i;
-    switch (plen == 4096 ? 0 : (x >> 32) % 4) {
+    switch (repeat || noise ? 0 : (x >> 32) % 4) {
     case 0:
       for (; k < run; k++)
         pattern[i + k] = (unsigned char)rnd(&r);
@@ -272,8 +278,9 @@ static void do_recv(struct client *c, size_t max) {
 
 static int usage(void) {
   fprintf(stderr,
-          "usage: server-client [--slow] [--slow-bytes N] [--slow-pause-us U]\n"
-          "         [--disconnect K] [--no-verify] [--data mixed|repeat]\n"
+          "usage: server-client [--slow] [--slow-bytes N] [--slow-reads R]\n"
+          "         [--slow-pause-us U] [--disconnect K] [--no-verify]\n"
+          "         [--data mixed|repeat|random]\n"
           "         -c CLIENTS -n BYTES PORT\n");
   return 2;
 }
@@ -282,6 +289,7 @@ int main(int argc, char **argv) {
   int nclients = 1, ndrop = 0, port = -1;
   bool slow = false;
   size_t slow_bytes = 1024;
+  long slow_reads = 1;
   long pause_us = 1000;
   const char *data = "mixed";
   body_len = 1 << 20;
@@ -293,6 +301,8 @@ int main(int argc, char **argv) {
       verify = false;
     else if (strcmp(a, "--slow-bytes") == 0 && v && ++i)
       slow_bytes = strtoul(v, NULL, 10);
+    else if (strcmp(a, "--slow-reads") == 0 && v && ++i)
+      slow_reads = atol(v);
     else if (strcmp(a, "--slow-pause-us") == 0 && v && ++i)
       pause_us = atol(v);
     else if (strcmp(a, "--disconnect") == 0 && v && ++i)
@@ -309,7 +319,8 @@ int main(int argc, char **argv) {
       return usage();
   }
   if (port <= 0 || nclients <= 0 || ndrop < 0 || ndrop > nclients ||
-      slow_bytes == 0 || pause_us < 0 || make_pattern(data) != 0)
+      slow_bytes == 0 || slow_reads <= 0 || pause_us < 0 ||
+      make_pattern(data) != 0)
     return usage();
 
   struct client *cl = calloc((size_t)nclients, sizeof *cl);
@@ -370,9 +381,9 @@ int main(int argc, char **argv) {
       if (!c->done && !slow && (evs[i].events & (EPOLLIN | EPOLLHUP)))
         do_recv(c, 0);
     }
-    if (slow && now_ns() >= next_tick) { /* each slow reader takes a bite */
+    if (slow && now_ns() >= next_tick) { /* each slow reader takes bites */
       for (int i = 0; i < nclients; i++)
-        if (!cl[i].done)
+        for (long k = 0; k < slow_reads && !cl[i].done; k++)
           do_recv(&cl[i], slow_bytes);
       next_tick = now_ns() + (uint64_t)pause_us * 1000;
     }

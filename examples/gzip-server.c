@@ -39,7 +39,13 @@
  * event-loop server; the benchmark's peer). --stats prints, on exit, the
  * largest pool peak of any connection's pipeline, the peak RSS, the most
  * connections at once and the threads the process had then, and the
- * library's allocations still live (0: nothing leaked).
+ * library's allocations still live (0: nothing leaked); and, over every
+ * connection, the backpressure seen: the highest level each ring reached,
+ * how often each ring paused its producer (request_pauses: the writer said
+ * stop; response_pauses: gzip found the ring to the reader full), how
+ * often the loop stopped reading a client for a writer that said stop
+ * (recv_paused) and how often a send would block, so that the loop stopped
+ * reading the reader until EPOLLOUT (send_blocked).
  *
  * Usage: gzip-server [--inline] [--stats] [--level N] [--hwm BYTES]
  *                    [--buf BYTES] PORT
@@ -103,7 +109,8 @@ struct conn {
   sl_pipeline *p;
   sl_writer *w;
   sl_reader *r;
-  sl_buf *out; /* the chunk being sent, from out_off on */
+  sl_ring *req_ring, *resp_ring; /* writer -> gzip, gzip -> reader */
+  sl_buf *out;                   /* the chunk being sent, from out_off on */
   size_t out_off;
   bool finished; /* the pipeline's finished callback came */
   bool reaped;   /* queued to be freed after this batch of events */
@@ -133,9 +140,12 @@ struct server {
   struct conn *reap;
 
   /* --stats */
-  size_t live, peak_live, peak_pool_bytes;
+  size_t live, peak_live, peak_pool_bytes, req_peak, resp_peak;
   long threads_at_peak;
   unsigned long long served, failed;
+  unsigned long long recv_paused;  /* the writer said stop (EPOLLIN off) */
+  unsigned long long send_blocked; /* send said EAGAIN (reader fd off) */
+  unsigned long long req_pauses, resp_pauses; /* the rings' pause counts */
 };
 
 /* ------------------------------------------------------------------------
@@ -246,6 +256,17 @@ static void on_finished(sl_pipeline *p, int status, void *arg) {
   }
 }
 
+/* --stats: the rings' pauses and peaks, summed and maxed over conns. */
+static void ring_stats_add(sl_ring *ring, unsigned long long *pauses,
+                           size_t *peak) {
+  sl_ring_stats st;
+  if (!ring || sl_ring_stats_get(ring, &st) != 0)
+    return;
+  *pauses += st.pauses;
+  if (st.peak_level > *peak)
+    *peak = st.peak_level;
+}
+
 static void conn_free(struct conn *c) {
   struct server *s = c->srv;
   if (c->p) {
@@ -254,6 +275,8 @@ static void conn_free(struct conn *c) {
     if (sl_pool_stats_get(sl_pipeline_pool(c->p), &ps) == 0 &&
         ps.peak_bytes > s->peak_pool_bytes)
       s->peak_pool_bytes = ps.peak_bytes;
+    ring_stats_add(c->req_ring, &s->req_pauses, &s->req_peak);
+    ring_stats_add(c->resp_ring, &s->resp_pauses, &s->resp_peak);
     if (rc == 0)
       s->served++;
     else
@@ -340,6 +363,7 @@ static void pump_in(struct conn *c) {
       int rc = sl_writer_write_buf(c->w, b);
       if (rc == 0) {
         c->in_paused = true; /* at the mark: wait for the drain */
+        c->srv->recv_paused++;
       } else if (rc != 1) {
         sl_buf_unref(b); /* refused: the pipeline failed */
         conn_abort(c);
@@ -403,7 +427,8 @@ static void pump_out(struct conn *c) {
       if (errno == EINTR)
         continue;
       if (errno == EAGAIN || errno == EWOULDBLOCK) {
-        c->out_blocked = true;
+        c->out_blocked = true; /* conn_update turns the reader off */
+        c->srv->send_blocked++;
         break;
       }
       conn_abort(c); /* EPIPE, ECONNRESET: the client has gone */
@@ -507,6 +532,8 @@ static int conn_start_pipeline(struct conn *c) {
   sl_pipeline_on_finished(c->p, on_finished, c);
   if (sl_pipeline_start(c->p) != 0)
     return -1; /* failed and finished: on_finished queued it */
+  c->req_ring = sl_stage_output(ws);
+  c->resp_ring = sl_stage_output(gz);
   if (watch_add(s, sl_writer_fd(c->w), &c->on_writer, EPOLLIN) != 0 ||
       watch_add(s, sl_reader_fd(c->r), &c->on_reader, EPOLLIN) != 0)
     return -1;
@@ -752,6 +779,12 @@ int main(int argc, char **argv) {
     printf("peak_connections=%zu threads_at_peak=%ld\n", s.peak_live,
            s.threads_at_peak);
     printf("peak_pool_bytes=%zu\n", s.peak_pool_bytes);
+    printf("request_ring_peak=%zu response_ring_peak=%zu\n", s.req_peak,
+           s.resp_peak);
+    printf("request_pauses=%llu response_pauses=%llu\n", s.req_pauses,
+           s.resp_pauses);
+    printf("recv_paused=%llu send_blocked=%llu\n", s.recv_paused,
+           s.send_blocked);
     printf("peak_rss_kib=%ld\n", ru.ru_maxrss);
     printf("live_allocations=%ld\n", atomic_load(&live_blocks));
   }

@@ -1,11 +1,13 @@
 #!/bin/sh
 # examples/gzip-server under load from bench/server-client, on loopback:
 #
-#   slow     one client sends 256 MiB and reads the response 1 KiB at a
-#            time with pauses; the server's buffered bytes (the peak of
-#            the connection's pool, which the server reports) stay within
-#            the bound the marks set, so the body was held back by
-#            backpressure, not buffered
+#   slow     one client sends 256 MiB of random bytes (the response is as
+#            large) and reads the response 1 KiB at a time with pauses,
+#            far slower than the server makes it; the server's counters
+#            show that sends blocked and its rings paused, both ways, and
+#            its buffered bytes (the peak of the connection's pool, which
+#            the server reports) stay within the bound the marks set, so
+#            the body was held back by backpressure, not buffered
 #   drop     10 clients reset their connection halfway through the body
 #            while 10 others and then 20 more are served: exactly the
 #            10 pipelines fail, every response of the others inflates to
@@ -76,15 +78,38 @@ check_freed() { # nothing of the library left at exit
 }
 
 # --- slow: a slow reader of a 256 MiB body ------------------------------------
+# The body is random, so the response is as large as the body, and the
+# client reads it 1 KiB per recv, eight recvs per millisecond pause: about
+# 7 MB/s, several times slower than gzip on one core, so the response path
+# must block (the client's pauses shape the load; nothing waits on them).
 hwm=65536
 buf=16384
 start_server --hwm $hwm --buf $buf
-if "$client" --slow --data repeat -c 1 -n $((256 << 20)) "$port" > "$dir/c.out"; then
+if "$client" --slow --slow-reads 8 --data random -c 1 -n $((256 << 20)) "$port" > "$dir/c.out"; then
   ok "slow: $(cat "$dir/c.out")"
 else
   bad "slow: $(cat "$dir/c.out")"
 fi
 stop_server
+client_of() { tr ' ' '\n' < "$dir/c.out" | sed -n "s/^$1=//p"; }
+sent=$(client_of sent)
+recvd=$(client_of recv)
+if [ -n "$recvd" ] && [ "$recvd" -ge "$sent" ]; then
+  ok "slow: the response ($recvd bytes) is as large as the body ($sent)"
+else
+  bad "slow: response '$recvd' bytes for a body of '$sent'"
+fi
+# Backpressure on the response side: sends that would block turned the
+# reader off, and gzip found its output ring full; and so on the request
+# side: the writer said stop and the loop stopped reading the client.
+for k in send_blocked response_pauses recv_paused request_pauses; do
+  v=$(stat_of $k)
+  if [ -n "$v" ] && [ "$v" -gt 0 ]; then
+    ok "slow: $k=$v"
+  else
+    bad "slow: $k '$v', want > 0: the slow reader held nothing back"
+  fi
+done
 # What a connection can hold: each of its two rings up to its high mark
 # plus one buffer, what the gzip stage has taken from its input ring (at
 # most that ring's fill again), the buffer it compresses into, the buffer
