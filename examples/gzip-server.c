@@ -23,7 +23,38 @@
  *             its output ring and pauses, which pauses the request side.
  *
  * Memory per connection is bounded by the marks, whatever the body's size
- * and however slowly the client reads.
+ * and however slowly the client reads. Exactly: every buffer of a
+ * connection's pipeline comes from its pool (whose peak --stats reports).
+ * Write H for the high mark (--hwm, 256 KiB by default) and C for the
+ * buffer size (--buf, 64 KiB by default). Here every chunk weighs C
+ * against the marks: a ring counts a buffer's capacity, and the buffers
+ * are the pool's full-size ones (gzip's last, smaller one comes when the
+ * rest is empty). A ring admits a chunk while its level is below H, so it
+ * holds at most R, H rounded up to a multiple of C (H itself when C
+ * divides it, and always less than H + C). The pool holds at most
+ *
+ *   R   the request ring, together with the buffer the loop receives into:
+ *       the loop receives only after the writer said "keep writing", with
+ *       the level at most R - C, and each write is one such buffer, which
+ *       the ring then admits, so the writer never keeps any of it pending
+ *   R   the chunks gzip took from the request ring: the framework takes
+ *       what waits there (up to 16 chunks) at once, gzip releases each as
+ *       it is compressed, and meanwhile the ring fills up again behind it
+ *   C   gzip's output buffer being filled (held while its push waits)
+ *   R   the response ring
+ *   C   the chunk being sent
+ *
+ *   3R + 2C in all: 896 KiB with the defaults, 224 KiB with --hwm 65536
+ *   --buf 16384, which tests/server.sh's slow reader reaches exactly.
+ *
+ * "The sum of the marks" covers the two rings, 2R: what waits between the
+ * threads. The other R + 2C is held by the threads at work, gzip's batch
+ * being most of it; a connection held to a budget of M bytes needs H and
+ * C with 3R + 2C <= M. Not counted: zlib's own state (about 256 KiB for a
+ * compressor at the default memory level), which it allocates through the
+ * library's allocator but not from the pool, and the kernel's socket
+ * buffers. --stats prints this bound as conn_bound_bytes, computed from
+ * the rings' real marks and the pool's buffer size.
  *
  * Ends: the client's shutdown(SHUT_WR) reads as end of file here, which
  * becomes sl_writer_end; the reader's SL_EOF, once the last chunk is sent,
@@ -141,6 +172,7 @@ struct server {
 
   /* --stats */
   size_t live, peak_live, peak_pool_bytes, req_peak, resp_peak;
+  size_t conn_bound; /* 3R + 2C (see the top), the largest of any conn */
   long threads_at_peak;
   unsigned long long served, failed;
   unsigned long long recv_paused;  /* the writer said stop (EPOLLIN off) */
@@ -267,14 +299,30 @@ static void ring_stats_add(sl_ring *ring, unsigned long long *pauses,
     *peak = st.peak_level;
 }
 
+/* --stats: what one connection's pool can hold, 3R + 2C (see the top),
+ * from its rings' marks and its pool's buffer size. */
+static size_t conn_bound(struct conn *c, size_t buf) {
+  sl_ring_stats rq, rp;
+  if (buf == 0 || sl_ring_stats_get(c->req_ring, &rq) != 0 ||
+      sl_ring_stats_get(c->resp_ring, &rp) != 0)
+    return 0;
+  size_t r_req = (rq.hwm + buf - 1) / buf * buf;
+  size_t r_resp = (rp.hwm + buf - 1) / buf * buf;
+  return r_req + r_req + r_resp + 2 * buf;
+}
+
 static void conn_free(struct conn *c) {
   struct server *s = c->srv;
   if (c->p) {
     sl_pool_stats ps;
     int rc = sl_pipeline_wait(c->p); /* finished: only joins */
-    if (sl_pool_stats_get(sl_pipeline_pool(c->p), &ps) == 0 &&
-        ps.peak_bytes > s->peak_pool_bytes)
-      s->peak_pool_bytes = ps.peak_bytes;
+    if (sl_pool_stats_get(sl_pipeline_pool(c->p), &ps) == 0) {
+      if (ps.peak_bytes > s->peak_pool_bytes)
+        s->peak_pool_bytes = ps.peak_bytes;
+      size_t bound = c->req_ring ? conn_bound(c, ps.buf_size) : 0;
+      if (bound > s->conn_bound)
+        s->conn_bound = bound;
+    }
     ring_stats_add(c->req_ring, &s->req_pauses, &s->req_peak);
     ring_stats_add(c->resp_ring, &s->resp_pauses, &s->resp_peak);
     if (rc == 0)
@@ -778,7 +826,8 @@ int main(int argc, char **argv) {
     printf("served=%llu failed=%llu\n", s.served, s.failed);
     printf("peak_connections=%zu threads_at_peak=%ld\n", s.peak_live,
            s.threads_at_peak);
-    printf("peak_pool_bytes=%zu\n", s.peak_pool_bytes);
+    printf("peak_pool_bytes=%zu conn_bound_bytes=%zu\n", s.peak_pool_bytes,
+           s.conn_bound);
     printf("request_ring_peak=%zu response_ring_peak=%zu\n", s.req_peak,
            s.resp_peak);
     printf("request_pauses=%llu response_pauses=%llu\n", s.req_pauses,

@@ -110,17 +110,34 @@ for k in send_blocked response_pauses recv_paused request_pauses; do
     bad "slow: $k '$v', want > 0: the slow reader held nothing back"
   fi
 done
-# What a connection can hold: each of its two rings up to its high mark
-# plus one buffer, what the gzip stage has taken from its input ring (at
-# most that ring's fill again), the buffer it compresses into, the buffer
-# the loop receives into and the chunk it is sending.
-bound=$((3 * (hwm + buf) + 3 * buf))
+# What one connection's pool can hold (the account is at the top of
+# examples/gzip-server.c): a ring admits a chunk while its level is below
+# the mark and every chunk weighs a whole buffer, so a ring holds at most
+# R, the mark rounded up to a whole buffer; the request ring with the
+# buffer being received into hold R, gzip's batch taken from it R more,
+# the response ring R, gzip's output buffer and the chunk being sent one
+# buffer each: 3R + 2 buf. The two rings' R are the sum of the marks.
+R=$(((hwm + buf - 1) / buf * buf))
+bound=$((3 * R + 2 * buf))
 peak=$(stat_of peak_pool_bytes)
 if [ -n "$peak" ] && [ "$peak" -gt 0 ] && [ "$peak" -le $bound ]; then
-  ok "slow: peak pool bytes $peak <= $bound (marks $hwm, buffers $buf)"
+  ok "slow: peak pool bytes $peak <= 3R + 2 buf = $bound (marks $hwm, buffers $buf)"
 else
-  bad "slow: peak pool bytes '$peak' not within $bound"
+  bad "slow: peak pool bytes '$peak' not within 3R + 2 buf = $bound"
 fi
+if [ "$(stat_of conn_bound_bytes)" = $bound ]; then
+  ok "slow: the server reports the same bound"
+else
+  bad "slow: the server's conn_bound_bytes '$(stat_of conn_bound_bytes)', want $bound"
+fi
+for k in request_ring_peak response_ring_peak; do
+  v=$(stat_of $k)
+  if [ -n "$v" ] && [ "$v" -le $R ]; then
+    ok "slow: $k $v <= R = $R"
+  else
+    bad "slow: $k '$v' above R = $R"
+  fi
+done
 check_freed slow
 
 # --- drop: clients that reset mid-stream ----------------------------------------
