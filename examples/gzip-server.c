@@ -63,7 +63,9 @@
  * pipeline's finished callback (on a stage thread) queues the connection
  * and pokes an eventfd, and the loop frees it there, so the loop never
  * waits for a thread. SIGINT or SIGTERM (read through a signalfd) stops
- * accepting, cancels every pipeline, frees everything and exits 0.
+ * accepting, cancels every pipeline still serving its client (one whose
+ * response has all been sent is left to finish), frees everything and
+ * exits 0.
  *
  * --inline runs the same server without sluice: zlib's deflate on the
  * event loop's thread, one connection at a time (the usual single-threaded
@@ -676,9 +678,13 @@ static void stop(struct server *s) {
   epoll_ctl(s->ep, EPOLL_CTL_DEL, s->lfd, NULL);
   close(s->lfd);
   s->lfd = -1;
+  /* A connection whose socket is closed has sent its whole response (or
+   * was cancelled already): its pipeline is ending on its own, and a
+   * cancel now would only turn its success into SL_ECANCELED. */
   for (struct conn *c = s->conns, *next; c; c = next) {
     next = c->next;
-    conn_abort(c);
+    if (c->fd >= 0)
+      conn_abort(c);
   }
 }
 
