@@ -84,7 +84,8 @@ int main(void) {
         in_open = 0; /* end of input (or an error: end all the same) */
         if (in_pollable)
           watch(ep, 0, 0);
-        rc = sl_writer_end(w);
+        if ((rc = sl_writer_end(w)) < 0)
+          goto out; /* the pipeline failed: wait says why */
         break;
       }
       rc = sl_writer_write(w, in, (size_t)n);

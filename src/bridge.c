@@ -372,8 +372,15 @@ static int writer_enter(sl_writer *w, int busy) {
 
 /* Queue the chain at head (already made, owned by the call) and report:
  * 1 below the mark, 0 paused (the note armed, perhaps with a tail
- * pending). */
-static int writer_queue(sl_writer *w, sl_buf *head) {
+ * pending), or the stop code when the ring refused for good (the
+ * pipeline failed, or its ring was aborted): the pipeline's first error,
+ * or the ring's code when it has none. What this call left pending then
+ * was not taken: released, or with give_back left to the caller, whose
+ * buffer it is (sl_writer_write_buf's promise: any return but 1 and 0
+ * leaves buf with the caller). Pending is empty on entry: a call is made
+ * only while the writer is not paused, and a pause ends only once the
+ * note has queued every pending chunk. */
+static int writer_queue(sl_writer *w, sl_buf *head, bool give_back) {
   while (head) {
     sl_buf *next = head->next;
     pending_push(w, head);
@@ -394,7 +401,24 @@ static int writer_queue(sl_writer *w, sl_buf *head) {
   pthread_mutex_lock(&w->mu);
   w->note_owns = false; /* nothing armed: no note can fire */
   pthread_mutex_unlock(&w->mu);
-  return 1; /* below the mark, or a stop the next call reports */
+  if (rc < 0) {
+    sl_buf *b = w->pend_head;
+    w->pend_head = w->pend_tail = NULL;
+    while (b) {
+      sl_buf *next = b->next;
+      b->next = NULL;
+      if (!give_back)
+        sl_buf_unref(b);
+      b = next;
+    }
+    pthread_mutex_lock(&w->s->p->mu);
+    int err = w->s->p->first_err;
+    pthread_mutex_unlock(&w->s->p->mu);
+    return err ? err : rc;
+  }
+  /* Below the mark; or all of it was queued and a stop came after, which
+   * the next call reports. */
+  return 1;
 }
 
 int sl_writer_write(sl_writer *w, const void *data, size_t len) {
@@ -431,7 +455,7 @@ int sl_writer_write(sl_writer *w, const void *data, size_t len) {
     tail = b;
     off += n;
   }
-  return writer_queue(w, head);
+  return writer_queue(w, head, false);
 }
 
 int sl_writer_buf(sl_writer *w, size_t cap, sl_buf **buf) {
@@ -452,7 +476,7 @@ int sl_writer_write_buf(sl_writer *w, sl_buf *buf) {
   if (rc != 0)
     return rc;
   buf->next = NULL;
-  return writer_queue(w, buf);
+  return writer_queue(w, buf, true);
 }
 
 int sl_writer_flush(sl_writer *w) {
@@ -465,7 +489,7 @@ int sl_writer_flush(sl_writer *w) {
   if (sl_buf_new_flush(w->pool, &mark) != 0)
     return SL_ENOMEM;
   mark->next = NULL;
-  return writer_queue(w, mark);
+  return writer_queue(w, mark, false);
 }
 
 int sl_writer_ack(sl_writer *w) {

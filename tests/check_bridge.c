@@ -946,6 +946,84 @@ START_TEST(test_writer_abort) {
 }
 END_TEST
 
+/* Abort after end. Loop 0: the gate still holds the first chunk, so the
+ * pipeline has not finished: the abort fails it, as Node's destroy(err)
+ * after end() and before 'finish'. Loop 1: the same with the end left to
+ * the note (the writer paused at the mark). Loop 2: once the pipeline has
+ * finished, an abort changes nothing. */
+START_TEST(test_writer_abort_after_end) {
+  wgr t;
+  sl_buf *b;
+  int rc;
+  wgr_start(&t);
+  if (_i == 0) {
+    ck_assert_int_eq(sl_writer_write(t.w, kib, 10), 1);
+    gate_wait_held(&t.g, 0);
+  } else if (_i == 1) {
+    fill_to_mark(&t, 0);
+  } else {
+    gate_open(&t.g);
+    ck_assert_int_eq(sl_writer_write(t.w, kib, 10), 1);
+  }
+  ck_assert_int_eq(sl_writer_end(t.w), 0);
+  if (_i == 2) {
+    ck_assert_int_eq(read_chunks(t.r, 1), 10);
+    while ((rc = sl_reader_read(t.r, &b)) == SL_AGAIN)
+      ck_assert(wait_readable(sl_reader_fd(t.r)));
+    ck_assert_int_eq(rc, SL_EOF);
+    ck_assert_int_eq(sl_pipeline_wait(t.p), 0);
+  }
+  ck_assert_int_eq(sl_writer_abort(t.w, SL_EIO), 0);
+  gate_poke(&t.g); /* a held chunk sees the failure */
+  if (_i == 2) {
+    ck_assert_int_eq(sl_pipeline_wait(t.p), 0);
+    ck_assert_ptr_null(sl_pipeline_error(t.p));
+    ck_assert_int_eq(sl_stage_status(t.ws), 0);
+    ck_assert_int_eq(sl_reader_read(t.r, &b), SL_EOF);
+  } else {
+    ck_assert_int_eq(sl_pipeline_wait(t.p), SL_EIO);
+    ck_assert_str_eq(sl_pipeline_error(t.p), "body: i/o error");
+    ck_assert_int_eq(sl_stage_status(t.ws), SL_EIO);
+    ck_assert_int_eq(sl_reader_read(t.r, &b), SL_EIO);
+  }
+  ck_assert_int_eq(sl_writer_end(t.w), SL_ECLOSED);
+  ck_assert_int_eq(counter_get(&t.drains), 0);
+  wgr_free(&t);
+}
+END_TEST
+
+/* The ring refuses for good while a call queues: a failure that lands
+ * between a call's first look at the pipeline and its queueing, made
+ * deterministic here by aborting the writer's ring directly while the
+ * consumer holds a chunk away from it. Each call returns the stop code
+ * (the ring's, as the pipeline has no error yet), not 1, and a buffer
+ * given to sl_writer_write_buf is still the caller's. */
+START_TEST(test_writer_stop_while_queueing) {
+  wgr t;
+  sl_buf *b;
+  wgr_start(&t);
+  ck_assert_int_eq(sl_writer_write(t.w, kib, 10), 1);
+  gate_wait_held(&t.g, 0);
+  ck_assert_int_eq(sl_ring_abort(sl_stage_output(t.ws), SL_EIO), 0);
+  ck_assert_int_eq(sl_writer_write(t.w, kib, sizeof kib), SL_EIO);
+  static const unsigned char three[3 * 1024];
+  ck_assert_int_eq(sl_writer_write(t.w, three, sizeof three), SL_EIO);
+  ck_assert_int_eq(sl_writer_buf(t.w, 0, &b), 0);
+  ck_assert_int_eq(sl_buf_set_len(b, 5), 0);
+  ck_assert_int_eq(sl_writer_write_buf(t.w, b), SL_EIO);
+  ck_assert_uint_eq(sl_buf_refcount(b), 1); /* ours, and only ours */
+  sl_buf_unref(b);
+  ck_assert_int_eq(sl_writer_flush(t.w), SL_EIO);
+  ck_assert_int_eq(readable_now(sl_writer_fd(t.w)), 0); /* not paused */
+  /* Once the pipeline has failed, its first error is what calls say. */
+  sl_pipeline_cancel(t.p);
+  gate_poke(&t.g);
+  ck_assert_int_eq(sl_pipeline_wait(t.p), SL_ECANCELED);
+  ck_assert_int_eq(sl_writer_write(t.w, kib, 1), SL_ECANCELED);
+  wgr_free(&t);
+}
+END_TEST
+
 /* The consumer goes away: the pipeline fails with SL_EPIPE. */
 START_TEST(test_reader_close_early) {
   wgr t;
@@ -1125,6 +1203,8 @@ static Suite *bridge_suite(void) {
   tcase_add_test(tc, test_cancel_before_start);
   tcase_add_test(tc, test_free_without_end);
   tcase_add_test(tc, test_writer_abort);
+  tcase_add_loop_test(tc, test_writer_abort_after_end, 0, 3);
+  tcase_add_test(tc, test_writer_stop_while_queueing);
   tcase_add_test(tc, test_reader_close_early);
   tcase_add_test(tc, test_reader_close_after_eof);
   suite_add_tcase(s, tc);

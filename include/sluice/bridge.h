@@ -118,9 +118,11 @@ SL_EXTERN int sl_writer_new(sl_stage **stage, sl_writer **w, const char *name);
  *   SL_ECLOSED  after sl_writer_end.
  *   < 0         the pipeline's error (sl_pipeline_wait's code: the
  *               failing stage's, SL_ECANCELED after a cancel) once it
- *               failed; SL_ENOMEM (nothing taken); SL_EINVAL (w NULL,
- *               data NULL with len > 0, an object-mode output, or the
- *               pipeline not started).
+ *               failed, also when the failure comes while this call
+ *               queues (the chunks of data queued before it are lost
+ *               with the rest of the stream); SL_ENOMEM (nothing taken);
+ *               SL_EINVAL (w NULL, data NULL with len > 0, an
+ *               object-mode output, or the pipeline not started).
  * len 0 queues nothing and reports the state: 1, SL_EBUSY or an error.
  * The first call after the drain takes the drain: it clears
  * sl_writer_fd. The writer's thread. */
@@ -185,9 +187,18 @@ SL_EXTERN int sl_writer_end(sl_writer *w);
 
 /* Fail the pipeline with err (negative), reported as "<writer>: <message
  * of err>", unless it already failed or finished: Node's
- * writable.destroy(err). The writer has ended. Returns 0 (also when the
- * pipeline had already failed or finished), SL_EINVAL (w NULL, err >= 0,
- * not started). The writer's thread. */
+ * writable.destroy(err). The writer has ended.
+ *
+ * After sl_writer_end too: until the pipeline has finished (its last
+ * stage thread has ended: the finished callback has run or is running,
+ * sl_pipeline_wait no longer waits), the stages are still at work on what
+ * was written, and an abort fails the pipeline with err, however far the
+ * stream had got; as in Node, where destroy(err) after end() but before
+ * 'finish' destroys the stream: 'error' comes, 'finish' never does. Once
+ * it has finished, an abort changes nothing: its outcome stays 0.
+ *
+ * Returns 0 (also when the pipeline had already failed or finished),
+ * SL_EINVAL (w NULL, err >= 0, not started). The writer's thread. */
 SL_EXTERN int sl_writer_abort(sl_writer *w, int err);
 
 /* ------------------------------------------------------------------------
