@@ -18,6 +18,14 @@
  *   --disconnect K     the first K clients reset the connection (SO_LINGER
  *                      0, close) once they have sent half their body; they
  *                      count as dropped, the others must still succeed
+ *   --together         no client ends its body (shutdown) before every
+ *                      client has received part of its response: all of
+ *                      them are then in the server's hands at once, since
+ *                      a connection that answered was accepted and one
+ *                      whose body has not ended cannot have finished. The
+ *                      server must answer before a body's end: give it
+ *                      bodies of several of its buffers that it cannot
+ *                      hold back (--data random)
  *   --no-verify        count the response bytes without inflating them
  *   --data mixed       runs of random bytes, text, zeros and patterns,
  *                      an 8 MiB pattern (the default)
@@ -28,10 +36,11 @@
  *
  * Usage: server-client [options] -c CLIENTS -n BYTES PORT
  * Prints one line, "clients=.. ok=.. dropped=.. failed=.. sent=.. recv=..
- * seconds=.. mbps=..", mbps being request bytes per second (1e6) over all
- * clients. Exit status 0 when every client that was not told to drop
- * received a response that inflates to its body, 1 otherwise, 2 on bad
- * usage.
+ * seconds=.. mbps=.. peak_answered=..", mbps being request bytes per
+ * second (1e6) over all clients, peak_answered the most connections at
+ * once that had received response bytes and not yet their end. Exit status 0
+ * when every client that was not told to drop received a response that inflates
+ * to its body, 1 otherwise, 2 on bad usage.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -61,6 +70,7 @@ struct client {
   uint64_t checked;  /* response bytes inflated and compared */
   uint64_t received; /* compressed bytes received */
   bool connected, send_done, done, ok, drop;
+  bool held; /* --together: the whole body sent, its end held back */
   z_stream z;
   bool z_ready;
 };
@@ -69,6 +79,7 @@ static unsigned char *pattern;
 static size_t plen;
 static uint64_t body_len;
 static bool verify = true;
+static bool together, released; /* --together, and its moment came */
 
 static uint64_t now_ns(void) {
   struct timespec t;
@@ -230,8 +241,14 @@ static void do_send(int ep, struct client *c, bool slow) {
         client_end(c, true);
         return;
       }
+      if (together && !released) { /* end it later, with the others */
+        c->held = true;
+        set_events(ep, c, slow ? 0 : EPOLLIN);
+        return;
+      }
       shutdown(c->fd, SHUT_WR);
       c->send_done = true;
+      c->held = false;
       set_events(ep, c, slow ? 0 : EPOLLIN);
       return;
     }
@@ -279,7 +296,8 @@ static void do_recv(struct client *c, size_t max) {
 static int usage(void) {
   fprintf(stderr,
           "usage: server-client [--slow] [--slow-bytes N] [--slow-reads R]\n"
-          "         [--slow-pause-us U] [--disconnect K] [--no-verify]\n"
+          "         [--slow-pause-us U] [--disconnect K] [--together]\n"
+          "         [--no-verify]\n"
           "         [--data mixed|repeat|random]\n"
           "         -c CLIENTS -n BYTES PORT\n");
   return 2;
@@ -297,6 +315,8 @@ int main(int argc, char **argv) {
     const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
     if (strcmp(a, "--slow") == 0)
       slow = true;
+    else if (strcmp(a, "--together") == 0)
+      together = true;
     else if (strcmp(a, "--no-verify") == 0)
       verify = false;
     else if (strcmp(a, "--slow-bytes") == 0 && v && ++i)
@@ -354,7 +374,7 @@ int main(int argc, char **argv) {
     epoll_ctl(ep, EPOLL_CTL_ADD, c->fd, &e);
   }
 
-  int left = nclients;
+  int left = nclients, peak_answered = 0;
   uint64_t next_tick = now_ns();
   struct epoll_event evs[256];
   while (left > 0) {
@@ -388,8 +408,20 @@ int main(int argc, char **argv) {
       next_tick = now_ns() + (uint64_t)pause_us * 1000;
     }
     left = 0;
-    for (int i = 0; i < nclients; i++)
+    int answered = 0, open_answered = 0;
+    for (int i = 0; i < nclients; i++) {
       left += !cl[i].done;
+      answered += cl[i].done || cl[i].received > 0;
+      open_answered += !cl[i].done && cl[i].received > 0;
+    }
+    if (open_answered > peak_answered)
+      peak_answered = open_answered;
+    if (together && !released && answered == nclients) {
+      released = true; /* every one answered: end the held bodies */
+      for (int i = 0; i < nclients; i++)
+        if (cl[i].held && !cl[i].done)
+          do_send(ep, &cl[i], slow);
+    }
   }
   double secs = (double)(now_ns() - t0) / 1e9;
 
@@ -406,9 +438,9 @@ int main(int argc, char **argv) {
       failed++;
   }
   printf("clients=%d ok=%d dropped=%d failed=%d sent=%llu recv=%llu "
-         "seconds=%.3f mbps=%.1f\n",
+         "seconds=%.3f mbps=%.1f peak_answered=%d\n",
          nclients, ok, dropped, failed, sent, recvd, secs,
-         (double)sent / secs / 1e6);
+         (double)sent / secs / 1e6, peak_answered);
   free(cl);
   free(pattern);
   close(ep);

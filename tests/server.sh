@@ -12,7 +12,9 @@
 #            while 10 others and then 20 more are served: exactly the
 #            10 pipelines fail, every response of the others inflates to
 #            its body, and at exit the library holds no allocation
-#   many     200 concurrent clients, every response byte-exact
+#   many     200 concurrent clients, all in the server at once (it
+#            reports 200 connections and 201 threads at its peak), every
+#            response byte-exact
 #
 # Each server runs with --stats and is stopped with SIGTERM; it must exit
 # 0 having freed everything. The port is read from the server's first line
@@ -173,16 +175,36 @@ fi
 check_freed drop
 
 # --- many: 200 concurrent clients -----------------------------------------------
+# With --together no client ends its body before all 200 have received
+# part of their responses (random bodies of four of the server's buffers,
+# which gzip cannot hold back), so the 200 are in the server's hands at
+# once, deterministically: each that answered was accepted, and none
+# whose body has not ended can have finished. The server then runs one
+# gzip thread per connection and its loop: 201 threads.
 start_server
-if "$client" -c 200 -n $((256 << 10)) "$port" > "$dir/m.out"; then
+if "$client" --together --data random -c 200 -n $((256 << 10)) "$port" > "$dir/m.out"; then
   ok "many: $(cat "$dir/m.out")"
 else
   bad "many: $(cat "$dir/m.out")"
 fi
 stop_server
+if grep -q 'ok=200 .*peak_answered=200' "$dir/m.out"; then
+  ok "many: 200 answered at once, every response byte-exact"
+else
+  bad "many: $(cat "$dir/m.out")"
+fi
 conns=$(stat_of peak_connections)
 threads=$(stat_of threads_at_peak)
-echo "many: at most $conns connections at once, $threads threads then"
+if [ "$conns" = 200 ]; then
+  ok "many: the server held 200 connections at once"
+else
+  bad "many: the server's peak_connections '$conns', want 200"
+fi
+if [ "$threads" = 201 ]; then
+  ok "many: 201 threads then: one gzip thread per connection and the loop"
+else
+  bad "many: threads_at_peak '$threads', want 201"
+fi
 [ "$(stat_of served)" = 200 ] || bad "many: served $(stat_of served) of 200"
 check_freed many
 
