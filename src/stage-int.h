@@ -37,8 +37,8 @@ struct sl_tev; /* a trace event */
 
 struct sl_tobs {
   _Alignas(SL_CACHELINE) _Atomic uint32_t seq;
-  _Atomic int state;     /* enum sl_tobs_state */
-  sl_ring *_Atomic ring; /* the ring waited on, in FULL and EMPTY */
+  _Atomic int state;         /* enum sl_tobs_state */
+  sl_ring *_Atomic ring;     /* the ring waited on, in FULL and EMPTY */
   _Atomic uint64_t since_ns; /* when state began */
   _Atomic uint64_t start_ns, end_ns, full_ns, empty_ns; /* waits ended */
   /* The most ever reported by the stats, which keeps them monotonic
@@ -154,8 +154,8 @@ struct sl_pipeline {
   int live_threads;
   int first_err;
   char errbuf[SL_ERRMSG_MAX + 64];
-  int cancel_rfd, cancel_wfd; /* -1 until sl_stage_cancel_fd */
-  _Atomic int failing; /* fast check for sl_stage_cancelled */
+  int cancel_rfd, cancel_wfd;   /* -1 until sl_stage_cancel_fd */
+  _Atomic int failing;          /* fast check for sl_stage_cancelled */
   struct sl_observer *observer; /* trace.c: watchdog and trace, or NULL */
 };
 
@@ -172,6 +172,17 @@ void *sl__stage_input_main(void *arg);
 size_t sl__stage_input_threads(const sl_stage *s);
 void sl__stage_destroy(sl_stage *s);
 int sl__block_signals(sigset_t *old);
+/* For ops that wait on a descriptor (the fd and socket stages): poll(2)
+ * until fd is ready for events, in error or hung up (the op's next call
+ * says which), or until the pipeline is cancelled or failing. *cancel_fd
+ * keeps the stage's cancel descriptor (-1 before the first wait). Returns
+ * 0 when fd is ready, SL_ECANCELED, the code of a failed
+ * sl_stage_cancel_fd, or SL_EIO with *sys_err set to what poll failed
+ * with (EBADF for a descriptor it finds invalid) for the op to report;
+ * *sys_err is 0 on every other return. EINTR is retried. Sets no
+ * message. The op's thread. */
+int sl__stage_poll(sl_stage *s, int fd, short events, int *cancel_fd,
+                   int *sys_err);
 
 /* trace.c. obs_start (by sl_pipeline_start, with signals blocked, after
  * the rings exist) makes each stage's thread records and starts the

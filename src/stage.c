@@ -21,6 +21,8 @@
  */
 #include "stage-int.h"
 
+#include <errno.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <string.h>
@@ -205,6 +207,35 @@ int sl_stage_cancel_fd(sl_stage *s) {
   if (!s || !s->p)
     return SL_EINVAL;
   return sl__pipeline_cancel_fd(s->p);
+}
+
+int sl__stage_poll(sl_stage *s, int fd, short events, int *cancel_fd,
+                   int *sys_err) {
+  *sys_err = 0;
+  if (*cancel_fd < 0) {
+    int cfd = sl_stage_cancel_fd(s);
+    if (cfd < 0)
+      return cfd;
+    *cancel_fd = cfd;
+  }
+  for (;;) {
+    struct pollfd pfd[2] = {{.fd = fd, .events = events},
+                            {.fd = *cancel_fd, .events = POLLIN}};
+    if (poll(pfd, 2, -1) < 0) {
+      if (errno == EINTR || errno == EAGAIN)
+        continue;
+      *sys_err = errno;
+      return SL_EIO;
+    }
+    if (pfd[1].revents)
+      return SL_ECANCELED;
+    if (pfd[0].revents & POLLNVAL) {
+      *sys_err = EBADF;
+      return SL_EIO;
+    }
+    if (pfd[0].revents)
+      return 0;
+  }
 }
 
 int sl_stage_push_flush(sl_stage *s) {

@@ -121,35 +121,18 @@ static int close_checked(int fd) {
 }
 
 /* Wait until fd is ready for events, or the pipeline is cancelled or
- * failing. Returns 0 when fd is ready (or in error or hung up: the next
- * read or write says which), SL_ECANCELED, or an error. */
+ * failing (sl__stage_poll). Returns 0, SL_ECANCELED, or an error, with its
+ * message set. */
 static int wait_ready(sl_stage *st, struct fd_ctx *c, short events,
                       const char *call) {
-  if (c->cancel_fd < 0) {
-    int fd = sl_stage_cancel_fd(st);
-    if (fd < 0) {
-      sl_stage_set_error(st, "%s %s: no cancel descriptor: %s", call, what(c),
-                         sl_strerror(fd));
-      return fd;
-    }
-    c->cancel_fd = fd;
-  }
-  for (;;) {
-    struct pollfd pfd[2] = {{.fd = c->fd, .events = events},
-                            {.fd = c->cancel_fd, .events = POLLIN}};
-    int n = poll(pfd, 2, -1);
-    if (n < 0) {
-      if (errno == EINTR || errno == EAGAIN)
-        continue;
-      return fail(st, c, "poll", errno);
-    }
-    if (pfd[1].revents)
-      return SL_ECANCELED;
-    if (pfd[0].revents & POLLNVAL)
-      return fail(st, c, "poll", EBADF);
-    if (pfd[0].revents)
-      return 0;
-  }
+  int err, rc = sl__stage_poll(st, c->fd, events, &c->cancel_fd, &err);
+
+  if (err != 0)
+    return fail(st, c, "poll", err);
+  if (rc != 0 && rc != SL_ECANCELED)
+    sl_stage_set_error(st, "%s %s: no cancel descriptor: %s", call, what(c),
+                       sl_strerror(rc));
+  return rc;
 }
 
 /* The write that just returned EPIPE left a SIGPIPE pending on this

@@ -84,34 +84,19 @@ static void bytes_add(struct sock_side *side, uint64_t n) {
 }
 
 /* Wait until the socket is ready for events (or in error, or hung up: the
- * next call says which), or the pipeline is cancelled or failing. Returns
- * 0, SL_ECANCELED, or an error. */
+ * next call says which), or the pipeline is cancelled or failing
+ * (sl__stage_poll). Returns 0, SL_ECANCELED, or an error, with its message
+ * set. */
 static int wait_ready(sl_stage *st, struct sock_ctx *c, struct sock_side *side,
                       short events, const char *call) {
-  if (side->cancel_fd < 0) {
-    int fd = sl_stage_cancel_fd(st);
-    if (fd < 0) {
-      sl_stage_set_error(st, "%s %s: no cancel descriptor: %s", call, c->what,
-                         sl_strerror(fd));
-      return fd;
-    }
-    side->cancel_fd = fd;
-  }
-  for (;;) {
-    struct pollfd pfd[2] = {{.fd = c->fd, .events = events},
-                            {.fd = side->cancel_fd, .events = POLLIN}};
-    if (poll(pfd, 2, -1) < 0) {
-      if (errno == EINTR || errno == EAGAIN)
-        continue;
-      return fail(st, c, "poll", errno);
-    }
-    if (pfd[1].revents)
-      return SL_ECANCELED;
-    if (pfd[0].revents & POLLNVAL)
-      return fail(st, c, "poll", EBADF);
-    if (pfd[0].revents)
-      return 0;
-  }
+  int err, rc = sl__stage_poll(st, c->fd, events, &side->cancel_fd, &err);
+
+  if (err != 0)
+    return fail(st, c, "poll", err);
+  if (rc != 0 && rc != SL_ECANCELED)
+    sl_stage_set_error(st, "%s %s: no cancel descriptor: %s", call, c->what,
+                       sl_strerror(rc));
+  return rc;
 }
 
 /* Read side: one recv into a pooled buffer, pushed as one chunk. */
