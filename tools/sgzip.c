@@ -47,6 +47,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <limits.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -58,6 +59,9 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+
+#define ZLIB_CONST
+#include <zlib.h>
 
 #define PROG "sgzip"
 
@@ -373,56 +377,43 @@ struct gz_info {
   char *name; /* the stored name (malloc'd), or NULL */
 };
 
-/* Parse the header at b[0..n). Returns 1 when it is complete, 0 when more
- * bytes are needed, -1 when it is not a gzip header. */
+/* Parse the header at b[0..n) with zlib's own gzip header reader (which
+ * also checks a header CRC16): inflate with Z_BLOCK stops right after the
+ * header. Returns 1 when it is complete, 0 when more bytes are needed, -1
+ * when it is not a gzip header. */
 static int gz_parse(const unsigned char *b, size_t n, struct gz_info *g) {
-  size_t at = 10;
-  if (n >= 1 && b[0] != 0x1f)
-    return -1;
-  if (n >= 2 && b[1] != 0x8b)
-    return -1;
-  if (n >= 3 && b[2] != 8)
-    return -1;
-  if (n >= 4 && (b[3] & 0xe0))
-    return -1;
-  if (n < 10)
-    return 0;
-  unsigned flg = b[3];
-  g->mtime = (uint32_t)b[4] | (uint32_t)b[5] << 8 | (uint32_t)b[6] << 16 |
-             (uint32_t)b[7] << 24;
-  if (flg & SL_GZIP_FEXTRA) {
-    if (n < at + 2)
-      return 0;
-    at += 2 + ((size_t)b[at] | (size_t)b[at + 1] << 8);
+  z_stream z = {0};
+  gz_header h = {0};
+  unsigned char out[1];
+  int r = -1;
+
+  if (n > UINT_MAX - 1)
+    n = UINT_MAX - 1; /* a header is read up to HEADER_READ_MAX bytes */
+  char *name = xmalloc(n + 1);
+  h.name = (Bytef *)name;
+  h.name_max = (uInt)n + 1; /* room for any name b can hold */
+  if (inflateInit2(&z, 16 + MAX_WBITS) != Z_OK) {
+    fprintf(stderr, "%s: out of memory\n", PROG);
+    exit(EXIT_ERROR);
   }
-  const unsigned char *name = NULL;
-  size_t name_len = 0;
-  for (unsigned bit = SL_GZIP_FNAME; bit <= SL_GZIP_FCOMMENT; bit <<= 1) {
-    if (!(flg & bit))
-      continue;
-    if (n <= at)
-      return 0;
-    const unsigned char *z = memchr(b + at, 0, n - at);
-    if (z == NULL)
-      return 0;
-    if (bit == SL_GZIP_FNAME) {
-      name = b + at;
-      name_len = (size_t)(z - name);
-    }
-    at = (size_t)(z - b) + 1;
+  inflateGetHeader(&z, &h);
+  z.next_in = b;
+  z.avail_in = (uInt)n;
+  z.next_out = out;
+  z.avail_out = sizeof out;
+  int zr = inflate(&z, Z_BLOCK);
+  if (h.done == 1) {
+    r = 1;
+    g->hdr_len = (size_t)z.total_in;
+    g->mtime = (uint32_t)h.time;
+    g->name = h.name != Z_NULL ? name : NULL; /* Z_NULL: no FNAME */
+  } else if (zr == Z_OK || zr == Z_BUF_ERROR) {
+    r = 0; /* every byte was taken and the header goes on */
   }
-  if (flg & SL_GZIP_FHCRC)
-    at += 2;
-  if (n < at)
-    return 0;
-  g->hdr_len = at;
-  g->name = NULL;
-  if (name != NULL) {
-    g->name = xmalloc(name_len + 1);
-    memcpy(g->name, name, name_len);
-    g->name[name_len] = '\0';
-  }
-  return 1;
+  inflateEnd(&z);
+  if (r != 1 || g->name == NULL)
+    free(name);
+  return r;
 }
 
 /* Read the header of the gzip file open at fd (positioned reads from
