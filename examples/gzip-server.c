@@ -24,7 +24,8 @@
  *
  * Memory per connection is bounded by the marks, whatever the body's size
  * and however slowly the client reads. Exactly: every buffer of a
- * connection's pipeline comes from its pool (whose peak --stats reports).
+ * connection's pipeline comes from the pool that all connections share
+ * (whose peak --stats reports: with one client, that client's).
  * Write H for the high mark (--hwm, 256 KiB by default) and C for the
  * buffer size (--buf, 64 KiB by default). Here every chunk weighs C
  * against the marks: a ring counts a buffer's capacity, and the buffers
@@ -70,9 +71,9 @@
  * --inline runs the same server without sluice: zlib's deflate on the
  * event loop's thread, one connection at a time (the usual single-threaded
  * event-loop server; the benchmark's peer). --stats prints, on exit, the
- * largest pool peak of any connection's pipeline, the peak RSS, the most
- * connections at once and the threads the process had then, and the
- * library's allocations still live (0: nothing leaked); and, over every
+ * shared pool's peak (the most bytes all connections held at once), the peak
+ * RSS, the most connections at once and the threads the process had then, and
+ * the library's allocations still live (0: nothing leaked); and, over every
  * connection, the backpressure seen: the highest level each ring reached,
  * how often each ring paused its producer (request_pauses: the writer said
  * stop; response_pauses: gzip found the ring to the reader full), how
@@ -164,6 +165,7 @@ struct server {
   bool inline_mode, stats, stopping, accept_paused;
   int level;
   sl_pipeline_opts popts;
+  sl_pool *pool; /* every connection's buffers */
   struct conn *conns;
 
   pthread_mutex_t done_mu; /* guards done, filled by stage threads */
@@ -784,6 +786,20 @@ int main(int argc, char **argv) {
   if (s.stats)
     sl_set_allocator(count_malloc, count_realloc, count_calloc, count_free);
 
+  /* One pool for every connection's pipeline: a new connection takes the
+   * buffers finished ones gave back instead of fresh memory, which the
+   * kernel would fault in and zero again (with many short connections a
+   * tenth of the server's time went there). It keeps what it is given
+   * back, so it settles at the most the connections held at once. */
+  if (!s.inline_mode) {
+    if (sl_pool_new(&s.pool, s.popts.buf_size ? s.popts.buf_size : 64 << 10,
+                    0) != 0) {
+      fprintf(stderr, "gzip-server: bad --buf or out of memory\n");
+      return 1;
+    }
+    s.popts.pool = s.pool;
+  }
+
   /* SIGINT and SIGTERM arrive through a descriptor the loop watches;
    * pipeline threads block every signal, so no thread takes them. */
   sigset_t sigs;
@@ -821,6 +837,7 @@ int main(int argc, char **argv) {
   fflush(stdout);
 
   int rc = run(&s);
+  sl_pool_free(s.pool);
 
   close(s.donefd);
   close(s.sigfd);

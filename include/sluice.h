@@ -175,10 +175,21 @@ typedef struct sl_pool_stats {
  * (out NULL, buf_size 0 or above 1 GiB), SL_ENOMEM. Any thread. */
 SL_EXTERN int sl_pool_new(sl_pool **out, size_t buf_size, size_t max_cached);
 
-/* Release the caller's reference to pool. Buffers still outstanding keep it
- * alive; it is freed when the last one returns. NULL is a no-op. Any
- * thread, once per reference taken by sl_pool_new. */
+/* Take another owner reference to pool, for one more holder (a second
+ * pipeline sharing it, see sl_pipeline_opts.pool), and return pool; NULL
+ * returns NULL. Each reference is released by one sl_pool_free. Any
+ * thread. */
+SL_EXTERN sl_pool *sl_pool_ref(sl_pool *pool);
+
+/* Release one owner reference to pool (taken by sl_pool_new or
+ * sl_pool_ref). When the last is released the cached buffers are freed;
+ * buffers still outstanding keep the pool alive, and it is freed when the
+ * last one returns. NULL is a no-op. Any thread, once per reference. */
 SL_EXTERN void sl_pool_free(sl_pool *pool);
+
+/* The capacity of the pool's full-size buffers (its buf_size); 0 for
+ * NULL. Any thread. */
+SL_EXTERN size_t sl_pool_buf_size(const sl_pool *pool);
 
 /* Fill *st with the pool's counters, read under its lock. Any thread.
  * Returns 0 or SL_EINVAL. */
@@ -518,15 +529,25 @@ SL_EXTERN int sl_stage_status(const sl_stage *stage);
 typedef void (*sl_finished_cb)(sl_pipeline *p, int status, void *arg);
 
 typedef struct sl_pipeline_opts {
-  size_t buf_size; /* pooled buffer size; 0 picks 64 KiB */
+  size_t buf_size; /* pooled buffer size; 0 picks 64 KiB, or the size of
+                    * pool when one is given (any other is SL_EINVAL) */
   size_t hwm;      /* default high mark of every ring; 0 picks 256 KiB */
   size_t lwm;      /* default low mark; 0 or SL_LWM_DEFAULT: half of hwm
                     * (unlike sl_ring_opts, where 0 is a real mark) */
-  size_t max_cached; /* pool's per-class free-list bound; 0: no bound */
+  size_t max_cached; /* pool's per-class free-list bound; 0: no bound
+                      * (unused with pool: that pool's bound holds) */
   size_t stack_size; /* stage thread stack; 0 keeps the system's */
   size_t trace_events; /* events each thread's trace buffer holds, rounded
                         * up to a power of two; 0 picks 4096 (about 100
                         * KiB a thread); see sl_pipeline_trace */
+  sl_pool *pool; /* NULL: the pipeline makes a pool of its own. Else the
+                  * pool its buffers come from, shared with whoever else
+                  * uses it (a server's many short pipelines reuse each
+                  * other's buffers instead of asking the allocator for
+                  * fresh memory); the pipeline takes a reference
+                  * (sl_pool_ref) and releases it in sl_pipeline_free.
+                  * sl_pipeline_pool and its stats are then the shared
+                  * pool's. */
 } sl_pipeline_opts;
 
 typedef struct sl_stage_stats {
@@ -541,7 +562,8 @@ typedef struct sl_stage_stats {
 } sl_stage_stats;
 
 /* Create an empty pipeline. opts may be NULL for the defaults. Returns 0,
- * SL_EINVAL (out NULL, lwm >= hwm), SL_ENOMEM. Any thread. */
+ * SL_EINVAL (out NULL, lwm >= hwm, a buf_size other than that of the pool
+ * given), SL_ENOMEM. Any thread. */
 SL_EXTERN int sl_pipeline_new(sl_pipeline **out, const sl_pipeline_opts *opts);
 
 /* Add stages in order and link each to the next with a ring:

@@ -13,8 +13,10 @@
  * decrement publishes the buffer's contents to whoever frees it, the
  * acquire on the last decrement sees them.
  *
- * Lifetime: sl_pool_free drops the owner's reference; outstanding buffers
- * keep the pool alive and the last one to return frees it.
+ * Lifetime: sl_pool_new and sl_pool_ref give owner references (several
+ * pipelines may share a pool) and sl_pool_free drops one; when the last
+ * owner is gone the free lists are released, outstanding buffers keep the
+ * pool alive, and the last one to return frees it.
  */
 #include "sluice-int.h"
 
@@ -41,7 +43,8 @@ struct sl_pool {
   size_t outstanding, peak_outstanding;
   size_t bytes_outstanding, peak_bytes, cached;
   uint64_t allocations, reuses;
-  bool dead;
+  size_t owners; /* references by sl_pool_new and sl_pool_ref */
+  bool dead;     /* no owner left: free what returns */
 };
 
 #define POOL_MAX_BUF ((size_t)1 << 30)
@@ -77,6 +80,7 @@ int sl_pool_new(sl_pool **out, size_t buf_size, size_t max_cached) {
   }
   pool->buf_size = buf_size;
   pool->max_cached = max_cached ? max_cached : SIZE_MAX;
+  pool->owners = 1;
   pool->nclasses = 1;
   while ((CLASS_MIN << (pool->nclasses - 1)) < buf_size)
     pool->nclasses++;
@@ -99,10 +103,27 @@ static void pool_destroy(sl_pool *pool) {
   sl__free(pool);
 }
 
+sl_pool *sl_pool_ref(sl_pool *pool) {
+  if (pool) {
+    pthread_mutex_lock(&pool->mu);
+    pool->owners++;
+    pthread_mutex_unlock(&pool->mu);
+  }
+  return pool;
+}
+
+size_t sl_pool_buf_size(const sl_pool *pool) {
+  return pool ? pool->buf_size : 0; /* read-only after creation */
+}
+
 void sl_pool_free(sl_pool *pool) {
   if (!pool)
     return;
   pthread_mutex_lock(&pool->mu);
+  if (--pool->owners > 0) {
+    pthread_mutex_unlock(&pool->mu);
+    return;
+  }
   pool->dead = true;
   sl_buf *chains[CLASS_MAX + 1];
   for (int k = 0; k <= pool->nclasses; k++) {

@@ -39,6 +39,10 @@ int sl_pipeline_new(sl_pipeline **out, const sl_pipeline_opts *opts) {
     return SL_EINVAL;
   *out = NULL;
   sl_pipeline_opts o = opts ? *opts : (sl_pipeline_opts){0};
+  if (o.pool && o.buf_size && o.buf_size != sl_pool_buf_size(o.pool))
+    return SL_EINVAL;
+  if (o.pool)
+    o.buf_size = sl_pool_buf_size(o.pool);
   if (!o.buf_size)
     o.buf_size = DEFAULT_BUF_SIZE;
   if (!o.hwm)
@@ -53,7 +57,11 @@ int sl_pipeline_new(sl_pipeline **out, const sl_pipeline_opts *opts) {
     return SL_ENOMEM;
   p->opts = o;
   p->cancel_rfd = p->cancel_wfd = -1;
-  int rc = sl_pool_new(&p->pool, o.buf_size, o.max_cached);
+  int rc = 0;
+  if (o.pool)
+    p->pool = sl_pool_ref(o.pool);
+  else
+    rc = sl_pool_new(&p->pool, o.buf_size, o.max_cached);
   if (rc != 0)
     goto fail_p;
   rc = SL_ENOMEM;

@@ -618,6 +618,33 @@ START_TEST(test_pool_free_with_outstanding) {
 }
 END_TEST
 
+/* Each owner reference (sl_pool_new, sl_pool_ref) is released by one
+ * sl_pool_free: the pool keeps its cache until the last, and buffers
+ * outstanding then still keep it alive. */
+START_TEST(test_pool_ref_shares_until_last_owner) {
+  sl_pool *p = pool_make(512, 0);
+  sl_buf *b, *kept;
+
+  ck_assert_uint_eq(sl_pool_buf_size(p), 512);
+  ck_assert_uint_eq(sl_pool_buf_size(NULL), 0);
+  ck_assert_ptr_null(sl_pool_ref(NULL));
+  ck_assert_ptr_eq(sl_pool_ref(p), p);
+  b = buf_make(p, 512);
+  sl_buf_unref(b);
+  ck_assert_uint_eq(pool_stats(p).cached, 1);
+  sl_pool_free(p); /* one owner left: nothing changes */
+  ck_assert_uint_eq(pool_stats(p).cached, 1);
+  b = buf_make(p, 512);
+  ck_assert_uint_eq(pool_stats(p).reuses, 1);
+  kept = buf_make(p, 100);
+  sl_buf_unref(b);
+  sl_pool_free(p); /* the last owner: the cache goes, kept keeps it */
+  ck_assert_int_gt(test_alloc_live(), 0);
+  sl_buf_unref(kept);
+  ck_assert_int_eq(test_alloc_live(), 0);
+}
+END_TEST
+
 /* ------------------------------------------------------------------------
  * Threads
  * ---------------------------------------------------------------------- */
@@ -1069,6 +1096,7 @@ static Suite *buf_suite(void) {
   tcase_add_test(tc, test_pool_unbounded_cache_keeps_all);
   tcase_add_test(tc, test_pool_peak_counters);
   tcase_add_test(tc, test_pool_free_with_outstanding);
+  tcase_add_test(tc, test_pool_ref_shares_until_last_owner);
 
   tc = tcase(s, "threads");
   tcase_add_test(tc, test_release_on_other_thread_returns_to_pool);

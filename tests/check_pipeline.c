@@ -9,7 +9,6 @@
  */
 #include "pipeutil.h"
 
-#include <ctype.h>
 #include <stdio.h>
 
 static int base_threads;
@@ -180,6 +179,75 @@ START_TEST(test_empty_stream) {
   sl_pipeline_free(p);
   ck_assert_int_eq(pu_destroyed(&sink), 1);
   pu_sink_fini(&sink);
+}
+END_TEST
+
+/* Run src -> upper -> sink over data in pipeline p; returns what came out
+ * (malloc'd, *n bytes). */
+static unsigned char *run_upper(sl_pipeline *p, const unsigned char *data,
+                                size_t len, size_t *n) {
+  static const size_t sizes[] = {4096, 65536, 1, 30000};
+  pu_src src;
+  pu_xf up;
+  pu_sink sink;
+  unsigned char *out;
+
+  pu_src_init(&src, data, len, sizes, 4);
+  pu_xf_init(&up, PU_UPPER);
+  pu_sink_init(&sink);
+  sl_stage *a = pu_src_stage("src", &src), *b = pu_xf_stage("up", &up, true),
+           *c = pu_sink_stage("sink", &sink);
+  ck_assert(a && b && c);
+  ck_assert_int_eq(sl_pipeline_chain(p, a, b, c, NULL), 0);
+  ck_assert_int_eq(sl_pipeline_start(p), 0);
+  ck_assert_int_eq(sl_pipeline_wait(p), 0);
+  *n = sink.got.len;
+  out = malloc(*n ? *n : 1);
+  ck_assert_ptr_nonnull(out);
+  memcpy(out, sink.got.p, *n);
+  sl_pipeline_free(p);
+  pu_sink_fini(&sink);
+  return out;
+}
+
+/* Pipelines given one pool take their buffers from it, one after another
+ * reuse what the first gave back, and the pool outlives them. */
+START_TEST(test_shared_pool) {
+  const size_t len = (1 << 20) + 7;
+  unsigned char *data = pu_pattern(len, 5), *want = malloc(len), *got;
+  sl_pool *pool;
+  sl_pool_stats st;
+  sl_pipeline *p;
+  size_t n;
+  uint64_t reuses = 0;
+
+  ck_assert_ptr_nonnull(want);
+  for (size_t i = 0; i < len; i++)
+    want[i] = pu_upper(data[i]);
+  ck_assert_int_eq(sl_pool_new(&pool, 32768, 0), 0);
+  /* A buffer size other than the pool's is refused; 0 takes the pool's. */
+  ck_assert_int_eq(
+      sl_pipeline_new(&p, &(sl_pipeline_opts){.pool = pool, .buf_size = 4096}),
+      SL_EINVAL);
+  for (int k = 0; k < 3; k++) {
+    ck_assert_int_eq(sl_pipeline_new(&p, &(sl_pipeline_opts){.pool = pool}), 0);
+    ck_assert_ptr_eq(sl_pipeline_pool(p), pool);
+    got = run_upper(p, data, len, &n);
+    ck_assert_uint_eq(n, len);
+    ck_assert(memcmp(got, want, len) == 0);
+    free(got);
+    ck_assert_int_eq(sl_pool_stats_get(pool, &st), 0);
+    ck_assert_uint_eq(st.buf_size, 32768);
+    ck_assert_uint_eq(st.outstanding, 0);
+    ck_assert_uint_gt(st.allocations, 0); /* it was this pool's work */
+    ck_assert_uint_gt(st.cached, 0);
+    if (k > 0) /* and a later pipeline took what an earlier gave back */
+      ck_assert_uint_gt(st.reuses, reuses);
+    reuses = st.reuses;
+  }
+  sl_pool_free(pool);
+  free(want);
+  free(data);
 }
 END_TEST
 
@@ -1758,6 +1826,7 @@ static Suite *pipeline_suite(void) {
   tc = tcase("bytes", 120);
   tcase_add_loop_test(tc, test_bytes_through_transforms, 1, 6);
   tcase_add_test(tc, test_empty_stream);
+  tcase_add_test(tc, test_shared_pool);
   tcase_add_test(tc, test_positive_op_return_is_success);
   suite_add_tcase(s, tc);
 
