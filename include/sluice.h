@@ -661,18 +661,27 @@ SL_EXTERN sl_stage *sl_pipeline_stage(const sl_pipeline *p, size_t i);
  * sl_pipeline_start returned. */
 SL_EXTERN sl_ring *sl_stage_output(const sl_stage *stage);
 
-/* Counters of stage i, readable at any moment without stopping anything
- * (all zero before start). Every figure only grows from one call to the
- * next, whichever thread reads, and a wait going on counts up to now.
- * The name lives as long as p.
- * Returns 0 or SL_EINVAL (p or st NULL, i out of range). Any thread. */
+/* Counters of stage i (in the order stages were added), readable at any
+ * moment without stopping anything. Every figure only grows from one call
+ * to the next, whichever thread reads, and a wait going on counts up to
+ * now. The name lives as long as p.
+ *
+ * Any thread, at any moment from sl_pipeline_new until sl_pipeline_free
+ * begins, also while the building thread is still adding stages or is
+ * inside sl_pipeline_start: until start has made the rings, each stage
+ * added so far shows its name, zeros, running 0 and its status. Returns
+ * 0, or SL_EINVAL (p or st NULL, or i not below the number of stages
+ * added so far). */
 SL_EXTERN int sl_pipeline_stage_stats(sl_pipeline *p, size_t i,
                                       sl_stage_stats *st);
 
 /* Print a table of every stage's and ring's counters to f, and name the
- * bottleneck (see sl_pipeline_bottleneck). Any thread, at any moment
- * after sl_pipeline_new. Returns 0, SL_EINVAL, or SL_EIO when writing
- * fails. */
+ * bottleneck (see sl_pipeline_bottleneck). Any thread, at any moment from
+ * sl_pipeline_new until sl_pipeline_free begins, as
+ * sl_pipeline_stage_stats: until start has made the rings, the table
+ * lists the stages added so far with zeros, and no ring and no
+ * bottleneck. f is written with no lock of the pipeline held. Returns 0,
+ * SL_EINVAL (p or f NULL), or SL_EIO when writing fails. */
 SL_EXTERN int sl_pipeline_stats_print(sl_pipeline *p, FILE *f);
 
 /* The index of the stage that holds the pipeline back: the one busy while
@@ -681,7 +690,9 @@ SL_EXTERN int sl_pipeline_stats_print(sl_pipeline *p, FILE *f);
  * its busy share times the share of time its neighbours waited on it, and
  * when no neighbour waited at all the busiest stage is named. Returns 0
  * with *index set; SL_EINVAL when p or index is NULL, p has no stage, or
- * no stage thread has run yet (*index is then untouched). Any thread. */
+ * no stage thread has run yet, which is always the case until start has
+ * made the rings (*index is then untouched). Any thread, at any moment as
+ * sl_pipeline_stage_stats. */
 SL_EXTERN int sl_pipeline_bottleneck(sl_pipeline *p, size_t *index);
 
 /* Describe to f where the pipeline stands now: each stage thread's state
@@ -692,8 +703,11 @@ SL_EXTERN int sl_pipeline_bottleneck(sl_pipeline *p, size_t *index);
  * any. Nothing is stopped or changed; the states are read at slightly
  * different moments, so a flowing pipeline may show a transient state.
  * Meant for a watchdog callback, a signal-handling thread or a debugger.
- * Any thread (not a signal handler), also before start and after the
- * end. Returns 0, SL_EINVAL (p or f NULL), SL_EIO when writing fails. */
+ * Any thread (not a signal handler), at any moment as
+ * sl_pipeline_stage_stats: until start has made the rings it gives the
+ * number of stages added so far and "not started"; after the end, every
+ * thread ended. Returns 0, SL_EINVAL (p or f NULL), SL_EIO when writing
+ * fails. */
 SL_EXTERN int sl_pipeline_stall_report(sl_pipeline *p, FILE *f);
 
 typedef void (*sl_watchdog_cb)(sl_pipeline *p, void *arg);

@@ -89,18 +89,36 @@ static bool consumes(const sl_stage *s) {
   return s->kind != KIND_SOURCE;
 }
 
-/* Room for one more pointer in *v (of *cap); nothing changes on failure. */
-static int reserve(sl_stage ***v, size_t n, size_t *cap, size_t more) {
+/* Room for more pointers in *v (n of *cap used); nothing changes on
+ * failure. With mu, the array is one that other threads read under mu (the
+ * stage list, for the stats): it is copied into a new one, which replaces
+ * the old under mu, so that no reader ever sees freed memory, and the
+ * allocator runs with no lock held. */
+static int reserve(sl_stage ***v, size_t n, size_t *cap, size_t more,
+                   pthread_mutex_t *mu) {
   if (n + more <= *cap)
     return 0;
   size_t c = *cap ? *cap : 4;
   while (c < n + more)
     c *= 2;
-  sl_stage **grown = sl__realloc(*v, c * sizeof *grown);
+  if (!mu) {
+    sl_stage **grown = sl__realloc(*v, c * sizeof *grown);
+    if (!grown)
+      return SL_ENOMEM;
+    *v = grown;
+    *cap = c;
+    return 0;
+  }
+  sl_stage **grown = sl__malloc(c * sizeof *grown), **old = *v;
   if (!grown)
     return SL_ENOMEM;
+  if (n)
+    memcpy(grown, old, n * sizeof *grown);
+  pthread_mutex_lock(mu);
   *v = grown;
   *cap = c;
+  pthread_mutex_unlock(mu);
+  sl__free(old);
   return 0;
 }
 
@@ -135,13 +153,16 @@ int sl_pipeline_chainv(sl_pipeline *p, sl_stage *const *v, size_t n) {
   /* Reserve everything first, so that nothing can fail while linking. A
    * stage appears once, so it gains at most one consumer and one
    * producer. */
-  if (reserve(&p->stages, p->nstages, &p->cap_stages, fresh) != 0)
+  if (reserve(&p->stages, p->nstages, &p->cap_stages, fresh, &p->mu) != 0)
     return SL_ENOMEM;
   for (size_t i = 0; i + 1 < n; i++)
-    if (reserve(&v[i]->cons, v[i]->ncons, &v[i]->cap_cons, 1) != 0 ||
-        reserve(&v[i + 1]->prods, v[i + 1]->nprods, &v[i + 1]->cap_prods,
-                1) != 0)
+    if (reserve(&v[i]->cons, v[i]->ncons, &v[i]->cap_cons, 1, NULL) != 0 ||
+        reserve(&v[i + 1]->prods, v[i + 1]->nprods, &v[i + 1]->cap_prods, 1,
+                NULL) != 0)
       return SL_ENOMEM;
+  /* The stats may be reading the stage list on another thread (see
+   * sl__pipeline_stage_at); the edges they read only once prepared. */
+  pthread_mutex_lock(&p->mu);
   for (size_t i = 0; i < n; i++) {
     sl_stage *s = v[i];
     if (!s->p) {
@@ -153,6 +174,7 @@ int sl_pipeline_chainv(sl_pipeline *p, sl_stage *const *v, size_t n) {
       v[i + 1]->prods[v[i + 1]->nprods++] = s;
     }
   }
+  pthread_mutex_unlock(&p->mu);
   return 0;
 }
 
@@ -233,7 +255,8 @@ int sl__pipeline_cancel_fd(sl_pipeline *p) {
       poke_cancel_fd_locked(p);
   }
   rc = p->cancel_rfd >= 0 ? p->cancel_rfd
-                          : errno == ENOMEM ? SL_ENOMEM : SL_EIO;
+       : errno == ENOMEM  ? SL_ENOMEM
+                          : SL_EIO;
   pthread_mutex_unlock(&p->mu);
   return rc;
 }
@@ -262,8 +285,7 @@ void sl__pipeline_fail(sl_pipeline *p, sl_stage *s, int err) {
   bool ready = p->rings_ready;
   pthread_mutex_unlock(&p->mu);
   int none = 0;
-  atomic_compare_exchange_strong(&s->status, &none,
-                                 first ? err : SL_ECANCELED);
+  atomic_compare_exchange_strong(&s->status, &none, first ? err : SL_ECANCELED);
   if (first && ready)
     abort_rings(p);
 }
@@ -405,11 +427,10 @@ static int prepare(sl_pipeline *p) {
   }
   for (size_t i = 0; i < p->nstages; i++) {
     sl_stage *s = p->stages[i];
-    sl_ring_opts o = s->has_out_opts
-                         ? s->out_opts
-                         : (sl_ring_opts){.hwm = p->opts.hwm,
-                                          .lwm = p->opts.lwm,
-                                          .mode = SL_RING_BYTES};
+    sl_ring_opts o = s->has_out_opts ? s->out_opts
+                                     : (sl_ring_opts){.hwm = p->opts.hwm,
+                                                      .lwm = p->opts.lwm,
+                                                      .mode = SL_RING_BYTES};
     for (size_t c = 0; c < s->ncons; c++) {
       sl_stage *t = s->cons[c];
       int rc = sl_ring_new(&p->rings[p->nrings], &o);
@@ -589,4 +610,13 @@ size_t sl_pipeline_stage_count(const sl_pipeline *p) {
 
 sl_stage *sl_pipeline_stage(const sl_pipeline *p, size_t i) {
   return p && i < p->nstages ? p->stages[i] : NULL;
+}
+
+sl_stage *sl__pipeline_stage_at(sl_pipeline *p, size_t i, bool ready) {
+  if (ready)
+    return i < p->nstages ? p->stages[i] : NULL;
+  pthread_mutex_lock(&p->mu);
+  sl_stage *s = i < p->nstages ? p->stages[i] : NULL;
+  pthread_mutex_unlock(&p->mu);
+  return s;
 }

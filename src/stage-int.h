@@ -154,8 +154,16 @@ struct sl_pipeline {
   int live_threads;
   int first_err;
   char errbuf[SL_ERRMSG_MAX + 64];
-  int cancel_rfd, cancel_wfd;   /* -1 until sl_stage_cancel_fd */
-  _Atomic int failing;          /* fast check for sl_stage_cancelled */
+  int cancel_rfd, cancel_wfd; /* -1 until sl_stage_cancel_fd */
+  _Atomic int failing;        /* fast check for sl_stage_cancelled */
+  /* Set (release) by sl__obs_start once the rings and every thread record
+   * exist, before any thread of the pipeline runs. From then on the stage
+   * list, every stage's edges, rings and records are fixed until
+   * sl_pipeline_free, so the stats and the stall report, which may run on
+   * any thread, read them without a lock once they have seen it set
+   * (acquire). Before, the building thread may be growing the stage list:
+   * chain does that under mu, and readers take mu to look at it. */
+  _Atomic int prepared;
   struct sl_observer *observer; /* trace.c: watchdog and trace, or NULL */
 };
 
@@ -164,6 +172,16 @@ void sl__pipeline_fail(sl_pipeline *p, sl_stage *s, int err);
 void sl__pipeline_thread_done(sl_pipeline *p);
 void sl__pipeline_participant_end(sl_stage *s);
 int sl__pipeline_cancel_fd(sl_pipeline *p);
+/* Stage i of p, NULL past the end, for readers on any thread: without a
+ * lock once ready (p->prepared seen set), else under p->mu, since chain
+ * may be growing the list. The stage itself stays where it is until
+ * sl_pipeline_free, and its name never changes. */
+sl_stage *sl__pipeline_stage_at(sl_pipeline *p, size_t i, bool ready);
+
+/* Whether p is prepared (see sl_pipeline.prepared). Any thread. */
+static inline bool sl__pipeline_ready(sl_pipeline *p) {
+  return atomic_load_explicit(&p->prepared, memory_order_acquire) != 0;
+}
 
 /* stage.c: thread entry points; input_main takes a struct sl_input. */
 void *sl__stage_source_main(void *arg);

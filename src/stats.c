@@ -12,6 +12,14 @@
  * wait that just ended could be counted twice for an instant; the stage
  * keeps the most ever reported, so that every figure only grows.
  *
+ * Any thread may ask, at any moment, also while the building thread adds
+ * stages or starts the pipeline. Until the pipeline is prepared (the flag
+ * sl__obs_start publishes once every ring and thread record exists) the
+ * stage list is read under the pipeline's lock, which chain takes to grow
+ * it, and nothing else is read: a stage that has not run has only its
+ * name and zeros to show. From then on the graph is fixed and is read
+ * without a lock.
+ *
  * The bottleneck is the stage that is busy while its neighbours wait on
  * it: its producers blocked on a full ring into it, its consumers starved
  * on an empty ring out of it. Each stage scores its busy share times the
@@ -39,8 +47,13 @@ static uint64_t grow(_Atomic uint64_t *rep, uint64_t v) {
   return v > seen ? v : seen;
 }
 
-static void stage_stats(sl_stage *s, sl_stage_stats *st) {
+/* The counters of s; before the pipeline is ready (!ready), zeros. */
+static void stage_stats(sl_stage *s, sl_stage_stats *st, bool ready) {
   sl_ring_stats rs;
+  if (!ready) {
+    *st = (sl_stage_stats){.name = s->name, .status = atomic_load(&s->status)};
+    return;
+  }
   st->name = s->name;
   st->chunks_in = ld(&s->in_ctr.chunks);
   st->bytes_in = ld(&s->in_ctr.bytes);
@@ -97,9 +110,13 @@ static void stage_stats(sl_stage *s, sl_stage_stats *st) {
 }
 
 int sl_pipeline_stage_stats(sl_pipeline *p, size_t i, sl_stage_stats *st) {
-  if (!p || !st || i >= p->nstages)
+  if (!p || !st)
     return SL_EINVAL;
-  stage_stats(p->stages[i], st);
+  bool ready = sl__pipeline_ready(p);
+  sl_stage *s = sl__pipeline_stage_at(p, i, ready);
+  if (!s)
+    return SL_EINVAL;
+  stage_stats(s, st, ready);
   return 0;
 }
 
@@ -143,7 +160,7 @@ static void waited_on(sl_stage *s, uint64_t *up, uint64_t *down) {
 
 /* The bottleneck's index, its busy share and the shares of its time its
  * producers were blocked on it and its consumers starved by it; SIZE_MAX
- * when no stage has run. */
+ * when no stage has run. p must be ready. */
 static size_t bottleneck(sl_pipeline *p, double *busy_out, double *up_out,
                          double *down_out) {
   size_t best = SIZE_MAX, busiest = SIZE_MAX;
@@ -151,7 +168,7 @@ static size_t bottleneck(sl_pipeline *p, double *busy_out, double *up_out,
   double busy_best = 0, up_best = 0, down_best = 0, busy_busiest = 0;
   for (size_t i = 0; i < p->nstages; i++) {
     sl_stage_stats st;
-    stage_stats(p->stages[i], &st);
+    stage_stats(p->stages[i], &st, true);
     uint64_t wall = st.busy_ns + st.blocked_full_ns + st.blocked_empty_ns;
     if (wall == 0)
       continue;
@@ -187,6 +204,8 @@ static size_t bottleneck(sl_pipeline *p, double *busy_out, double *up_out,
 int sl_pipeline_bottleneck(sl_pipeline *p, size_t *index) {
   if (!p || !index)
     return SL_EINVAL;
+  if (!sl__pipeline_ready(p))
+    return SL_EINVAL; /* no stage has run */
   double b, u, d;
   size_t i = bottleneck(p, &b, &u, &d);
   if (i == SIZE_MAX)
@@ -199,13 +218,15 @@ int sl_pipeline_stats_print(sl_pipeline *p, FILE *f) {
   if (!p || !f)
     return SL_EINVAL;
   int err = 0;
+  bool ready = sl__pipeline_ready(p);
+  sl_stage *s;
 
   err |= fprintf(f, "%-16s %10s %12s %10s %12s %7s %7s %7s\n", "stage",
                  "chunks in", "MiB in", "chunks out", "MiB out", "busy%",
                  "full%", "empty%") < 0;
-  for (size_t i = 0; i < p->nstages; i++) {
+  for (size_t i = 0; (s = sl__pipeline_stage_at(p, i, ready)) != NULL; i++) {
     sl_stage_stats st;
-    stage_stats(p->stages[i], &st);
+    stage_stats(s, &st, ready);
     uint64_t wall = st.busy_ns + st.blocked_full_ns + st.blocked_empty_ns;
     err |=
         fprintf(
@@ -217,8 +238,10 @@ int sl_pipeline_stats_print(sl_pipeline *p, FILE *f) {
   }
   err |= fprintf(f, "\n%-33s %10s %10s %8s %8s %8s\n", "ring", "hwm", "peak",
                  "pauses", "drains", "signals") < 0;
+  if (!ready) /* no ring exists yet */
+    return err ? SL_EIO : 0;
   for (size_t i = 0; i < p->nstages; i++) {
-    sl_stage *s = p->stages[i];
+    s = p->stages[i];
     for (size_t c = 0; s->outs && c < s->ncons; c++) {
       sl_ring_stats rs;
       if (sl_ring_stats_get(s->outs[c], &rs) != 0)

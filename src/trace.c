@@ -349,6 +349,11 @@ int sl__obs_start(sl_pipeline *p) {
     /* Published complete: readers on other threads may look at once. */
     atomic_store_explicit(&s->obs, v, memory_order_release);
   }
+  /* Every ring and record exists, and nothing of the pipeline runs yet:
+   * from here the stats and the stall report read the graph without a
+   * lock (before the observer thread starts, so that its watchdog sees
+   * it too). */
+  atomic_store_explicit(&p->prepared, 1, memory_order_release);
   if (!ob || (!tracing && !ob->wd_cb))
     return 0;
   if (tracing) {
@@ -530,6 +535,7 @@ static void trace_footer(sl_pipeline *p) {
 
 /* ---- the observer thread ---- */
 
+/* Chunks moved by every stage; p must be prepared. */
 static uint64_t chunks_moved(sl_pipeline *p) {
   uint64_t n = 0;
   for (size_t i = 0; i < p->nstages; i++) {
@@ -655,10 +661,14 @@ int sl_pipeline_stall_report(sl_pipeline *p, FILE *f) {
     return SL_EINVAL;
   int err = 0;
   char rn[160];
-  bool ready = p->nstages &&
-               atomic_load_explicit(&p->stages[0]->obs, memory_order_acquire);
-  err |= fprintf(f, "stall report: %zu stage(s), %llu chunk(s) moved%s\n",
-                 p->nstages, (unsigned long long)chunks_moved(p),
+  /* Before the pipeline is prepared the building thread may still be
+   * adding stages: count them as the stats do, under the lock. */
+  bool ready = sl__pipeline_ready(p);
+  size_t n = 0;
+  while (sl__pipeline_stage_at(p, n, ready))
+    n++;
+  err |= fprintf(f, "stall report: %zu stage(s), %llu chunk(s) moved%s\n", n,
+                 (unsigned long long)(ready ? chunks_moved(p) : 0),
                  ready ? "" : ", not started") < 0;
   if (!ready)
     return err ? SL_EIO : 0;

@@ -198,6 +198,155 @@ START_TEST(test_stats_monotonic_while_running) {
 }
 END_TEST
 
+/* A monitor on a thread of its own reads every figure, round after
+ * round, from before the first stage is added until the pipeline has
+ * ended, while the test's thread builds a long chain one link at a time
+ * (the stage list grows, and moves, several times) and starts it. A read
+ * of the graph that is not ordered after its writing is a data race,
+ * which ThreadSanitizer reports; the monitor itself checks what it can
+ * see: each stage it finds has a name it knows, no figure goes down, and
+ * a stage shows no counts before the pipeline is started. While the
+ * chain is built the two threads meet only through relaxed counters,
+ * which order nothing, so the library's own ordering is what is tested. */
+#define MON_XF 30 /* transforms between the source and the sink */
+#define MON_STAGES (MON_XF + 2)
+
+typedef struct monitor {
+  sl_pipeline *p;
+  FILE *null;
+  atomic_int stop;    /* set by the test's thread */
+  atomic_int started; /* set (release) just before sl_pipeline_start */
+  atomic_long rounds;
+  /* The monitor's own, read by the test after the join. */
+  sl_stage_stats prev[MON_STAGES];
+  long bad;
+  char why[160];
+  size_t most_seen;
+  bool saw_partial, saw_counts;
+} monitor;
+
+static void mon_bad(monitor *m, const char *what, size_t i) {
+  if (m->bad++ == 0)
+    snprintf(m->why, sizeof m->why, "%s (stage %zu)", what, i);
+}
+
+static bool mon_known(const char *name) {
+  if (name == NULL)
+    return false;
+  if (strcmp(name, "src") == 0 || strcmp(name, "sink") == 0)
+    return true;
+  return name[0] == 'x' && atoi(name + 1) < MON_XF;
+}
+
+static void *mon_main(void *arg) {
+  monitor *m = arg;
+  while (!atomic_load_explicit(&m->stop, memory_order_relaxed)) {
+    bool counts = false;
+    size_t n = 0;
+    sl_stage_stats st;
+    int rc;
+    while ((rc = sl_pipeline_stage_stats(m->p, n, &st)) == 0) {
+      if (n >= MON_STAGES || !mon_known(st.name)) {
+        mon_bad(m, "a stage it does not know", n);
+        break;
+      }
+      sl_stage_stats *pv = &m->prev[n];
+      if (st.chunks_in < pv->chunks_in || st.bytes_in < pv->bytes_in ||
+          st.chunks_out < pv->chunks_out || st.bytes_out < pv->bytes_out ||
+          st.busy_ns < pv->busy_ns ||
+          st.blocked_full_ns < pv->blocked_full_ns ||
+          st.blocked_empty_ns < pv->blocked_empty_ns)
+        mon_bad(m, "a figure went down", n);
+      if (st.chunks_in || st.chunks_out || st.busy_ns)
+        counts = true;
+      *pv = st;
+      n++;
+    }
+    if (rc != SL_EINVAL)
+      mon_bad(m, "sl_pipeline_stage_stats failed", n);
+    /* Read after the counts: a count comes from a thread that start made
+     * after the test's thread set started. */
+    if (counts && !atomic_load_explicit(&m->started, memory_order_acquire))
+      mon_bad(m, "counts before start", n);
+    m->saw_counts |= counts;
+    if (n > m->most_seen)
+      m->most_seen = n;
+    if (n >= 2 && n < MON_STAGES)
+      m->saw_partial = true;
+    size_t b = SIZE_MAX;
+    if (sl_pipeline_bottleneck(m->p, &b) == 0 && b >= MON_STAGES)
+      mon_bad(m, "a bottleneck out of range", b);
+    if (sl_pipeline_stats_print(m->p, m->null) != 0)
+      mon_bad(m, "sl_pipeline_stats_print failed", n);
+    if (sl_pipeline_stall_report(m->p, m->null) != 0)
+      mon_bad(m, "sl_pipeline_stall_report failed", n);
+    atomic_fetch_add_explicit(&m->rounds, 1, memory_order_relaxed);
+  }
+  return NULL;
+}
+
+/* Let the monitor finish a round that began after this call. */
+static void mon_round(monitor *m) {
+  long r = atomic_load_explicit(&m->rounds, memory_order_relaxed);
+  while (atomic_load_explicit(&m->rounds, memory_order_relaxed) < r + 2)
+    sched_yield();
+}
+
+START_TEST(test_stats_while_building_and_starting) {
+  size_t len = (size_t)256 << 10;
+  unsigned char *data = pu_pattern(len, 9);
+  pu_src src;
+  pu_xf xf[MON_XF];
+  pu_sink sink;
+  sl_stage *v[MON_STAGES];
+  monitor m;
+  pthread_t t;
+
+  ck_assert_ptr_nonnull(data);
+  memset(&m, 0, sizeof m);
+  m.null = fopen("/dev/null", "w");
+  ck_assert_ptr_nonnull(m.null);
+  pu_src_init(&src, data, len, sizes_4k, 1);
+  pu_sink_init(&sink);
+  sink.collect = false;
+  v[0] = pu_src_stage("src", &src);
+  for (int i = 0; i < MON_XF; i++) {
+    char name[16];
+    snprintf(name, sizeof name, "x%d", i);
+    pu_xf_init(&xf[i], PU_IDENTITY);
+    v[1 + i] = pu_xf_stage(name, &xf[i], false);
+  }
+  v[MON_STAGES - 1] = pu_sink_stage("sink", &sink);
+  for (int i = 0; i < MON_STAGES; i++)
+    ck_assert_ptr_nonnull(v[i]);
+
+  ck_assert_int_eq(sl_pipeline_new(&m.p, NULL), 0);
+  ck_assert_int_eq(pthread_create(&t, NULL, mon_main, &m), 0);
+  mon_round(&m);
+  for (int i = 0; i + 1 < MON_STAGES; i++) {
+    ck_assert_int_eq(sl_pipeline_link(m.p, v[i], v[i + 1]), 0);
+    mon_round(&m);
+  }
+  atomic_store_explicit(&m.started, 1, memory_order_release);
+  ck_assert_int_eq(sl_pipeline_start(m.p), 0);
+  mon_round(&m);
+  ck_assert_int_eq(sl_pipeline_wait(m.p), 0);
+  mon_round(&m);
+  atomic_store_explicit(&m.stop, 1, memory_order_relaxed);
+  ck_assert_int_eq(pthread_join(t, NULL), 0);
+
+  ck_assert_msg(m.bad == 0, "%ld bad reads, first: %s", m.bad, m.why);
+  ck_assert_uint_eq(m.most_seen, MON_STAGES);
+  ck_assert(m.saw_partial); /* it read while the list grew */
+  ck_assert(m.saw_counts);  /* and while (or after) the stages ran */
+  ck_assert_uint_eq(m.prev[MON_STAGES - 1].bytes_in, len);
+  sl_pipeline_free(m.p);
+  fclose(m.null);
+  pu_sink_fini(&sink);
+  free(data);
+}
+END_TEST
+
 /* ------------------------------------------------------------------------
  * The stall report
  * ---------------------------------------------------------------------- */
@@ -515,6 +664,7 @@ int main(void) {
   tcase_add_test(tc, test_stats_count_ongoing_waits);
   tcase_add_test(tc, test_bottleneck_args);
   tcase_add_test(tc, test_stats_monotonic_while_running);
+  tcase_add_test(tc, test_stats_while_building_and_starting);
   suite_add_tcase(s, tc);
 
   tc = tcase("stall", 30);
