@@ -737,15 +737,20 @@ SL_EXTERN int sl_pipeline_set_watchdog(sl_pipeline *p, unsigned ms,
  * with /r, /w or /<input> for stages of several threads) of spans "busy"
  * (running its ops), "blocked full" (waiting on a full output ring: the
  * backpressure) and "blocked empty" (waiting on an empty input ring);
- * each ring is a counter track of its level, sampled every 2 ms.
+ * each ring is a counter track of its level, sampled every 2 ms while
+ * anything moves.
  *
  * Memory is bounded: each stage thread appends its spans, with no lock,
  * to a buffer of its own (opts.trace_events entries), which a thread of
- * the pipeline streams to the file every 2 ms. Spans shorter than 5 us
- * are merged into their neighbours; when a thread outruns the writer its
- * newest spans are dropped and counted (otherData.dropped_events). The
- * file is complete once sl_pipeline_wait returns. With no trace asked
- * for, a stage pays nothing for it.
+ * the pipeline streams to the file. That thread looks every 2 ms while
+ * it finds new spans or ring levels that changed, and backs off, doubling
+ * its sleep up to 128 ms, while it finds nothing, so an idle pipeline is
+ * not polled; a stage thread whose buffer is half full wakes it at once
+ * (one signal, and only when it sleeps). Spans shorter than 5 us are
+ * merged into their neighbours; when a thread fills its buffer before the
+ * writer gets to run its newest spans are dropped and counted
+ * (otherData.dropped_events). The file is complete once sl_pipeline_wait
+ * returns. With no trace asked for, a stage pays nothing for it.
  *
  * The file is created (truncated) now. A second call replaces the first
  * (whose file stays empty). Before start, from the building thread.

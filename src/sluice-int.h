@@ -15,7 +15,12 @@
 
 /* buf.c: the chunk, visible inside the library so the ring reads a length
  * without a call. */
-enum { BUF_OBJECT = 1u, BUF_CACHEABLE = 2u, BUF_FLUSH = 4u, BUF_CLASS_SHIFT = 8 };
+enum {
+  BUF_OBJECT = 1u,
+  BUF_CACHEABLE = 2u,
+  BUF_FLUSH = 4u,
+  BUF_CLASS_SHIFT = 8
+};
 
 struct sl_buf {
   atomic_uint refs;
@@ -59,16 +64,27 @@ int sl__ring_wait_blocked(sl_ring *ring, int side);
  * abort code, or SL_AGAIN when armed (the note fires when a chunk, the end
  * of stream or an abort arrives). Only the side's own thread arms. */
 typedef void (*sl__ring_note_fn)(void *arg);
-void sl__ring_set_note(sl_ring *ring, int side, sl__ring_note_fn fn,
-                       void *arg);
+void sl__ring_set_note(sl_ring *ring, int side, sl__ring_note_fn fn, void *arg);
 int sl__ring_arm(sl_ring *ring, int side);
 
 /* ring.c, for tracing: after each wait of side ends, fn(arg, start_ns,
  * end_ns) on the waiting thread, no lock held. Set before the ring is
  * used. */
-typedef void (*sl__ring_wait_fn)(void *arg, uint64_t start_ns,
-                                 uint64_t end_ns);
+typedef void (*sl__ring_wait_fn)(void *arg, uint64_t start_ns, uint64_t end_ns);
 void sl__ring_set_wait_hook(sl_ring *ring, int side, sl__ring_wait_fn fn,
                             void *arg);
+
+/* trace.c, for tests. sl__trace_tune: the trace writer's first and
+ * longest sleep (UINT64_MAX: no timeout, only a wake) and its shortest
+ * span (0 keeps every wait), in place of 2 ms, 128 ms and 5 us. Before
+ * start, after sl_pipeline_trace(_file). Returns 0, SL_EINVAL (no trace,
+ * period 0, max below period), SL_EBUSY once started.
+ * sl__trace_wait_caught_up: block until the trace writer sleeps owing
+ * nothing (no thread's queue half full), or has ended. From the thread
+ * that started the pipeline, before sl_pipeline_wait. Returns 0, or
+ * SL_EINVAL when no trace writer runs. */
+int sl__trace_tune(sl_pipeline *p, uint64_t period_ns, uint64_t max_ns,
+                   uint64_t merge_ns);
+int sl__trace_wait_caught_up(sl_pipeline *p);
 
 #endif

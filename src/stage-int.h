@@ -47,8 +47,9 @@ struct sl_tobs {
   /* The trace (ev NULL when off): this thread's events, read by the
    * trace writer from tail to head. */
   struct sl_tev *ev;
-  uint64_t mask, tail_seen, last_ns, pend_ts, pend_dur;
-  int pend_kind; /* 0: nothing pending */
+  uint64_t mask, half, tail_seen, last_ns, pend_ts, pend_dur, merge_ns;
+  struct sl_observer *ob; /* to wake the writer when half full */
+  int pend_kind;          /* 0: nothing pending */
   bool emitted;
   _Atomic uint64_t head, tail, dropped;
   sl_stage *s;

@@ -18,28 +18,51 @@
  * included), the stall report and the watchdog read them this way.
  *
  * Observer. A watchdog or a trace needs a thread of the pipeline's own:
- * it sleeps on a condition variable with a timeout (2 ms for a trace, a
- * quarter of the watchdog's period otherwise), and is woken to finish
- * when the last stage thread ends (sl__obs_stop, from the pipeline's
- * finish), then joined by sl_pipeline_wait. It never polls in a loop of
- * its own and never holds a lock while it calls the user or writes.
+ * it sleeps on a condition variable with a timeout, and is woken to
+ * finish when the last stage thread ends (sl__obs_stop, from the
+ * pipeline's finish), then joined by sl_pipeline_wait. It never holds a
+ * lock while it calls the user or writes. The watchdog's timeout is a
+ * quarter of its period: it has to look at the chunk counts to see a
+ * stall. The trace's starts at TRACE_PERIOD_NS and doubles after every
+ * look that found nothing new (no event in any thread's queue, no ring
+ * whose level changed), up to TRACE_PERIOD_MAX_NS, and is back at the
+ * start as soon as a look finds something: a pipeline in flow is sampled
+ * every 2 ms, an idle one (a source blocked in read() on a quiet socket)
+ * costs a few wake-ups a second instead of hundreds.
  *
  * Trace. With a trace, each thread record gets a fixed array of events,
  * a single-producer single-consumer queue: the stage thread appends its
  * spans (busy, blocked full, blocked empty: the gaps between its waits
  * are busy) with a release store of head, no lock; the observer streams
- * them to the file every 2 ms and gives the slots back with a release
- * store of tail. A span shorter than TRACE_MERGE_NS is not emitted: a
- * short wait counts into the busy span around it, a short busy gap
- * between two waits of one kind joins them into one. The newest span is
- * held back until the next one shows it cannot be merged. When the queue
- * is full (the writer fell behind) the new span is dropped and counted.
- * The observer also samples each ring's level into counter events, one
- * whenever it changed. Nothing is allocated after start; with no trace,
- * the record's ev is NULL and the stage thread tests only that.
+ * them to the file and gives the slots back with a release store of
+ * tail. A span shorter than TRACE_MERGE_NS is not emitted: a short wait
+ * counts into the busy span around it, a short busy gap between two
+ * waits of one kind joins them into one. The newest span is held back
+ * until the next one shows it cannot be merged. The observer also samples
+ * each ring's level into counter events, one whenever it changed. Nothing
+ * is allocated after start; with no trace, the record's ev is NULL and
+ * the stage thread tests only that.
  *
- * Lock order: ob->mu is taken alone; user callbacks and file writes run
- * with no lock held.
+ * Waking the writer. A writer that sleeps long must not let a busy
+ * thread's queue overflow, so a thread whose queue is half full or more
+ * after an append wakes it, but only when it sleeps, and once per sleep.
+ * After its store of head the thread does a sequentially consistent
+ * read-modify-write of head (adding nothing) and reads ob->sleeping the
+ * same way; the writer sets sleeping with a sequentially consistent
+ * exchange, then reads every head the same way, and does not wait while
+ * a queue is half full. In the single order of those operations one side
+ * comes second and sees the other's store, so no wake is lost (a
+ * store-buffering pair: the release store of head alone would let both
+ * miss). The thread that wakes the writer clears sleeping under ob->mu,
+ * so later appends send nothing. Below half full an append costs what it always
+ * did, and the thread reads the writer's tail only when its last view of it
+ * says half full. Only when a queue fills all the same (the writer is not
+ * scheduled for that long) is the new span dropped and counted.
+ *
+ * Lock order: ob->mu is innermost. A stage thread takes it, to wake the
+ * writer, with whatever its op holds (op_mu, a lock of the user's); the
+ * writer holds it only around its sleep. User callbacks and file writes
+ * run with no lock held.
  */
 #include "stage-int.h"
 
@@ -48,7 +71,9 @@
 #include <time.h>
 
 #define TRACE_PERIOD_NS ((uint64_t)2000000)
+#define TRACE_PERIOD_MAX_NS ((uint64_t)128000000)
 #define TRACE_MERGE_NS ((uint64_t)5000)
+#define FOREVER UINT64_MAX /* a sleep with no timeout */
 #define TRACE_EVENTS_DEFAULT 4096
 #define TRACE_EVENTS_MAX ((size_t)1 << 24)
 
@@ -63,6 +88,16 @@ struct sl_observer {
   pthread_mutex_t mu;
   pthread_cond_t cv;
   bool stop, running;
+  /* Set under mu while the observer sleeps; cleared under mu by whoever
+   * wakes it, read without the lock by the stage threads. */
+  _Atomic int sleeping;
+  /* sl__trace_wait_caught_up: waiters, woken (idle_cv) whenever the
+   * observer goes to sleep, and when it ends (done). Under mu. */
+  pthread_cond_t idle_cv;
+  int idle_waiters;
+  bool done;
+  /* The trace's shortest and longest sleep and shortest span. */
+  uint64_t period_ns, period_max_ns, merge_ns;
   pthread_t thread;
   unsigned wd_ms;
   sl_watchdog_cb wd_cb;
@@ -121,24 +156,42 @@ struct sl_tobs *sl__obs_at(sl_stage *s, size_t idx) {
 
 /* ---- the stage thread's side ---- */
 
+/* Wake the observer if it sleeps (see "Waking the writer" above). */
+static void wake_writer(struct sl_tobs *o) {
+  struct sl_observer *ob = o->ob;
+  atomic_fetch_add_explicit(&o->head, 0, memory_order_seq_cst);
+  if (!atomic_load_explicit(&ob->sleeping, memory_order_seq_cst))
+    return;
+  pthread_mutex_lock(&ob->mu);
+  if (LD(&ob->sleeping)) {
+    ST(&ob->sleeping, 0);
+    pthread_cond_signal(&ob->cv);
+  }
+  pthread_mutex_unlock(&ob->mu);
+}
+
 static void publish(struct sl_tobs *o, int kind, uint64_t ts, uint64_t dur) {
   uint64_t h = LD(&o->head);
-  if (h - o->tail_seen > o->mask) {
+  uint64_t used = h - o->tail_seen; /* at least what the queue holds */
+  if (used + 1 >= o->half) {
     o->tail_seen = atomic_load_explicit(&o->tail, memory_order_acquire);
-    if (h - o->tail_seen > o->mask) {
-      ST(&o->dropped, LD(&o->dropped) + 1);
-      return;
-    }
+    used = h - o->tail_seen;
+  }
+  if (used > o->mask) {
+    ST(&o->dropped, LD(&o->dropped) + 1);
+    wake_writer(o);
+    return;
   }
   o->ev[h & o->mask] = (struct sl_tev){.ts = ts, .dur = dur, .kind = kind};
   atomic_store_explicit(&o->head, h + 1, memory_order_release);
+  if (used + 1 >= o->half)
+    wake_writer(o);
 }
 
 /* Add a span, joined to the held one when it is of the same kind and the
  * gap between them is short. */
 static void span(struct sl_tobs *o, int kind, uint64_t t0, uint64_t t1) {
-  if (o->pend_kind == kind &&
-      t0 - (o->pend_ts + o->pend_dur) < TRACE_MERGE_NS) {
+  if (o->pend_kind == kind && t0 - (o->pend_ts + o->pend_dur) < o->merge_ns) {
     o->pend_dur = t1 - o->pend_ts;
     return;
   }
@@ -151,9 +204,9 @@ static void span(struct sl_tobs *o, int kind, uint64_t t0, uint64_t t1) {
 }
 
 static void trace_wait(struct sl_tobs *o, int state, uint64_t t0, uint64_t t1) {
-  if (t1 - t0 < TRACE_MERGE_NS)
+  if (t1 - t0 < o->merge_ns)
     return; /* the busy span goes on over it */
-  if (t0 > o->last_ns && t0 - o->last_ns >= TRACE_MERGE_NS)
+  if (t0 > o->last_ns && t0 - o->last_ns >= o->merge_ns)
     span(o, EV_BUSY, o->last_ns, t0);
   span(o, state == TOBS_FULL ? EV_FULL : EV_EMPTY, t0, t1);
   o->last_ns = t1;
@@ -233,11 +286,18 @@ static struct sl_observer *observer_get(sl_pipeline *p) {
   pthread_condattr_destroy(&ca);
   if (err)
     goto fail_ob;
-  if (pthread_mutex_init(&ob->mu, NULL) != 0)
+  if (pthread_cond_init(&ob->idle_cv, NULL) != 0)
     goto fail_cv;
+  if (pthread_mutex_init(&ob->mu, NULL) != 0)
+    goto fail_idle;
+  ob->period_ns = TRACE_PERIOD_NS;
+  ob->period_max_ns = TRACE_PERIOD_MAX_NS;
+  ob->merge_ns = TRACE_MERGE_NS;
   p->observer = ob;
   return ob;
 
+fail_idle:
+  pthread_cond_destroy(&ob->idle_cv);
 fail_cv:
   pthread_cond_destroy(&ob->cv);
 fail_ob:
@@ -296,6 +356,19 @@ int sl_pipeline_trace(sl_pipeline *p, const char *path) {
   return trace_set(p, f, true);
 }
 
+int sl__trace_tune(sl_pipeline *p, uint64_t period_ns, uint64_t max_ns,
+                   uint64_t merge_ns) {
+  struct sl_observer *ob = p ? p->observer : NULL;
+  if (!ob || !ob->f || period_ns == 0 || max_ns < period_ns)
+    return SL_EINVAL;
+  if (p->started)
+    return SL_EBUSY;
+  ob->period_ns = period_ns;
+  ob->period_max_ns = max_ns;
+  ob->merge_ns = merge_ns;
+  return 0;
+}
+
 static size_t round_pow2(size_t n) {
   size_t v = 1;
   while (v < n)
@@ -343,6 +416,9 @@ int sl__obs_start(sl_pipeline *p) {
           return SL_ENOMEM;
         }
         o->mask = cap - 1;
+        o->half = cap / 2 ? cap / 2 : 1;
+        o->merge_ns = ob->merge_ns;
+        o->ob = ob;
       }
       o->tid = ++tid;
     }
@@ -405,6 +481,7 @@ void sl__obs_free(sl_pipeline *p) {
   if (ob->f && ob->own_f)
     fclose(ob->f); /* a trace never started: an empty file */
   sl__free(ob->ring_last);
+  pthread_cond_destroy(&ob->idle_cv);
   pthread_cond_destroy(&ob->cv);
   pthread_mutex_destroy(&ob->mu);
   sl__free(ob);
@@ -475,9 +552,10 @@ static const char *const ev_names[] = {"", "busy", "blocked full",
                                        "blocked empty"};
 
 /* Write every event the threads have published, and give the slots
- * back. */
-static void trace_drain(sl_pipeline *p) {
+ * back; true if there was any. */
+static bool trace_drain(sl_pipeline *p) {
   struct sl_observer *ob = p->observer;
+  bool any = false;
   for (size_t i = 0; i < p->nstages; i++)
     for (size_t k = 0; k < p->stages[i]->nobs; k++) {
       struct sl_tobs *o = sl__obs_at(p->stages[i], k);
@@ -485,6 +563,7 @@ static void trace_drain(sl_pipeline *p) {
         continue;
       uint64_t h = atomic_load_explicit(&o->head, memory_order_acquire);
       uint64_t t = LD(&o->tail);
+      any |= t != h;
       for (; t != h; t++) {
         const struct sl_tev *e = &o->ev[t & o->mask];
         sep(ob);
@@ -496,12 +575,15 @@ static void trace_drain(sl_pipeline *p) {
       }
       atomic_store_explicit(&o->tail, t, memory_order_release);
     }
+  return any;
 }
 
-/* One counter event per ring whose level changed since the last look. */
-static void trace_levels(sl_pipeline *p, uint64_t now, bool all) {
+/* One counter event per ring whose level changed since the last look (or
+ * every ring); true if there was any. */
+static bool trace_levels(sl_pipeline *p, uint64_t now, bool all) {
   struct sl_observer *ob = p->observer;
   size_t j = 0;
+  bool any = false;
   for (size_t i = 0; i < p->nstages; i++) {
     sl_stage *s = p->stages[i];
     for (size_t c = 0; s->outs && c < s->ncons; c++, j++) {
@@ -509,6 +591,7 @@ static void trace_levels(sl_pipeline *p, uint64_t now, bool all) {
       if (!all && ob->ring_last[j] == level + 1)
         continue;
       ob->ring_last[j] = level + 1;
+      any = true;
       sep(ob);
       fputs("{\"ph\":\"C\",\"name\":", ob->f);
       ring_label(ob->f, s, c);
@@ -516,6 +599,7 @@ static void trace_levels(sl_pipeline *p, uint64_t now, bool all) {
               us(ob, now), level);
     }
   }
+  return any;
 }
 
 static void trace_footer(sl_pipeline *p) {
@@ -545,15 +629,53 @@ static uint64_t chunks_moved(sl_pipeline *p) {
   return n;
 }
 
+/* A thread's queue holds half its slots or more: the writer owes it a
+ * look. */
+static bool owed(sl_pipeline *p) {
+  for (size_t i = 0; i < p->nstages; i++)
+    for (size_t k = 0; k < p->stages[i]->nobs; k++) {
+      struct sl_tobs *o = sl__obs_at(p->stages[i], k);
+      if (o && o->ev &&
+          atomic_load_explicit(&o->head, memory_order_seq_cst) - LD(&o->tail) >=
+              o->half)
+        return true;
+    }
+  return false;
+}
+
+/* Sleep for ns (FOREVER: until woken), unless a queue is owed a look;
+ * ob->mu held. */
+static void sleep_locked(sl_pipeline *p, uint64_t ns, bool tracing) {
+  struct sl_observer *ob = p->observer;
+  atomic_exchange_explicit(&ob->sleeping, 1, memory_order_seq_cst);
+  if (ob->stop || (tracing && owed(p))) {
+    ST(&ob->sleeping, 0);
+    return;
+  }
+  if (ob->idle_waiters)
+    pthread_cond_broadcast(&ob->idle_cv);
+  if (ns == FOREVER) {
+    while (LD(&ob->sleeping) && !ob->stop)
+      pthread_cond_wait(&ob->cv, &ob->mu);
+  } else {
+    uint64_t due = sl__now_ns() + ns;
+    struct timespec ts = {.tv_sec = (time_t)(due / 1000000000u),
+                          .tv_nsec = (long)(due % 1000000000u)};
+    while (LD(&ob->sleeping) && !ob->stop &&
+           pthread_cond_timedwait(&ob->cv, &ob->mu, &ts) != ETIMEDOUT)
+      ;
+  }
+  ST(&ob->sleeping, 0);
+}
+
 static void *observer_main(void *arg) {
   sl_pipeline *p = arg;
   struct sl_observer *ob = p->observer;
   pthread_setname_np(pthread_self(), "sl:observer");
   bool tracing = ob->f != NULL;
   uint64_t wd_ns = (uint64_t)ob->wd_ms * 1000000u;
-  uint64_t period = wd_ns ? wd_ns / 4 : TRACE_PERIOD_NS;
-  if (period == 0 || (tracing && period > TRACE_PERIOD_NS))
-    period = tracing ? TRACE_PERIOD_NS : 1000000u;
+  uint64_t wd_period = wd_ns ? (wd_ns / 4 ? wd_ns / 4 : 1) : FOREVER;
+  uint64_t trace_period = tracing ? ob->period_ns : FOREVER;
   if (tracing) {
     trace_header(p);
     trace_levels(p, ob->t0, true);
@@ -563,19 +685,21 @@ static void *observer_main(void *arg) {
 
   pthread_mutex_lock(&ob->mu);
   for (;;) {
-    uint64_t due = sl__now_ns() + period;
-    struct timespec ts = {.tv_sec = (time_t)(due / 1000000000u),
-                          .tv_nsec = (long)(due % 1000000000u)};
-    while (!ob->stop &&
-           pthread_cond_timedwait(&ob->cv, &ob->mu, &ts) != ETIMEDOUT)
-      ;
+    sleep_locked(p, trace_period < wd_period ? trace_period : wd_period,
+                 tracing);
     if (ob->stop)
       break;
     pthread_mutex_unlock(&ob->mu);
     uint64_t now = sl__now_ns();
     if (tracing) {
-      trace_levels(p, now, false);
-      trace_drain(p);
+      bool news = trace_levels(p, now, false);
+      news |= trace_drain(p);
+      /* Back off while nothing happens; look often again once it does. */
+      if (news)
+        trace_period = ob->period_ns;
+      else if (trace_period < ob->period_max_ns)
+        trace_period = trace_period > ob->period_max_ns / 2 ? ob->period_max_ns
+                                                            : trace_period * 2;
     }
     if (wd_ns) {
       uint64_t m = chunks_moved(p);
@@ -604,7 +728,25 @@ static void *observer_main(void *arg) {
       fflush(ob->f);
     }
   }
+  pthread_mutex_lock(&ob->mu);
+  ob->done = true;
+  if (ob->idle_waiters)
+    pthread_cond_broadcast(&ob->idle_cv);
+  pthread_mutex_unlock(&ob->mu);
   return NULL;
+}
+
+int sl__trace_wait_caught_up(sl_pipeline *p) {
+  struct sl_observer *ob = p ? p->observer : NULL;
+  if (!ob || !ob->running)
+    return SL_EINVAL;
+  pthread_mutex_lock(&ob->mu);
+  ob->idle_waiters++;
+  while (!ob->done && !(LD(&ob->sleeping) && !owed(p)))
+    pthread_cond_wait(&ob->idle_cv, &ob->mu);
+  ob->idle_waiters--;
+  pthread_mutex_unlock(&ob->mu);
+  return 0;
 }
 
 /* ---- the stall report ---- */

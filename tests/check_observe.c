@@ -632,6 +632,108 @@ START_TEST(test_trace_has_a_track_per_thread) {
 }
 END_TEST
 
+/* A source that pushes one byte each time the test grants one, and ends
+ * when the test says so. */
+typedef struct step_src {
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  long granted, pushed;
+  bool end;
+} step_src;
+
+static int step_src_read(sl_stage *stage, void *ctx) {
+  step_src *g = ctx;
+  sl_buf *b;
+  bool more;
+
+  pthread_mutex_lock(&g->mu);
+  while (g->granted == g->pushed && !g->end)
+    pthread_cond_wait(&g->cv, &g->mu);
+  more = g->granted > g->pushed;
+  if (more)
+    g->pushed++;
+  pthread_mutex_unlock(&g->mu);
+  if (!more)
+    return SL_EOF;
+  int rc = sl_stage_buf(stage, 1, &b);
+  if (rc != 0)
+    return rc;
+  sl_buf_data(b)[0] = 'x';
+  sl_buf_set_len(b, 1);
+  return sl_stage_push(stage, b);
+}
+
+static void step_src_grant(step_src *g, bool end) {
+  pthread_mutex_lock(&g->mu);
+  if (end)
+    g->end = true;
+  else
+    g->granted++;
+  pthread_cond_broadcast(&g->cv);
+  pthread_mutex_unlock(&g->mu);
+}
+
+/* The trace writer sleeps while nothing happens, and a thread whose
+ * buffer is half full wakes it. Here the writer has no timeout at all,
+ * so only that wake can empty a buffer: the source pushes one byte each
+ * time the test grants one, the sink waits for each (a span, none merged
+ * away), for many times the 16 spans its buffer holds, and after each
+ * the test waits until the writer sleeps again owing nothing. Without the
+ * wake that wait would never end (the test's timeout fails it), and every
+ * span past a buffer's worth would be dropped. */
+START_TEST(test_trace_half_full_buffer_wakes_writer) {
+  enum { STEPS = 100 };
+  step_src g = {.granted = 0};
+  sl_stage_ops ops = {.read = step_src_read};
+  sl_pipeline_opts o = {.trace_events = 16};
+  sl_pipeline *p = NULL;
+  sl_stage *src = NULL, *sink;
+  pu_sink k;
+  FILE *f = tmpfile();
+
+  ck_assert_ptr_nonnull(f);
+  pthread_mutex_init(&g.mu, NULL);
+  pthread_cond_init(&g.cv, NULL);
+  pu_sink_init(&k);
+  k.collect = false;
+  ck_assert_int_eq(sl_pipeline_new(&p, &o), 0);
+  ck_assert_int_eq(sl_stage_new(&src, "src", &ops, &g), 0);
+  sink = pu_sink_stage("sink", &k);
+  ck_assert_ptr_nonnull(sink);
+  ck_assert_int_eq(sl_pipeline_chain(p, src, sink, NULL), 0);
+  ck_assert_int_eq(sl__trace_tune(p, 1, 1, 0), SL_EINVAL); /* no trace */
+  ck_assert_int_eq(sl_pipeline_trace_file(p, f), 0);
+  ck_assert_int_eq(sl__trace_tune(p, UINT64_MAX, UINT64_MAX, 0), 0);
+  ck_assert_int_eq(sl_pipeline_start(p), 0);
+  ck_assert_int_eq(sl__trace_tune(p, 1, 1, 0), SL_EBUSY);
+  for (long n = 1; n <= STEPS; n++) {
+    step_src_grant(&g, false);
+    ck_assert_int_eq(pu_sink_wait_chunks(&k, n), n);
+    ck_assert_int_eq(sl__ring_wait_blocked(sl_stage_output(src), SL__READER),
+                     0);
+    ck_assert_int_eq(sl__trace_wait_caught_up(p), 0);
+  }
+  step_src_grant(&g, true);
+  ck_assert_int_eq(sl_pipeline_wait(p), 0);
+  ck_assert_int_eq(sl__trace_wait_caught_up(p), SL_EINVAL); /* joined */
+
+  ck_assert_int_eq(ferror(f), 0);
+  char *s = slurp(f);
+  ck_assert_ptr_nonnull(strstr(s, "\"dropped_events\":0}"));
+  /* Every wait of the sink is there: one before each byte after the
+   * first (the test saw it wait), one before the end. */
+  ck_assert_int_ge(count(s, "\"name\":\"blocked empty\",\"cat\":\"stage\","
+                            "\"pid\":1,\"tid\":2,"),
+                   STEPS);
+  free(s);
+  fclose(f);
+  sl_pipeline_free(p);
+  pu_sink_fini(&k);
+  pthread_cond_destroy(&g.cv);
+  pthread_mutex_destroy(&g.mu);
+}
+END_TEST
+
 START_TEST(test_trace_args) {
   sl_pipeline *p = NULL;
 
@@ -681,6 +783,7 @@ int main(void) {
 
   tc = tcase("trace", 60);
   tcase_add_test(tc, test_trace_has_a_track_per_thread);
+  tcase_add_test(tc, test_trace_half_full_buffer_wakes_writer);
   tcase_add_test(tc, test_trace_args);
   suite_add_tcase(s, tc);
 
