@@ -752,20 +752,31 @@ SL_EXTERN int sl_pipeline_set_watchdog(sl_pipeline *p, unsigned ms,
  * (otherData.dropped_events). The file is complete once sl_pipeline_wait
  * returns. With no trace asked for, a stage pays nothing for it.
  *
- * The file is created (truncated) now. A second call replaces the first
- * (whose file stays empty). Before start, from the building thread.
- * Returns 0; SL_EINVAL (p or path NULL); SL_EBUSY once started;
- * SL_ENOMEM; or the error of opening path (SL_ENOENT, SL_EACCES, ...).
- * An error writing the file after start is not reported: use
- * sl_pipeline_trace_file to see it. */
+ * The file is created (truncated) now, and closed by the time
+ * sl_pipeline_wait returns. A second call replaces the first (whose file
+ * stays empty). Before start, from the building thread. Returns 0;
+ * SL_EINVAL (p or path NULL); SL_EBUSY once started; SL_ENOMEM; or the
+ * error of opening path (SL_ENOENT, SL_EACCES, ...). An error writing or
+ * closing the file after start does not fail the pipeline (the trace only
+ * watches it): the writing stops and sl_pipeline_trace_error says why. */
 SL_EXTERN int sl_pipeline_trace(sl_pipeline *p, const char *path);
 
 /* The same, to f, which stays the caller's: the trace is written and f
- * flushed by the time sl_pipeline_wait returns, and f is not closed; the
- * caller checks ferror(f) (and fclose) for write errors. f NULL turns the
+ * flushed by the time sl_pipeline_wait returns, and f is not closed; a
+ * write or the flush failing shows in sl_pipeline_trace_error (and in
+ * ferror(f)), and the caller's fclose may fail too. f NULL turns the
  * trace off. Before start, from the building thread. Returns 0, SL_EINVAL
  * (p NULL), SL_EBUSY once started, SL_ENOMEM. */
 SL_EXTERN int sl_pipeline_trace_file(sl_pipeline *p, FILE *f);
+
+/* The first error writing the trace: 0 while there is none (or no trace
+ * was asked for), else its code from the errno of the failed write,
+ * flush or close (SL_ENOSPC, SL_EIO, SL_EDQUOT, ...). It is final once
+ * sl_pipeline_wait has returned; sl_pipeline_wait's own result never
+ * includes it. The building thread before start; any thread once
+ * sl_pipeline_start has returned. Returns the code, or SL_EINVAL for p
+ * NULL. */
+SL_EXTERN int sl_pipeline_trace_error(sl_pipeline *p);
 
 #ifdef __cplusplus
 }

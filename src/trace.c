@@ -98,6 +98,9 @@ struct sl_observer {
   bool done;
   /* The trace's shortest and longest sleep and shortest span. */
   uint64_t period_ns, period_max_ns, merge_ns;
+  /* The first error writing the trace (written by the observer, read by
+   * sl_pipeline_trace_error); once set, nothing more is written. */
+  _Atomic int werr;
   pthread_t thread;
   unsigned wd_ms;
   sl_watchdog_cb wd_cb;
@@ -369,6 +372,12 @@ int sl__trace_tune(sl_pipeline *p, uint64_t period_ns, uint64_t max_ns,
   return 0;
 }
 
+int sl_pipeline_trace_error(sl_pipeline *p) {
+  if (!p)
+    return SL_EINVAL;
+  return p->observer ? atomic_load(&p->observer->werr) : 0;
+}
+
 static size_t round_pow2(size_t n) {
   size_t v = 1;
   while (v < n)
@@ -495,6 +504,18 @@ static double us(const struct sl_observer *ob, uint64_t t) {
   return ((double)t - (double)ob->t0) / 1000.0;
 }
 
+/* Keep the first write error the stream shows; errno was cleared when
+ * the observer began this pass of writing (which ends with a call here),
+ * so a nonzero value is the failed write's. True while there is none. */
+static bool write_ok(struct sl_observer *ob) {
+  if (LD(&ob->werr))
+    return false;
+  if (!ferror(ob->f))
+    return true;
+  ST(&ob->werr, errno ? sl_err_from_errno(errno) : SL_EIO);
+  return false;
+}
+
 static void sep(struct sl_observer *ob) {
   fputs(ob->first ? "\n" : ",\n", ob->f);
   ob->first = false;
@@ -564,6 +585,8 @@ static bool trace_drain(sl_pipeline *p) {
       uint64_t h = atomic_load_explicit(&o->head, memory_order_acquire);
       uint64_t t = LD(&o->tail);
       any |= t != h;
+      if (!write_ok(ob))
+        t = h; /* the file failed: give the slots back unwritten */
       for (; t != h; t++) {
         const struct sl_tev *e = &o->ev[t & o->mask];
         sep(ob);
@@ -592,6 +615,8 @@ static bool trace_levels(sl_pipeline *p, uint64_t now, bool all) {
         continue;
       ob->ring_last[j] = level + 1;
       any = true;
+      if (!write_ok(ob))
+        continue;
       sep(ob);
       fputs("{\"ph\":\"C\",\"name\":", ob->f);
       ring_label(ob->f, s, c);
@@ -611,6 +636,8 @@ static void trace_footer(sl_pipeline *p) {
       if (o)
         dropped += LD(&o->dropped);
     }
+  if (!write_ok(ob))
+    return;
   fprintf(ob->f,
           "\n],\"displayTimeUnit\":\"ms\",\"otherData\":{\"library\":"
           "\"sluice %s\",\"dropped_events\":%llu}}\n",
@@ -677,8 +704,10 @@ static void *observer_main(void *arg) {
   uint64_t wd_period = wd_ns ? (wd_ns / 4 ? wd_ns / 4 : 1) : FOREVER;
   uint64_t trace_period = tracing ? ob->period_ns : FOREVER;
   if (tracing) {
+    errno = 0; /* see write_ok */
     trace_header(p);
     trace_levels(p, ob->t0, true);
+    write_ok(ob); /* before errno changes again */
   }
   uint64_t moved = chunks_moved(p), last_move = sl__now_ns();
   bool fired = false;
@@ -692,8 +721,10 @@ static void *observer_main(void *arg) {
     pthread_mutex_unlock(&ob->mu);
     uint64_t now = sl__now_ns();
     if (tracing) {
+      errno = 0;
       bool news = trace_levels(p, now, false);
       news |= trace_drain(p);
+      write_ok(ob);
       /* Back off while nothing happens; look often again once it does. */
       if (news)
         trace_period = ob->period_ns;
@@ -718,15 +749,17 @@ static void *observer_main(void *arg) {
 
   if (tracing) {
     /* Every stage thread has ended: all its spans are published. */
+    errno = 0;
     trace_levels(p, sl__now_ns(), true);
     trace_drain(p);
     trace_footer(p);
-    if (ob->own_f) {
-      fclose(ob->f);
+    bool ok = write_ok(ob);
+    errno = 0;
+    int rc = ob->own_f ? fclose(ob->f) : fflush(ob->f);
+    if (ob->own_f)
       ob->f = NULL;
-    } else {
-      fflush(ob->f);
-    }
+    if (ok && rc != 0)
+      ST(&ob->werr, errno ? sl_err_from_errno(errno) : SL_EIO);
   }
   pthread_mutex_lock(&ob->mu);
   ob->done = true;

@@ -12,6 +12,8 @@
  */
 #include "pipeutil.h"
 
+#include <unistd.h>
+
 static int base_threads;
 
 static void setup(void) {
@@ -734,6 +736,40 @@ START_TEST(test_trace_half_full_buffer_wakes_writer) {
 }
 END_TEST
 
+/* A trace that cannot be written does not fail the pipeline; the first
+ * error is kept for sl_pipeline_trace_error, for a file the library
+ * opened (here the error shows when it is closed, or sooner) and for one
+ * the caller gave. */
+START_TEST(test_trace_write_error_is_kept) {
+  if (access("/dev/full", W_OK) != 0)
+    return; /* no /dev/full here */
+  for (int own = 0; own < 2; own++) {
+    rig r;
+    FILE *f = NULL;
+
+    rig_build(&r, (size_t)256 << 10, NULL);
+    ck_assert_int_eq(sl_pipeline_trace_error(r.p), 0); /* no trace */
+    if (own) {
+      ck_assert_int_eq(sl_pipeline_trace(r.p, "/dev/full"), 0);
+    } else {
+      f = fopen("/dev/full", "w");
+      ck_assert_ptr_nonnull(f);
+      ck_assert_int_eq(sl_pipeline_trace_file(r.p, f), 0);
+    }
+    ck_assert_int_eq(sl_pipeline_start(r.p), 0);
+    ck_assert_int_eq(sl_pipeline_wait(r.p), 0);
+    ck_assert_int_eq(sl_pipeline_trace_error(r.p), SL_ENOSPC);
+    ck_assert_uint_eq(pu_sink_wait_chunks(&r.sink, 0), r.len / 4096);
+    if (f != NULL) {
+      ck_assert_int_ne(ferror(f), 0);
+      fclose(f);
+    }
+    rig_free(&r);
+  }
+  ck_assert_int_eq(sl_pipeline_trace_error(NULL), SL_EINVAL);
+}
+END_TEST
+
 START_TEST(test_trace_args) {
   sl_pipeline *p = NULL;
 
@@ -784,6 +820,7 @@ int main(void) {
   tc = tcase("trace", 60);
   tcase_add_test(tc, test_trace_has_a_track_per_thread);
   tcase_add_test(tc, test_trace_half_full_buffer_wakes_writer);
+  tcase_add_test(tc, test_trace_write_error_is_kept);
   tcase_add_test(tc, test_trace_args);
   suite_add_tcase(s, tc);
 

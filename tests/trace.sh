@@ -4,7 +4,8 @@
 # decompression pipeline; each must parse (python3 -m json.tool), hold a
 # named track (thread_name) for every stage thread with at least one span
 # on it, counter events for the rings, and the displayTimeUnit. Also: -q
-# silences --stats, and a trace file that cannot be created fails the run.
+# silences --stats, and a trace file that cannot be created, or written
+# (/dev/full, where there is one), fails the run with a message.
 #
 # Usage: sh tests/trace.sh [BUILDDIR]
 #   BUILDDIR holds tools/sgzip (default: the current directory, as make
@@ -109,5 +110,17 @@ if "$sg" -c --trace "$work/no/such/dir/t.json" "$work/in" >/dev/null 2>"$work/er
   bad "an unwritable trace file was accepted"
 fi
 grep -q 't.json' "$work/err" || bad "no message names the trace file"
+
+# A trace that fails while it is written (a full disk) fails the run with
+# gzip's kind of message; the output itself is complete.
+if test -w /dev/full; then
+  if "$sg" -c --trace=/dev/full "$work/in" >"$work/full.gz" 2>"$work/err"; then
+    bad "a trace to /dev/full exited 0"
+  fi
+  grep -q '^sgzip: /dev/full: No space left on device$' "$work/err" ||
+    bad "no message for the trace's write error: $(cat "$work/err")"
+  "$sg" -dc "$work/full.gz" | cmp -s - "$work/in" ||
+    bad "the output of a run whose trace failed differs"
+fi
 
 exit $fail

@@ -539,6 +539,13 @@ static int count_cb(const void *data, size_t len, void *arg) {
   return 0;
 }
 
+/* The system's message for a code that stands for an errno value (the
+ * library's codes for those are the negated errno, all above -4000), as
+ * gzip words it; the library's own otherwise. */
+static const char *errno_message(int code) {
+  return code < 0 && code > -4000 ? strerror(-code) : sl_strerror(code);
+}
+
 /* Strip a "<stage>: " prefix when a stage of ours wrote the message: the
  * line then reads "sgzip: FILE: what went wrong". */
 static const char *plain_error(sl_pipeline *p, int rc) {
@@ -563,6 +570,7 @@ static int run_job(struct job *j) {
   sl_pipeline_opts popts = {0};
   sl_pipeline *p = NULL;
   sl_stage *src = NULL, *mid = NULL, *sink = NULL;
+  FILE *trace = NULL;
   struct bar bar = {0};
   uint64_t discarded = 0;
   int rc, ret = 1, chained = 0;
@@ -667,10 +675,17 @@ static int run_job(struct job *j) {
   chained = 1; /* the pipeline owns the stages now */
 
   /* --trace: the timeline of this file's pipeline (with several files,
-   * the last one's). */
-  if (opt.trace != NULL && (rc = sl_pipeline_trace(p, opt.trace)) != 0) {
-    errorf("%s: %s", opt.trace, sl_strerror(rc));
-    goto out;
+   * the last one's). The file is ours, so that a failure to write or close
+   * it is reported as gzip reports one of its output's. */
+  if (opt.trace != NULL) {
+    if ((trace = fopen(opt.trace, "w")) == NULL) {
+      errorf("%s: %s", opt.trace, strerror(errno));
+      goto out;
+    }
+    if ((rc = sl_pipeline_trace_file(p, trace)) != 0) {
+      errorf("%s: %s", opt.trace, sl_strerror(rc));
+      goto out;
+    }
   }
 
   bar.start = now();
@@ -695,6 +710,15 @@ static int run_job(struct job *j) {
   }
   if (opt.stats && !opt.quiet)
     stats_keep(j, p);
+  if (trace != NULL) {
+    /* The pipeline has flushed it; the output itself is complete. */
+    int terr = sl_pipeline_trace_error(p);
+    if (fclose(trace) != 0 && terr == 0)
+      terr = sl_err_from_errno(errno);
+    trace = NULL;
+    if (terr != 0)
+      errorf("%s: %s", opt.trace, errno_message(terr));
+  }
 
 out:
   if (!chained) {
@@ -706,6 +730,8 @@ out:
     busy_set_pipeline(NULL);
     sl_pipeline_free(p); /* a failed file sink removes its temporary here */
   }
+  if (trace != NULL)
+    fclose(trace); /* never started: left empty */
   if (j->own_fd)
     close(j->in_fd);
   j->own_fd = 0;
