@@ -686,9 +686,12 @@ SL_EXTERN int sl_pipeline_stats_print(sl_pipeline *p, FILE *f);
 
 /* The index of the stage that holds the pipeline back: the one busy while
  * its neighbours wait on it, its producers blocked on a full ring into it
- * and its consumers starved on an empty ring out of it; each stage scores
- * its busy share times the share of time its neighbours waited on it, and
- * when no neighbour waited at all the busiest stage is named. Returns 0
+ * and its consumers starved on an empty ring out of it. Each stage scores
+ * its busy share of its own time times the sum of the share of their own
+ * time its producers were blocked on it and the share of theirs its
+ * consumers were starved by it (each share between 0 and 1, as
+ * sl_pipeline_stats_print shows them), and when no neighbour waited at
+ * all the busiest stage is named. Returns 0
  * with *index set; SL_EINVAL when p or index is NULL, p has no stage, or
  * no stage thread has run yet, which is always the case until start has
  * made the rings (*index is then untouched). Any thread, at any moment as

@@ -22,9 +22,15 @@
  *
  * The bottleneck is the stage that is busy while its neighbours wait on
  * it: its producers blocked on a full ring into it, its consumers starved
- * on an empty ring out of it. Each stage scores its busy share times the
- * time its neighbours spent waiting on it over its own wall time; the
- * highest score wins. The busiest stage alone would be wrong twice over:
+ * on an empty ring out of it. Each stage scores its busy share (of its
+ * own time) times the sum of two more: the share of their own time its
+ * producers spent blocked on it, and the share of theirs its consumers
+ * spent starved by it; the highest score wins. Each share is a part over
+ * the whole it is a part of, so none can pass 1: a wait is measured on
+ * the thread that waits, and dividing it by this stage's time instead
+ * would give a tee's two starved branches 200%, or 105% to a consumer
+ * that began to wait before this stage's thread first ran. The busiest
+ * stage alone would be wrong twice over:
  * a stage blocked downstream of the real bottleneck can look busy when
  * it is waiting for something the framework does not see (a worker pool,
  * a disk), and in a balanced pipeline every stage is busy; the neighbours'
@@ -124,43 +130,68 @@ static double pct(uint64_t part, uint64_t whole) {
   return whole ? 100.0 * (double)part / (double)whole : 0.0;
 }
 
-/* How long producers waited on a full ring into s (*up) and consumers on
- * an empty ring out of it (*down): the rings' ended waits plus the
- * ongoing ones. */
-static void waited_on(sl_stage *s, uint64_t *up, uint64_t *down) {
-  uint64_t w = 0;
+/* The wall time of stage t, as its stats show it now. */
+static uint64_t wall_of(sl_stage *t) {
+  sl_stage_stats st;
+  stage_stats(t, &st, true);
+  return st.busy_ns + st.blocked_full_ns + st.blocked_empty_ns;
+}
+
+/* Add a neighbour's wait on s (the ring's ended waits plus an ongoing
+ * one) and its wall time to *w and *base. The wait is part of that wall
+ * time, but the two are read a moment apart, and the wait going on now
+ * against a clock read of its own, so it can come out a hair longer; it
+ * is cut to the wall time so that this read error alone cannot push a
+ * share past the whole. */
+static void add_wait(uint64_t wait, uint64_t wall, uint64_t *w,
+                     uint64_t *base) {
+  *w += wait < wall ? wait : wall;
+  *base += wall;
+}
+
+/* The shares of their own time that s's producers spent blocked on a
+ * full ring into s (*up) and its consumers starved on an empty ring out
+ * of it (*down), each in [0, 1]. A neighbour that has other outputs (a
+ * tee) or inputs may have waited on those too; only its waits on s
+ * count, over the whole of its time. */
+static void waited_on(sl_stage *s, double *up, double *down) {
+  uint64_t w = 0, base = 0;
   sl_ring_stats rs;
   struct sl__tobs_view v;
   for (size_t k = 0; s->ins && k < s->nprods; k++) {
-    if (sl_ring_stats_get(s->ins[k], &rs) == 0)
-      w += rs.writer_wait_ns;
     sl_stage *from = s->prods[k];
+    uint64_t wall = wall_of(from), wait = 0;
+    if (sl_ring_stats_get(s->ins[k], &rs) == 0)
+      wait += rs.writer_wait_ns;
     for (size_t j = 0; j < from->nobs; j++) {
       struct sl_tobs *o = sl__obs_at(from, j);
       if (o && (sl__tobs_snapshot(o, &v), v.state == TOBS_FULL) &&
           v.ring == s->ins[k])
-        w += v.now_ns - v.since_ns;
+        wait += v.now_ns - v.since_ns;
     }
+    add_wait(wait, wall, &w, &base);
   }
-  *up = w;
-  w = 0;
+  *up = base ? (double)w / (double)base : 0.0;
+  w = base = 0;
   for (size_t c = 0; s->outs && c < s->ncons; c++) {
-    if (sl_ring_stats_get(s->outs[c], &rs) == 0)
-      w += rs.reader_wait_ns;
     sl_stage *to = s->cons[c];
+    uint64_t wall = wall_of(to), wait = 0;
+    if (sl_ring_stats_get(s->outs[c], &rs) == 0)
+      wait += rs.reader_wait_ns;
     for (size_t j = 0; j < to->nobs; j++) {
       struct sl_tobs *o = sl__obs_at(to, j);
       if (o && (sl__tobs_snapshot(o, &v), v.state == TOBS_EMPTY) &&
           v.ring == s->outs[c])
-        w += v.now_ns - v.since_ns;
+        wait += v.now_ns - v.since_ns;
     }
+    add_wait(wait, wall, &w, &base);
   }
-  *down = w;
+  *down = base ? (double)w / (double)base : 0.0;
 }
 
-/* The bottleneck's index, its busy share and the shares of its time its
- * producers were blocked on it and its consumers starved by it; SIZE_MAX
- * when no stage has run. p must be ready. */
+/* The bottleneck's index, its busy share and the shares of their time
+ * its producers were blocked on it and its consumers starved by it (each
+ * in [0, 1]); SIZE_MAX when no stage has run. p must be ready. */
 static size_t bottleneck(sl_pipeline *p, double *busy_out, double *up_out,
                          double *down_out) {
   size_t best = SIZE_MAX, busiest = SIZE_MAX;
@@ -172,11 +203,9 @@ static size_t bottleneck(sl_pipeline *p, double *busy_out, double *up_out,
     uint64_t wall = st.busy_ns + st.blocked_full_ns + st.blocked_empty_ns;
     if (wall == 0)
       continue;
-    uint64_t up_ns, down_ns;
-    waited_on(p->stages[i], &up_ns, &down_ns);
+    double up, down;
+    waited_on(p->stages[i], &up, &down);
     double busy = (double)st.busy_ns / (double)wall;
-    double up = (double)up_ns / (double)wall;
-    double down = (double)down_ns / (double)wall;
     if (busy * (up + down) > best_score) {
       best_score = busy * (up + down);
       best = i;
@@ -260,7 +289,8 @@ int sl_pipeline_stats_print(sl_pipeline *p, FILE *f) {
     err |=
         fprintf(f,
                 "\nbottleneck: %s (busy %.1f%% of its time; upstream "
-                "blocked on it %.1f%%, downstream starved by it %.1f%%)\n",
+                "blocked on it %.1f%% of their time, downstream starved by "
+                "it %.1f%% of theirs)\n",
                 p->stages[b]->name, 100.0 * busy, 100.0 * up, 100.0 * down) < 0;
   return err ? SL_EIO : 0;
 }

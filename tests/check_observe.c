@@ -463,6 +463,92 @@ START_TEST(test_stall_report_empty_input) {
 }
 END_TEST
 
+/* The bottleneck line of a stats table: the stage's name and its three
+ * shares, in percent. False when there is none or it does not parse. */
+static bool bottleneck_line(const char *table, char name[32], double pct[3]) {
+  const char *at = strstr(table, "\nbottleneck: ");
+  return at != NULL &&
+         sscanf(at,
+                "\nbottleneck: %31s (busy %lf%% of its time; upstream "
+                "blocked on it %lf%% of their time, downstream starved by "
+                "it %lf%% of theirs)",
+                name, &pct[0], &pct[1], &pct[2]) == 4;
+}
+
+static void check_shares(const double pct[3]) {
+  for (int i = 0; i < 3; i++)
+    ck_assert_msg(pct[i] >= 0.0 && pct[i] <= 100.0, "share %d is %.1f%%", i,
+                  pct[i]);
+}
+
+/* A source that waits in its op, linked to two sinks (a tee): both sinks
+ * starve on it the whole time, so it is the bottleneck and downstream is
+ * starved by it nearly all of the sinks' time, but no more than all of
+ * it. Measured against the source's own time, the two sinks' waits add
+ * up to nearly twice that; the test holds until they add up to more than
+ * 1.5 times, so a share of the wrong base cannot pass for right. The
+ * hold ends when the stats say so: the source is in its op, both sinks
+ * have been starved nine times longer than they ran, and together longer
+ * than the source's time by half. */
+START_TEST(test_bottleneck_shares_within_100) {
+  gate_src g = {.inside = false, .open = false};
+  sl_stage_ops ops = {.read = gate_src_read};
+  sl_pipeline *p = NULL;
+  sl_stage *src = NULL, *k1, *k2;
+  pu_sink a, b;
+  sl_stage_stats st[3];
+  memout m;
+  char name[32];
+  double pct[3];
+
+  pthread_mutex_init(&g.mu, NULL);
+  pthread_cond_init(&g.cv, NULL);
+  pu_sink_init(&a);
+  pu_sink_init(&b);
+  ck_assert_int_eq(sl_pipeline_new(&p, NULL), 0);
+  ck_assert_int_eq(sl_stage_new(&src, "src", &ops, &g), 0);
+  k1 = pu_sink_stage("k1", &a);
+  k2 = pu_sink_stage("k2", &b);
+  ck_assert(k1 && k2);
+  ck_assert_int_eq(sl_pipeline_link(p, src, k1), 0);
+  ck_assert_int_eq(sl_pipeline_link(p, src, k2), 0);
+  ck_assert_int_eq(sl_pipeline_start(p), 0);
+  pthread_mutex_lock(&g.mu); /* the source runs: its time has begun */
+  while (!g.inside)
+    pthread_cond_wait(&g.cv, &g.mu);
+  pthread_mutex_unlock(&g.mu);
+  for (;; sched_yield()) {
+    for (size_t i = 0; i < 3; i++)
+      ck_assert_int_eq(sl_pipeline_stage_stats(p, i, &st[i]), 0);
+    uint64_t src_wall =
+        st[0].busy_ns + st[0].blocked_full_ns + st[0].blocked_empty_ns;
+    if (st[1].blocked_empty_ns > 9 * st[1].busy_ns &&
+        st[2].blocked_empty_ns > 9 * st[2].busy_ns &&
+        2 * (st[1].blocked_empty_ns + st[2].blocked_empty_ns) > 3 * src_wall)
+      break;
+  }
+  memout_open(&m);
+  ck_assert_int_eq(sl_pipeline_stats_print(p, m.f), 0);
+  char *out = memout_close(&m);
+  ck_assert_msg(bottleneck_line(out, name, pct), "no bottleneck in:\n%s", out);
+  ck_assert_str_eq(name, "src");
+  check_shares(pct);
+  ck_assert_msg(pct[2] > 80.0, "downstream starved only %.1f%%", pct[2]);
+  free(out);
+
+  pthread_mutex_lock(&g.mu);
+  g.open = true;
+  pthread_cond_broadcast(&g.cv);
+  pthread_mutex_unlock(&g.mu);
+  ck_assert_int_eq(sl_pipeline_wait(p), 0);
+  sl_pipeline_free(p);
+  pu_sink_fini(&a);
+  pu_sink_fini(&b);
+  pthread_cond_destroy(&g.cv);
+  pthread_mutex_destroy(&g.mu);
+}
+END_TEST
+
 START_TEST(test_stall_report_args) {
   sl_pipeline *p = NULL;
 
@@ -803,6 +889,7 @@ int main(void) {
   tcase_add_test(tc, test_bottleneck_args);
   tcase_add_test(tc, test_stats_monotonic_while_running);
   tcase_add_test(tc, test_stats_while_building_and_starting);
+  tcase_add_test(tc, test_bottleneck_shares_within_100);
   suite_add_tcase(s, tc);
 
   tc = tcase("stall", 30);
