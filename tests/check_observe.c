@@ -8,7 +8,10 @@
  * Nothing here sleeps: a held sink waits at a gate the test opens, and the
  * test waits for the writers upstream to block with sl__ring_wait_blocked
  * (pu_ring_wait_paused) or for the watchdog's callback on a condition
- * variable.
+ * variable. Where a test compares times, it holds the pipeline still and
+ * reads the stats again, yielding, until the waits that grow while it is
+ * held outweigh what the start left (whatever the machine's speed), and
+ * asserts only on what follows from that.
  */
 #include "pipeutil.h"
 
@@ -100,39 +103,86 @@ static char *memout_close(memout *m) {
  * Stats: the bottleneck
  * ---------------------------------------------------------------------- */
 
-/* A sink that works on every chunk far longer than its producers: it is
- * busy while both stages upstream block on full rings, so it is named. */
+/* The bottleneck line of a stats table: the stage's name and its three
+ * shares, in percent. False when there is none or it does not parse. */
+static bool bottleneck_line(const char *table, char name[32], double pct[3]) {
+  const char *at = strstr(table, "\nbottleneck: ");
+  return at != NULL &&
+         sscanf(at,
+                "\nbottleneck: %31s (busy %lf%% of its time; upstream "
+                "blocked on it %lf%% of their time, downstream starved by "
+                "it %lf%% of theirs)",
+                name, &pct[0], &pct[1], &pct[2]) == 4;
+}
+
+static void check_shares(const double pct[3]) {
+  for (int i = 0; i < 3; i++)
+    ck_assert_msg(pct[i] >= 0.0 && pct[i] <= 100.0, "share %d is %.1f%%", i,
+                  pct[i]);
+}
+
+/* The counters of the rig's three stages. */
+static void rig_stats(rig *r, sl_stage_stats st[3]) {
+  for (size_t i = 0; i < 3; i++)
+    ck_assert_int_eq(sl_pipeline_stage_stats(r->p, i, &st[i]), 0);
+}
+
+/* With the sink held and both writers upstream paused, nothing in the
+ * pipeline moves: the sink's busy time (it runs its op, held in it) and
+ * the upstream stages' ongoing full waits grow with the clock, and every
+ * other figure stands still. Look again, yielding, until what grows
+ * outweighs what stands still ninefold: from then on the stats show a
+ * held sink and blocked producers whatever the machine's speed or load
+ * did to the start (a sink that waited long for its first chunk, a stage
+ * preempted while it ran). */
+static void rig_hold_until_dominant(rig *r, sl_stage_stats st[3]) {
+  for (;;) {
+    rig_stats(r, st);
+    if (st[2].busy_ns > 9 * st[2].blocked_empty_ns &&
+        st[1].blocked_full_ns > 9 * (st[1].busy_ns + st[1].blocked_empty_ns) &&
+        st[0].blocked_full_ns > 9 * (st[0].busy_ns + st[0].blocked_empty_ns))
+      return;
+    sched_yield();
+  }
+}
+
+/* A throttled sink, throttled all the way: held at its gate, it is busy
+ * while both stages upstream block on full rings, so it is named, and
+ * the upstream stages show time blocked on a full output, both at the
+ * held moment and after the run. */
 START_TEST(test_bottleneck_is_throttled_sink) {
   rig r;
   sl_stage_stats st[3];
   size_t b = 99;
   memout m;
+  char name[32];
+  double pct[3];
 
-  /* The sink spends about a millisecond on each chunk, far longer than
-   * passing 4 KiB on; rings of 16 chunks each keep it fed while the
-   * stages upstream wait for a processor on a loaded machine. */
-  rig_build(&r, (size_t)512 << 10, NULL);
-  r.sink.spin = 500000;
-  ck_assert_int_eq(
-      sl_stage_set_output(r.s0, 65536, SL_LWM_DEFAULT, SL_RING_BYTES), 0);
-  ck_assert_int_eq(
-      sl_stage_set_output(r.s1, 65536, SL_LWM_DEFAULT, SL_RING_BYTES), 0);
-  ck_assert_int_eq(sl_pipeline_start(r.p), 0);
-  ck_assert_int_eq(sl_pipeline_wait(r.p), 0);
-  for (size_t i = 0; i < 3; i++)
-    ck_assert_int_eq(sl_pipeline_stage_stats(r.p, i, &st[i]), 0);
+  rig_build(&r, (size_t)1 << 20, NULL);
+  rig_start_held(&r);
+  rig_hold_until_dominant(&r, st);
   ck_assert_uint_gt(st[0].blocked_full_ns, 0);
   ck_assert_uint_gt(st[1].blocked_full_ns, 0);
   ck_assert_uint_eq(st[2].blocked_full_ns, 0);
   ck_assert_uint_gt(st[2].busy_ns, st[2].blocked_empty_ns);
   ck_assert_int_eq(sl_pipeline_bottleneck(r.p, &b), 0);
   ck_assert_uint_eq(b, 2);
-
   memout_open(&m);
   ck_assert_int_eq(sl_pipeline_stats_print(r.p, m.f), 0);
   char *out = memout_close(&m);
-  ck_assert_ptr_nonnull(strstr(out, "\nbottleneck: sink ("));
+  ck_assert_msg(bottleneck_line(out, name, pct), "no bottleneck in:\n%s", out);
+  ck_assert_str_eq(name, "sink");
+  check_shares(pct);
   free(out);
+
+  /* The waits that ended stay counted. */
+  pu_sink_release(&r.sink);
+  ck_assert_int_eq(sl_pipeline_wait(r.p), 0);
+  rig_stats(&r, st);
+  ck_assert_uint_gt(st[0].blocked_full_ns, 0);
+  ck_assert_uint_gt(st[1].blocked_full_ns, 0);
+  ck_assert_uint_eq(st[2].blocked_full_ns, 0);
+  ck_assert_uint_eq(st[2].bytes_in, r.len);
   rig_free(&r);
 }
 END_TEST
@@ -463,24 +513,6 @@ START_TEST(test_stall_report_empty_input) {
 }
 END_TEST
 
-/* The bottleneck line of a stats table: the stage's name and its three
- * shares, in percent. False when there is none or it does not parse. */
-static bool bottleneck_line(const char *table, char name[32], double pct[3]) {
-  const char *at = strstr(table, "\nbottleneck: ");
-  return at != NULL &&
-         sscanf(at,
-                "\nbottleneck: %31s (busy %lf%% of its time; upstream "
-                "blocked on it %lf%% of their time, downstream starved by "
-                "it %lf%% of theirs)",
-                name, &pct[0], &pct[1], &pct[2]) == 4;
-}
-
-static void check_shares(const double pct[3]) {
-  for (int i = 0; i < 3; i++)
-    ck_assert_msg(pct[i] >= 0.0 && pct[i] <= 100.0, "share %d is %.1f%%", i,
-                  pct[i]);
-}
-
 /* A source that waits in its op, linked to two sinks (a tee): both sinks
  * starve on it the whole time, so it is the bottleneck and downstream is
  * starved by it nearly all of the sinks' time, but no more than all of
@@ -685,17 +717,34 @@ static int count(const char *s, const char *what) {
   return n;
 }
 
+/* Every thread has a track with spans on it, every ring a counter. The
+ * stages upstream of the held sink wait on full rings for longer than the
+ * 5 us below which a wait is merged into the busy span around it, so
+ * their tracks hold a "blocked full" span. The buffers hold 4096 spans,
+ * more than a thread here can make (two per wait, two waits per chunk),
+ * so none is dropped. */
 START_TEST(test_trace_has_a_track_per_thread) {
   rig r;
   FILE *f = tmpfile();
-  sl_pipeline_opts o = {.trace_events = 64}; /* small: spans get dropped */
+  sl_stage_stats a, b;
 
   ck_assert_ptr_nonnull(f);
-  rig_build(&r, (size_t)2 << 20, &o);
-  r.sink.spin = 200;
+  rig_build(&r, (size_t)2 << 20, NULL);
   ck_assert_int_eq(sl_pipeline_trace_file(r.p, f), 0);
-  ck_assert_int_eq(sl_pipeline_start(r.p), 0);
+  rig_start_held(&r);
   ck_assert_int_eq(sl_pipeline_trace_file(r.p, f), SL_EBUSY);
+  /* The ongoing waits count in the stats: once both grew by 10 us, each
+   * has lasted that long (the held sink lets neither end). */
+  ck_assert_int_eq(sl_pipeline_stage_stats(r.p, 0, &a), 0);
+  ck_assert_int_eq(sl_pipeline_stage_stats(r.p, 1, &b), 0);
+  for (sl_stage_stats a2 = a, b2 = b;
+       a2.blocked_full_ns < a.blocked_full_ns + 10000 ||
+       b2.blocked_full_ns < b.blocked_full_ns + 10000;
+       sched_yield()) {
+    ck_assert_int_eq(sl_pipeline_stage_stats(r.p, 0, &a2), 0);
+    ck_assert_int_eq(sl_pipeline_stage_stats(r.p, 1, &b2), 0);
+  }
+  pu_sink_release(&r.sink);
   ck_assert_int_eq(sl_pipeline_wait(r.p), 0);
   ck_assert_int_eq(ferror(f), 0);
   char *s = slurp(f);
@@ -711,7 +760,11 @@ START_TEST(test_trace_has_a_track_per_thread) {
     snprintf(want, sizeof want, "\"pid\":1,\"tid\":%d,\"ts\":", t);
     ck_assert_msg(strstr(s, want) != NULL, "no span on %s", names[t - 1]);
   }
-  ck_assert_int_gt(count(s, "\"name\":\"blocked full\""), 0);
+  ck_assert_ptr_nonnull(strstr(s, "\"name\":\"blocked full\",\"cat\":\"stage\","
+                                  "\"pid\":1,\"tid\":1,"));
+  ck_assert_ptr_nonnull(strstr(s, "\"name\":\"blocked full\",\"cat\":\"stage\","
+                                  "\"pid\":1,\"tid\":2,"));
+  ck_assert_ptr_nonnull(strstr(s, "\"dropped_events\":0}"));
   ck_assert_int_gt(count(s, "\"ph\":\"C\",\"name\":\"src -> xf\""), 0);
   ck_assert_int_gt(count(s, "\"ph\":\"C\",\"name\":\"xf -> sink\""), 0);
   free(s);
