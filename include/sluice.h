@@ -64,7 +64,9 @@ extern "C" {
  * Any thread. */
 SL_EXTERN const char *sl_version(void);
 
-/* The same as a number, SL_VERSION_HEX of the library linked at run time.
+/* The version of the library linked at run time as a number, in the form
+ * of SL_VERSION_HEX ((major << 16) | (minor << 8) | patch), to compare
+ * with the SL_VERSION_HEX a program was compiled against. Returns it.
  * Any thread. */
 SL_EXTERN unsigned sl_version_number(void);
 
@@ -203,7 +205,12 @@ SL_EXTERN int sl_pool_stats_get(sl_pool *pool, sl_pool_stats *st);
  * Any thread. */
 SL_EXTERN int sl_buf_new(sl_pool *pool, size_t cap, sl_buf **out);
 
-/* A byte buffer holding a copy of len bytes from data. As sl_buf_new. */
+/* A byte buffer holding a copy of the len bytes at data (which stay the
+ * caller's; data may be NULL when len is 0), with len set, reference
+ * count one, owned by the caller: from pool, its capacity len rounded up
+ * to the size class, or with pool NULL allocated for exactly len bytes.
+ * Returns 0; SL_EINVAL (out NULL, or data NULL with len above 0);
+ * SL_ENOMEM, *out then NULL. Any thread. */
 SL_EXTERN int sl_buf_new_copy(sl_pool *pool, const void *data, size_t len,
                               sl_buf **out);
 
@@ -244,12 +251,16 @@ SL_EXTERN int sl_buf_is_object(const sl_buf *buf);
  * Returns 0, SL_EINVAL, SL_ENOMEM. Any thread. */
 SL_EXTERN int sl_buf_new_flush(sl_pool *pool, sl_buf **out);
 
-/* 1 for a flush marker, else 0. */
+/* Whether buf is a flush marker (made by sl_buf_new_flush). Returns 1 for
+ * a marker, 0 for any other buffer (byte or object) and for NULL. Any
+ * thread that holds a reference to buf. */
 SL_EXTERN int sl_buf_is_flush(const sl_buf *buf);
-/* The current reference count. While the caller holds a reference, 1 means
- * it holds the only one: every other holder's release happened before this
- * call returned (acquire), so the caller may then write the data in place.
- * Any other value is a snapshot. */
+
+/* Returns buf's current reference count (0 for NULL). While the caller
+ * holds a reference, 1 means it holds the only one: every other holder's
+ * release happened before this call returned (acquire), so the caller may
+ * then write the data in place. Any other value is a snapshot. Any thread
+ * that holds a reference to buf. */
 SL_EXTERN unsigned sl_buf_refcount(const sl_buf *buf);
 
 /* ------------------------------------------------------------------------
@@ -346,8 +357,12 @@ SL_EXTERN int sl_ring_wait_writable(sl_ring *ring);
  * abort; SL_EINVAL. Reader thread. */
 SL_EXTERN int sl_ring_read(sl_ring *ring, sl_buf **out);
 
-/* As sl_ring_read without waiting: SL_AGAIN when empty and still open.
- * Reader thread. */
+/* Take the oldest chunk without waiting. On 0 the caller owns *out; on any
+ * other return *out is NULL. Like a read, it wakes a paused writer when it
+ * pulls the level down to the low mark, but it never waits and never
+ * counts as a starve. Returns 0; SL_AGAIN when the ring is empty and still
+ * open; SL_EOF once closed and empty; the abort code after abort;
+ * SL_EINVAL when ring or out is NULL. Reader thread. */
 SL_EXTERN int sl_ring_try_read(sl_ring *ring, sl_buf **out);
 
 /* Take up to max chunks under one lock, waiting while the ring is empty.
@@ -578,7 +593,14 @@ SL_EXTERN int sl_pipeline_new(sl_pipeline **out, const sl_pipeline_opts *opts);
  * started, SL_ENOMEM. The thread that builds the pipeline. */
 SL_EXTERN int sl_pipeline_chain(sl_pipeline *p, sl_stage *first, ...);
 
-/* The same, from an array of n stages. */
+/* Add the n stages of the array stages, in order, and link each to the
+ * next, as sl_pipeline_chain does with its arguments, with the same rules
+ * and for any n (sl_pipeline_chain takes at most 64). The array is only
+ * read and stays the caller's. On 0 the pipeline owns the stages; on
+ * failure nothing changed and the caller still owns them. Returns 0,
+ * SL_EINVAL (p or stages NULL, n below 2, a NULL stage, or as
+ * sl_pipeline_chain), SL_EBUSY once started, SL_ENOMEM. The thread that
+ * builds the pipeline. */
 SL_EXTERN int sl_pipeline_chainv(sl_pipeline *p, sl_stage *const *stages,
                                  size_t n);
 
@@ -587,7 +609,11 @@ SL_EXTERN int sl_pipeline_chainv(sl_pipeline *p, sl_stage *const *stages,
  * reference, and the slowest branch governs; a consumer linked from
  * several producers merges them (fan-in, see sl_stage_set_merge) and ends
  * when all have ended. The graph must stay acyclic (checked by start).
- * Returns as sl_pipeline_chain; linking the same pair twice is SL_EINVAL. */
+ * Either stage may already be in p; on 0 the pipeline owns both, on
+ * failure nothing changed. Returns 0; SL_EINVAL (NULL, from and to the
+ * same stage, a stage in another pipeline, from does not produce or to
+ * does not consume, or the pair is linked already); SL_EBUSY once
+ * started; SL_ENOMEM. The thread that builds the pipeline. */
 SL_EXTERN int sl_pipeline_link(sl_pipeline *p, sl_stage *from, sl_stage *to);
 
 /* A stage that passes every chunk on unchanged: link it to several

@@ -68,8 +68,8 @@ SL_EXTERN int sl_map_new(sl_stage **out, const char *name,
                          const sl_map_ops *ops, void *ctx,
                          const sl_map_opts *opts);
 
-/* The number of online processors (at least 1): the default of workers.
- * Any thread. */
+/* Returns the number of online processors (at least 1): the default of
+ * workers. Any thread. */
 SL_EXTERN unsigned sl_cpu_count(void);
 
 #ifdef __cplusplus

@@ -234,7 +234,8 @@ typedef struct sl_checksum_opts {
  * Returns 0; SL_EINVAL when out is NULL; SL_ENOMEM. */
 SL_EXTERN int sl_crc32_new(sl_stage **out, const sl_checksum_opts *opts);
 
-/* The same with Adler-32 (zlib's adler32(), as in the zlib format). */
+/* The same with Adler-32 (zlib's adler32(), as in the zlib format), read
+ * with sl_adler32_value. Returns as sl_crc32_new. */
 SL_EXTERN int sl_adler32_new(sl_stage **out, const sl_checksum_opts *opts);
 
 /* The CRC-32 of a crc32 stage into *crc and, when bytes is not NULL, the
@@ -248,7 +249,9 @@ SL_EXTERN int sl_adler32_new(sl_stage **out, const sl_checksum_opts *opts);
 SL_EXTERN int sl_crc32_value(const sl_stage *stage, uint32_t *crc,
                              uint64_t *bytes);
 
-/* The same for an adler32 stage; an empty stream's Adler-32 is 1. */
+/* The same for an adler32 stage, its Adler-32 into *adler (an empty
+ * stream's is 1). Returns as sl_crc32_value, SL_EINVAL also when the stage
+ * is not an adler32 stage. */
 SL_EXTERN int sl_adler32_value(const sl_stage *stage, uint32_t *adler,
                                uint64_t *bytes);
 
