@@ -8,6 +8,11 @@
 #   BUILDDIR holds tools/sgzip; the sample and its compressed copy are
 #   written under BUILDDIR/examples/demo/ and removed when the demo ends.
 #   DEMO_MIB sets the sample's size (default 256, a multiple of 4).
+#   DEMO_TRACE=FILE also has the compressing sgzip write its timeline to
+#   FILE (--trace=FILE, relative to the current directory), for Perfetto
+#   or docs/trace-svg.py: the README's picture is
+#     make demo DEMO_MIB=32 DEMO_TRACE=demo-trace.json
+#     python3 docs/trace-svg.py demo-trace.json docs/demo-trace.svg
 
 set -eu
 LC_ALL=C
@@ -20,6 +25,7 @@ work=$build/examples/demo
 sample=$work/sample
 mib=${DEMO_MIB:-256}
 mib=$(((mib + 3) / 4 * 4))
+trace=${DEMO_TRACE:-}
 size=$((mib * 1048576))
 
 if [ ! -x "$sgzip" ]; then
@@ -97,11 +103,16 @@ cat "$sample" >/dev/null # into the page cache: time the compressor, not the dis
 # Compress: a reader, the pgzip stage with one worker per processor, and
 # the atomic file sink, each on its own thread. -v draws a progress bar
 # when stderr is a terminal, --stats prints each stage's busy and blocked
-# time and each ring's pauses when it ends; -k keeps the sample.
+# time and each ring's pauses when it ends; -k keeps the sample. With
+# DEMO_TRACE, --trace writes the run's timeline too.
 threads=$(nproc 2>/dev/null || getconf _NPROCESSORS_ONLN 2>/dev/null || echo 1)
-echo "demo: $sgzip -v --stats -p $threads -k $sample"
+set -- -v --stats -p "$threads" -k
+if [ -n "$trace" ]; then
+  set -- "$@" "--trace=$trace"
+fi
+echo "demo: $sgzip $* $sample"
 start=$(now_ns)
-if ! "$sgzip" -v --stats -p "$threads" -k "$sample"; then
+if ! "$sgzip" "$@" "$sample"; then
   echo "demo: FAILED: sgzip exited with an error" >&2
   exit 1
 fi
@@ -135,4 +146,8 @@ awk -v b="$bytes" -v c="$packed" -v ns="$((end - start))" \
   printf "demo: compressed in %.3f s: %.0f MB/s on %d threads\n", s, b / s / 1e6, p
   printf "demo: decompressed and compared in %.3f s: %.0f MB/s\n", d, b / d / 1e6
 }'
+if [ -n "$trace" ]; then
+  echo "demo: the compression's timeline is in $trace (open it in" \
+    "ui.perfetto.dev, or draw it: python3 docs/trace-svg.py $trace out.svg)"
+fi
 echo "demo: OK (sgzip round trip identical, gzip -t passes)"
