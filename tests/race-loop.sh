@@ -2,25 +2,30 @@
 # Run the suites whose tests race threads against each other N times in a
 # row (default 1000), in a build configured with --enable-sanitizer=thread,
 # stopping at the first failure. Loop counts inside the suites are scaled
-# down so that a thousand rounds take about an hour on two cores; every
-# round still crosses every interleaving point the suites cover.
+# down (a round takes about 20 s on two cores); every round still crosses
+# every interleaving point the suites cover, and the randomized stress
+# suite runs a short stretch of new random pipelines in each round (seed:
+# the round's number, so a failure replays with SL_STRESS_SEED=<round>).
 #
 #   ../configure --enable-sanitizer=thread && make check
 #   sh ../tests/race-loop.sh 1000
 set -eu
 n=${1:-1000}
-suites="tests/check_ring tests/check_pipeline tests/check_backpressure tests/check_graph tests/check_map tests/check_buf"
+suites="tests/check_ring tests/check_pipeline tests/check_backpressure tests/check_graph tests/check_map tests/check_buf tests/check_bridge tests/check_socket tests/check_observe tests/check_stress"
 for s in $suites; do
   [ -x "$s" ] || { echo "race-loop: $s not built (run make check first)" >&2; exit 2; }
 done
 export CK_FORK=no SL_TEST_CHUNKS=${SL_TEST_CHUNKS:-20000} \
   SL_TEST_CANCELS=${SL_TEST_CANCELS:-20} SL_TEST_ROUNDS=${SL_TEST_ROUNDS:-2000} \
   SL_TEST_POOL_MIB=${SL_TEST_POOL_MIB:-4} SL_TEST_SPIN=${SL_TEST_SPIN:-500} \
+  SL_STRESS_ITER=${SL_STRESS_ITER:-20} \
   TSAN_OPTIONS=${TSAN_OPTIONS:-halt_on_error=1}
 i=0
 while [ "$i" -lt "$n" ]; do
   i=$((i + 1))
   [ $((i % 50)) -ne 0 ] || echo "race-loop: $((i - 1)) rounds passed"
+  SL_STRESS_SEED=$i
+  export SL_STRESS_SEED
   for s in $suites; do
     if ! "$s" > race-loop.log 2>&1; then
       cat race-loop.log
