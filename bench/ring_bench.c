@@ -552,8 +552,10 @@ static void fmt_rate(char *out, size_t n, double r) {
  * instructions and atomic operations, free of the scheduler's noise. */
 static void handoff_cost(sl_buf **bufs, size_t capacity, size_t items,
                          double *ring_ns, double *naive_ns) {
-  sl_ring_opts o = {.hwm = (size_t)1 << 30, .lwm = SL_LWM_DEFAULT,
-                    .mode = SL_RING_BYTES, .max_chunks = capacity};
+  sl_ring_opts o = {.hwm = (size_t)1 << 30,
+                    .lwm = SL_LWM_DEFAULT,
+                    .mode = SL_RING_BYTES,
+                    .max_chunks = capacity};
   sl_ring *ring;
   int rc = sl_ring_new(&ring, &o);
   if (rc != 0)

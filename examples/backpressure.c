@@ -84,7 +84,7 @@ int main(int argc, char **argv) {
            len, rate, (unsigned long long)rs.pauses,
            (unsigned long long)rs.drains, rs.peak_level, rs.hwm,
            got_len == len && memcmp(got, data, len) == 0 ? "output intact"
-                                                          : "OUTPUT DIFFERS");
+                                                         : "OUTPUT DIFFERS");
     if (got_len != len || memcmp(got, data, len) != 0)
       rc = SL_EDATA;
   }

@@ -78,27 +78,27 @@ SL_EXTERN unsigned sl_version_number(void);
  * errno from a system call can return -errno; the rest lie below -4000.
  * ---------------------------------------------------------------------- */
 
-#define SL_ERRNO_MAP(XX)                                             \
-  XX(EINVAL, -EINVAL, "invalid argument")                            \
-  XX(ENOMEM, -ENOMEM, "out of memory")                               \
-  XX(ECANCELED, -ECANCELED, "operation cancelled")                   \
-  XX(EPIPE, -EPIPE, "broken pipe")                                   \
-  XX(EIO, -EIO, "i/o error")                                         \
-  XX(ENOSPC, -ENOSPC, "no space left on device")                     \
-  XX(EBUSY, -EBUSY, "resource busy or already started")             \
-  XX(ENOENT, -ENOENT, "no such file or directory")                   \
-  XX(EEXIST, -EEXIST, "file already exists")                         \
-  XX(EACCES, -EACCES, "permission denied")                           \
-  XX(EBADF, -EBADF, "bad file descriptor")                           \
-  XX(EMSGSIZE, -EMSGSIZE, "message too long")                        \
-  XX(EISDIR, -EISDIR, "is a directory")                              \
-  XX(EROFS, -EROFS, "read-only file system")                         \
-  XX(EFBIG, -EFBIG, "file too large")                                \
-  XX(ENAMETOOLONG, -ENAMETOOLONG, "file name too long")              \
-  XX(EDQUOT, -EDQUOT, "disk quota exceeded")                         \
-  XX(ECLOSED, -4001, "write after end of stream")                    \
-  XX(EDATA, -4002, "invalid or corrupt data")                        \
-  XX(ESTAGE, -4003, "stage failed")                                  \
+#define SL_ERRNO_MAP(XX)                                \
+  XX(EINVAL, -EINVAL, "invalid argument")               \
+  XX(ENOMEM, -ENOMEM, "out of memory")                  \
+  XX(ECANCELED, -ECANCELED, "operation cancelled")      \
+  XX(EPIPE, -EPIPE, "broken pipe")                      \
+  XX(EIO, -EIO, "i/o error")                            \
+  XX(ENOSPC, -ENOSPC, "no space left on device")        \
+  XX(EBUSY, -EBUSY, "resource busy or already started") \
+  XX(ENOENT, -ENOENT, "no such file or directory")      \
+  XX(EEXIST, -EEXIST, "file already exists")            \
+  XX(EACCES, -EACCES, "permission denied")              \
+  XX(EBADF, -EBADF, "bad file descriptor")              \
+  XX(EMSGSIZE, -EMSGSIZE, "message too long")           \
+  XX(EISDIR, -EISDIR, "is a directory")                 \
+  XX(EROFS, -EROFS, "read-only file system")            \
+  XX(EFBIG, -EFBIG, "file too large")                   \
+  XX(ENAMETOOLONG, -ENAMETOOLONG, "file name too long") \
+  XX(EDQUOT, -EDQUOT, "disk quota exceeded")            \
+  XX(ECLOSED, -4001, "write after end of stream")       \
+  XX(EDATA, -4002, "invalid or corrupt data")           \
+  XX(ESTAGE, -4003, "stage failed")                     \
   XX(ETHREAD, -4004, "cannot create thread")
 
 typedef enum sl_status {
@@ -159,22 +159,23 @@ typedef struct sl_buf sl_buf;
 typedef struct sl_pool sl_pool;
 
 typedef struct sl_pool_stats {
-  size_t buf_size;         /* capacity of a pooled byte buffer */
-  size_t outstanding;      /* buffers (and headers) handed out, not returned */
-  size_t peak_outstanding; /* the most ever outstanding at once */
+  size_t buf_size;          /* capacity of a pooled byte buffer */
+  size_t outstanding;       /* buffers (and headers) handed out, not returned */
+  size_t peak_outstanding;  /* the most ever outstanding at once */
   size_t bytes_outstanding; /* capacity bytes handed out, not returned */
-  size_t peak_bytes;       /* the most capacity bytes outstanding at once */
-  size_t cached;           /* buffers kept for reuse */
-  uint64_t allocations;    /* allocations made from the allocator */
-  uint64_t reuses;         /* requests served from the cache */
+  size_t peak_bytes;        /* the most capacity bytes outstanding at once */
+  size_t cached;            /* buffers kept for reuse */
+  uint64_t allocations;     /* allocations made from the allocator */
+  uint64_t reuses;          /* requests served from the cache */
 } sl_pool_stats;
 
 /* Create a pool for byte buffers of up to buf_size bytes, kept in
  * power-of-two size classes from 64 bytes (the last class is buf_size), so
  * a small chunk takes a small buffer. max_cached bounds how many free
  * buffers each class keeps; 0 keeps every buffer returned, so the pool
- * settles at the pipeline's peak working set, which the marks bound. On success *out owns the pool. Returns 0, SL_EINVAL
- * (out NULL, buf_size 0 or above 1 GiB), SL_ENOMEM. Any thread. */
+ * settles at the pipeline's peak working set, which the marks bound. On success
+ * *out owns the pool. Returns 0, SL_EINVAL (out NULL, buf_size 0 or above 1
+ * GiB), SL_ENOMEM. Any thread. */
 SL_EXTERN int sl_pool_new(sl_pool **out, size_t buf_size, size_t max_cached);
 
 /* Take another owner reference to pool, for one more holder (a second
@@ -302,24 +303,24 @@ typedef struct sl_ring_opts {
 } sl_ring_opts;
 
 typedef struct sl_ring_stats {
-  size_t level;         /* now */
-  size_t chunks;        /* queued now */
-  size_t peak_level;    /* the highest level ever reached */
+  size_t level;      /* now */
+  size_t chunks;     /* queued now */
+  size_t peak_level; /* the highest level ever reached */
   size_t hwm, lwm;
-  uint64_t chunks_in;   /* chunks admitted */
-  uint64_t chunks_out;  /* chunks read */
-  uint64_t bytes_in;    /* bytes admitted (0 in object mode) */
+  uint64_t chunks_in;  /* chunks admitted */
+  uint64_t chunks_out; /* chunks read */
+  uint64_t bytes_in;   /* bytes admitted (0 in object mode) */
   uint64_t bytes_out;
-  uint64_t pauses;      /* times the writer found the ring full and waited */
-  uint64_t drains;      /* times a paused writer was woken by the low mark */
-  uint64_t starves;     /* times the reader found the ring empty and waited */
-  uint64_t signals;     /* condition-variable signals and broadcasts sent */
+  uint64_t pauses;  /* times the writer found the ring full and waited */
+  uint64_t drains;  /* times a paused writer was woken by the low mark */
+  uint64_t starves; /* times the reader found the ring empty and waited */
+  uint64_t signals; /* condition-variable signals and broadcasts sent */
   uint64_t writer_wait_ns; /* time the writer spent waiting */
   uint64_t reader_wait_ns; /* time the reader spent waiting */
-  int writer_waiting;   /* 1 while the writer is blocked */
-  int reader_waiting;   /* 1 while the reader is blocked */
-  int closed;           /* 1 once closed */
-  int error;            /* the abort code, or 0 */
+  int writer_waiting;      /* 1 while the writer is blocked */
+  int reader_waiting;      /* 1 while the reader is blocked */
+  int closed;              /* 1 once closed */
+  int error;               /* the abort code, or 0 */
 } sl_ring_stats;
 
 /* Create a ring. opts NULL is invalid: hwm has no sensible default outside a
@@ -544,36 +545,36 @@ SL_EXTERN int sl_stage_status(const sl_stage *stage);
 typedef void (*sl_finished_cb)(sl_pipeline *p, int status, void *arg);
 
 typedef struct sl_pipeline_opts {
-  size_t buf_size; /* pooled buffer size; 0 picks 64 KiB, or the size of
-                    * pool when one is given (any other is SL_EINVAL) */
-  size_t hwm;      /* default high mark of every ring; 0 picks 256 KiB */
-  size_t lwm;      /* default low mark; 0 or SL_LWM_DEFAULT: half of hwm
-                    * (unlike sl_ring_opts, where 0 is a real mark) */
-  size_t max_cached; /* pool's per-class free-list bound; 0: no bound
-                      * (unused with pool: that pool's bound holds) */
-  size_t stack_size; /* stage thread stack; 0 keeps the system's */
+  size_t buf_size;     /* pooled buffer size; 0 picks 64 KiB, or the size of
+                        * pool when one is given (any other is SL_EINVAL) */
+  size_t hwm;          /* default high mark of every ring; 0 picks 256 KiB */
+  size_t lwm;          /* default low mark; 0 or SL_LWM_DEFAULT: half of hwm
+                        * (unlike sl_ring_opts, where 0 is a real mark) */
+  size_t max_cached;   /* pool's per-class free-list bound; 0: no bound
+                        * (unused with pool: that pool's bound holds) */
+  size_t stack_size;   /* stage thread stack; 0 keeps the system's */
   size_t trace_events; /* events each thread's trace buffer holds, rounded
                         * up to a power of two; 0 picks 4096 (about 100
                         * KiB a thread); see sl_pipeline_trace */
-  sl_pool *pool; /* NULL: the pipeline makes a pool of its own. Else the
-                  * pool its buffers come from, shared with whoever else
-                  * uses it (a server's many short pipelines reuse each
-                  * other's buffers instead of asking the allocator for
-                  * fresh memory); the pipeline takes a reference
-                  * (sl_pool_ref) and releases it in sl_pipeline_free.
-                  * sl_pipeline_pool and its stats are then the shared
-                  * pool's. */
+  sl_pool *pool;       /* NULL: the pipeline makes a pool of its own. Else the
+                        * pool its buffers come from, shared with whoever else
+                        * uses it (a server's many short pipelines reuse each
+                        * other's buffers instead of asking the allocator for
+                        * fresh memory); the pipeline takes a reference
+                        * (sl_pool_ref) and releases it in sl_pipeline_free.
+                        * sl_pipeline_pool and its stats are then the shared
+                        * pool's. */
 } sl_pipeline_opts;
 
 typedef struct sl_stage_stats {
   const char *name;
   uint64_t chunks_in, bytes_in;   /* read from the input ring */
   uint64_t chunks_out, bytes_out; /* pushed to the output ring(s) */
-  uint64_t busy_ns;    /* running ops: wall time less the two below */
+  uint64_t busy_ns;          /* running ops: wall time less the two below */
   uint64_t blocked_full_ns;  /* waiting on a full output (backpressured) */
   uint64_t blocked_empty_ns; /* waiting on an empty input (starved) */
-  int running;         /* 1 while its thread(s) run */
-  int status;          /* as sl_stage_status, 0 while running */
+  int running;               /* 1 while its thread(s) run */
+  int status;                /* as sl_stage_status, 0 while running */
 } sl_stage_stats;
 
 /* Create an empty pipeline. opts may be NULL for the defaults. Returns 0,
@@ -812,11 +813,11 @@ SL_EXTERN int sl_pipeline_trace_error(sl_pipeline *p);
 #endif
 
 /* The stock stages, each in its own header. */
+#include <sluice/bridge.h>
 #include <sluice/fd.h>
-#include <sluice/stages.h>
-#include <sluice/zlib.h>
 #include <sluice/map.h>
 #include <sluice/pgzip.h>
-#include <sluice/bridge.h>
+#include <sluice/stages.h>
+#include <sluice/zlib.h>
 
 #endif /* SLUICE_H */

@@ -262,8 +262,7 @@ int sl_buf_new(sl_pool *pool, size_t cap, sl_buf **out) {
   return 0;
 }
 
-int sl_buf_new_copy(sl_pool *pool, const void *data, size_t len,
-                    sl_buf **out) {
+int sl_buf_new_copy(sl_pool *pool, const void *data, size_t len, sl_buf **out) {
   if (!out || (!data && len))
     return SL_EINVAL;
   int rc = sl_buf_new(pool, len, out);

@@ -63,11 +63,11 @@ struct sl__map {
   unsigned *runq, *doneq, *freeq; /* FIFOs of slot indices, nslots each */
   unsigned runq_head, runq_len, doneq_head, doneq_len, freeq_len;
   uint64_t next_seq, next_emit;
-  unsigned busy;       /* slots not free */
-  unsigned idle;       /* workers waiting for a job */
-  bool emitter_waits;  /* the stage's thread waits for a result */
+  unsigned busy;      /* slots not free */
+  unsigned idle;      /* workers waiting for a job */
+  bool emitter_waits; /* the stage's thread waits for a result */
   bool stopping;
-  int err;             /* the first failure of a run or a worker's start */
+  int err; /* the first failure of a run or a worker's start */
 };
 
 static void fifo_push(unsigned *q, unsigned head, unsigned *len, unsigned n,
@@ -149,8 +149,8 @@ static void *worker_main(void *p) {
   pthread_setname_np(pthread_self(), name);
 
   void *wctx = NULL;
-  int rc = m->ops.worker_init ? m->ops.worker_init(m->owner, w->index, &wctx)
-                              : 0;
+  int rc =
+      m->ops.worker_init ? m->ops.worker_init(m->owner, w->index, &wctx) : 0;
   pthread_mutex_lock(&m->mu);
   if (rc < 0)
     fail_locked(m, rc);

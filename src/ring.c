@@ -42,8 +42,8 @@
  * what was queued, then gets SL_EOF. Abort releases what is queued: it
  * claims slots with the same CAS as the reader, and a writer that
  * published concurrently with an abort sees err after its publishing
- * store and releases its own chunk the same way. Buffers are released with no lock
- * held, since a destructor is user code.
+ * store and releases its own chunk the same way. Buffers are released with no
+ * lock held, since a destructor is user code.
  *
  * Notes, for sides that must not sleep. An event loop writing into a ring
  * (or reading from one) cannot wait on a condition variable. It arms a
@@ -451,8 +451,7 @@ static int reader_wait(sl_ring *r) {
 static void wake_writer(sl_ring *r) {
   unsigned notes = 0;
   pthread_mutex_lock(&r->mu);
-  if (LOAD(&r->writer_waiting, relaxed) && !r->writer_woken &&
-      resumable(r)) {
+  if (LOAD(&r->writer_waiting, relaxed) && !r->writer_woken && resumable(r)) {
     r->drains++;
     notes = wake_side_locked(r, SL__WRITER);
   }
@@ -516,8 +515,8 @@ static int ring_read(sl_ring *r, sl_buf **out, size_t max, size_t *n,
       units += cost(r, out[i]);
     }
     STORE(&r->chunks_out, LOAD(&r->chunks_out, relaxed) + got, relaxed);
-    STORE(&r->bytes_out, LOAD(&r->bytes_out, relaxed) + (r->objects ? 0 : bytes),
-          relaxed);
+    STORE(&r->bytes_out,
+          LOAD(&r->bytes_out, relaxed) + (r->objects ? 0 : bytes), relaxed);
     STORE_SC(&r->units_out, LOAD(&r->units_out, relaxed) + units);
     if (LOAD_SC(&r->writer_waiting))
       wake_writer(r);

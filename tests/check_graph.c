@@ -137,9 +137,9 @@ START_TEST(test_tee_slowest_branch_governs) {
   sl_ring_stats sa, sb;
   ck_assert_int_eq(sl_ring_stats_get(to_a, &sa), 0);
   ck_assert_int_eq(sl_ring_stats_get(to_b, &sb), 0);
-  ck_assert_int_eq(sa.level, 0);            /* a has taken all it got */
-  ck_assert_uint_ge(sb.level, sb.hwm);      /* b is full */
-  ck_assert_uint_lt(f.a.got.len, f.len);    /* a is held back too */
+  ck_assert_int_eq(sa.level, 0);         /* a has taken all it got */
+  ck_assert_uint_ge(sb.level, sb.hwm);   /* b is full */
+  ck_assert_uint_lt(f.a.got.len, f.len); /* a is held back too */
 
   pu_sink_release(&f.b);
   ck_assert_int_eq(sl_pipeline_wait(f.p), 0);
@@ -292,8 +292,8 @@ END_TEST
  * ---------------------------------------------------------------------- */
 
 typedef struct marks {
-  size_t first, total;    /* the source sends first bytes, a marker, rest */
-  size_t seen_xf, at_xf;  /* bytes through the transform, and at its sync */
+  size_t first, total;   /* the source sends first bytes, a marker, rest */
+  size_t seen_xf, at_xf; /* bytes through the transform, and at its sync */
   size_t seen_sink, at_sink;
   size_t seen_plain;
   int syncs_xf, syncs_sink;
@@ -381,8 +381,8 @@ START_TEST(test_flush_marker_runs_sync_in_order) {
   ck_assert_int_eq(sl_pipeline_wait(p), 0);
   ck_assert_int_eq(m.leaks_xf + m.leaks_plain + m.leaks_sink, 0);
   ck_assert_int_eq(m.syncs_xf, 1);
-  ck_assert_int_eq(m.syncs_sink, 1); /* passed "plain", which has no sync */
-  ck_assert_uint_eq(m.at_xf, m.first); /* after the bytes before it */
+  ck_assert_int_eq(m.syncs_sink, 1);     /* passed "plain", which has no sync */
+  ck_assert_uint_eq(m.at_xf, m.first);   /* after the bytes before it */
   ck_assert_uint_eq(m.at_sink, m.first); /* and before the bytes after */
   ck_assert_uint_eq(m.seen_plain, m.total);
   ck_assert_uint_eq(m.seen_sink, m.total);
@@ -450,8 +450,7 @@ static int poll_read(sl_stage *stage, void *ctx) {
 
 START_TEST(test_cancel_fd_wakes_poll) {
   sl_pipeline *p;
-  poller w = {.mu = PTHREAD_MUTEX_INITIALIZER,
-              .cv = PTHREAD_COND_INITIALIZER};
+  poller w = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
   pu_sink k;
   pu_sink_init(&k);
   sl_stage_ops so = {.read = poll_read};
@@ -478,8 +477,7 @@ END_TEST
 /* Asked for after the failure, the descriptor is readable at once. */
 START_TEST(test_cancel_fd_after_cancel_is_readable) {
   sl_pipeline *p;
-  poller w = {.mu = PTHREAD_MUTEX_INITIALIZER,
-              .cv = PTHREAD_COND_INITIALIZER};
+  poller w = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
   pu_sink k;
   pu_sink_init(&k);
   sl_stage_ops so = {.read = poll_read};

@@ -52,11 +52,11 @@ static uint64_t num_of(const sl_buf *b) {
 typedef struct square {
   atomic_int inside, most_inside; /* calls running at once */
   atomic_long calls;
-  long fail_at;                   /* -1: never */
-  long drop_odd;                  /* 1: odd numbers map to nothing */
+  long fail_at;  /* -1: never */
+  long drop_odd; /* 1: odd numbers map to nothing */
   atomic_int inits, finis;
-  atomic_uint worker_seen;        /* bit i: worker i made its state */
-  unsigned long spin;             /* work per chunk, times (v % 7) */
+  atomic_uint worker_seen; /* bit i: worker i made its state */
+  unsigned long spin;      /* work per chunk, times (v % 7) */
 } square;
 
 static int square_map(sl_stage *stage, void *ctx, void *wctx, sl_buf *in,
@@ -66,7 +66,8 @@ static int square_map(sl_stage *stage, void *ctx, void *wctx, sl_buf *in,
   uint64_t v = num_of(in);
   sl_buf_unref(in);
   int now = atomic_fetch_add(&q->inside, 1) + 1;
-  for (int seen = atomic_load(&q->most_inside); now > seen &&
+  for (int seen = atomic_load(&q->most_inside);
+       now > seen &&
        !atomic_compare_exchange_weak(&q->most_inside, &seen, now);)
     ;
   atomic_fetch_add(&q->calls, 1);
@@ -104,9 +105,8 @@ static void square_fini(void *ctx, void *wctx) {
   atomic_fetch_add(&q->finis, 1);
 }
 
-static const sl_map_ops square_ops = {.map = square_map,
-                                      .worker_init = square_init,
-                                      .worker_fini = square_fini};
+static const sl_map_ops square_ops = {
+    .map = square_map, .worker_init = square_init, .worker_fini = square_fini};
 
 typedef struct run {
   sl_pipeline *p;
@@ -222,9 +222,8 @@ START_TEST(test_map_bounds_chunks_in_flight) {
   ck_assert_int_eq(sl_stage_set_output(sl_pipeline_stage(r.p, 0), 64,
                                        SL_LWM_DEFAULT, SL_RING_BYTES),
                    0);
-  ck_assert_int_eq(sl_stage_set_output(r.map, 64, SL_LWM_DEFAULT,
-                                       SL_RING_BYTES),
-                   0);
+  ck_assert_int_eq(
+      sl_stage_set_output(r.map, 64, SL_LWM_DEFAULT, SL_RING_BYTES), 0);
   pu_sink_hold(&r.sink);
   ck_assert_int_eq(sl_pipeline_start(r.p), 0);
   pu_sink_wait_at_gate(&r.sink);

@@ -59,7 +59,6 @@ static const size_t sizes_big[] = {65536, 65537, 1000};
  * Data and zlib itself
  * ---------------------------------------------------------------------- */
 
-
 /* len bytes of text: words drawn at random from a small vocabulary, so
  * that matches reach back across any block boundary. */
 static unsigned char *text_data(size_t len, uint64_t seed) {

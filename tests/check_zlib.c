@@ -91,7 +91,6 @@ static const struct {
  * Data
  * ---------------------------------------------------------------------- */
 
-
 /* Compress with zlib itself (windowBits wb: WB_GZIP, WB_ZLIB, WB_RAW). */
 static void zlib_compress(pu_bytes *out, const void *data, size_t len, int wb,
                           int level) {

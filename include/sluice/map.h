@@ -33,8 +33,7 @@ typedef struct sl_map_ops {
    * emit nothing). wctx is the worker's own state from worker_init. May
    * call sl_stage_buf and sl_stage_set_error; must not push. Returns 0 or
    * a negative SL_E* code, which fails the pipeline (once). */
-  int (*map)(sl_stage *stage, void *ctx, void *wctx, sl_buf *in,
-             sl_buf **out);
+  int (*map)(sl_stage *stage, void *ctx, void *wctx, sl_buf *in, sl_buf **out);
 
   /* On worker thread i (0 .. workers-1) before its first chunk: make its
    * state (a compressor, a scratch buffer) in *wctx. Returns 0 or an
