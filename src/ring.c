@@ -66,9 +66,13 @@
 #define ABORT_BATCH 64
 /* A starving reader looks again for up to SL__RING_SPIN pauses (about
  * 20 us on current x86) before it sleeps, at gaps that double up to
- * SL__RING_SPIN_GAP pauses. */
+ * SL__RING_SPIN_GAP pauses. How long it looks adapts (see reader_spin),
+ * down to SL__RING_SPIN_MIN pauses. */
 #ifndef SL__RING_SPIN
-#define SL__RING_SPIN 1024
+#define SL__RING_SPIN SL__RING_SPIN_CEILING
+#endif
+#ifndef SL__RING_SPIN_MIN
+#define SL__RING_SPIN_MIN SL__RING_SPIN_FLOOR
 #endif
 #ifndef SL__RING_SPIN_GAP
 #define SL__RING_SPIN_GAP 64
@@ -94,6 +98,7 @@ struct sl_ring {
   /* The reader's line. */
   _Alignas(SL_CACHELINE) _Atomic uint64_t head;
   _Atomic uint64_t units_out, chunks_out, bytes_out;
+  unsigned spin; /* the reader's spin budget in pauses (reader_spin) */
 
   /* Stop flags and waiter flags: written rarely, read on every call. */
   _Alignas(SL_CACHELINE) _Atomic int err;
@@ -178,6 +183,7 @@ int sl_ring_new(sl_ring **out, const sl_ring_opts *opts) {
   /* In object mode the level is the count, so the low mark alone decides;
    * in byte mode a ring whose slots are all taken resumes at half. */
   r->lwm_chunks = objects ? max_chunks : max_chunks / 2;
+  r->spin = SL__RING_SPIN;
   *out = r;
   return 0;
 
@@ -471,19 +477,34 @@ static inline void cpu_relax(void) {
  * publish within far less than the cost of a sleep and a wake-up. The
  * looks grow further apart, so that a writer in full flow publishes a
  * batch between two of them instead of handing over its tail's cache
- * line for every chunk. */
+ * line for every chunk.
+ *
+ * Looking only pays while the writer is in full flow. One that takes
+ * longer per chunk than a spin lasts (a decompressor feeding a checksum,
+ * say) would have the reader burn a spin before every sleep, and with
+ * more threads than cores that is time taken from the writer itself. So
+ * the budget adapts: doubled (up to SL__RING_SPIN) after a spin that found
+ * data, halved (down to SL__RING_SPIN_MIN, small enough to cost nothing
+ * and enough to notice the writer speeding up) after one that did not. */
 static int reader_spin(sl_ring *r) {
   int rc = SL_AGAIN;
-  unsigned gap = 1;
-  for (unsigned spent = 0; spent < SL__RING_SPIN && rc == SL_AGAIN;
-       spent += gap) {
+  unsigned gap = 1, budget = r->spin;
+  for (unsigned spent = 0; spent < budget && rc == SL_AGAIN; spent += gap) {
     for (unsigned i = 0; i < gap; i++)
       cpu_relax();
     rc = reader_state(r);
     if (gap < SL__RING_SPIN_GAP)
       gap <<= 1;
   }
+  if (rc == SL_AGAIN)
+    r->spin = budget / 2 > SL__RING_SPIN_MIN ? budget / 2 : SL__RING_SPIN_MIN;
+  else
+    r->spin = budget * 2 < SL__RING_SPIN ? budget * 2 : SL__RING_SPIN;
   return rc;
+}
+
+unsigned sl__ring_spin_budget(const sl_ring *r) {
+  return r->spin;
 }
 
 static int ring_read(sl_ring *r, sl_buf **out, size_t max, size_t *n,

@@ -52,6 +52,11 @@ uint64_t sl__now_ns(void);
  * is closed and the side can no longer block. */
 enum { SL__WRITER = 0, SL__READER = 1 };
 int sl__ring_wait_blocked(sl_ring *ring, int side);
+/* ring.c, for tests: the reader's spin budget in pauses (see reader_spin
+ * in ring.c), and its bounds. Read it on the reader's thread or after the
+ * reader's last read, ordered by a join. */
+unsigned sl__ring_spin_budget(const sl_ring *ring);
+enum { SL__RING_SPIN_FLOOR = 16, SL__RING_SPIN_CEILING = 1024 };
 
 /* ring.c, for bridges: a side that must not sleep arms a note instead of
  * waiting. The note's function is set once, before the ring is used

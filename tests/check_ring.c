@@ -897,6 +897,33 @@ START_TEST(test_blocked_reader_woken_by_write) {
 }
 END_TEST
 
+/* A reader whose writer comes only after it went to sleep looks for less
+ * and less time before sleeping: the spin budget halves after each spin
+ * that found nothing, down to its floor, and stays there. */
+START_TEST(test_reader_spin_shrinks_when_it_finds_nothing) {
+  sl_ring *r = ring_make(100, SL_LWM_DEFAULT, SL_RING_BYTES, 0);
+  unsigned before = sl__ring_spin_budget(r);
+  call rd;
+
+  ck_assert_uint_eq(before, SL__RING_SPIN_CEILING);
+  for (int k = 0; k < 12; k++) {
+    call_start(&rd, r, NULL, call_read_main);
+    ck_assert_int_eq(sl__ring_wait_blocked(r, SL__READER), 0);
+    write_ok(r, pattern(7, (uint32_t)k));
+    call_join(&rd);
+    ck_assert_int_eq(rd.rc, 0);
+    sl_buf_unref(rd.buf);
+    unsigned now = sl__ring_spin_budget(r);
+    unsigned want =
+        before / 2 > SL__RING_SPIN_FLOOR ? before / 2 : SL__RING_SPIN_FLOOR;
+    ck_assert_uint_eq(now, want);
+    before = now;
+  }
+  ck_assert_uint_eq(before, SL__RING_SPIN_FLOOR);
+  sl_ring_free(r);
+}
+END_TEST
+
 /* sl_ring_wait_writable: at once when there is room (no pause), else a
  * pause that ends at the drain. */
 START_TEST(test_wait_writable_pauses_until_drain) {
@@ -1576,6 +1603,7 @@ static Suite *ring_suite(void) {
   tc = tcase(s, "low_mark", TIMEOUT_SHORT);
   tcase_add_test(tc, test_one_drain_per_pause_at_low_mark);
   tcase_add_test(tc, test_blocked_reader_woken_by_write);
+  tcase_add_test(tc, test_reader_spin_shrinks_when_it_finds_nothing);
   tcase_add_test(tc, test_wait_writable_pauses_until_drain);
 
   tc = tcase(s, "wait_time", TIMEOUT_SHORT);
