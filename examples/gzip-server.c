@@ -94,6 +94,7 @@
 #include <sluice/bridge.h>
 
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <pthread.h>
@@ -177,7 +178,7 @@ struct server {
   /* --stats */
   size_t live, peak_live, peak_pool_bytes, req_peak, resp_peak;
   size_t conn_bound; /* 3R + 2C (see the top), the largest of any conn */
-  long threads_at_peak;
+  long threads_at_peak, stage_threads_at_peak;
   unsigned long long served, failed;
   unsigned long long recv_paused;  /* the writer said stop (EPOLLIN off) */
   unsigned long long send_blocked; /* send said EAGAIN (reader fd off) */
@@ -214,16 +215,30 @@ static void count_free(void *p) {
   free(p);
 }
 
-static long thread_count(void) {
-  char line[256];
-  long n = -1;
-  FILE *f = fopen("/proc/self/status", "r");
-  if (!f)
+/* The process's threads, and in *stage those named as stage threads
+ * ("sl:..."). -1 when /proc cannot be read. */
+static long thread_count(long *stage) {
+  DIR *d = opendir("/proc/self/task");
+  struct dirent *e;
+  long n = 0;
+
+  *stage = 0;
+  if (!d)
     return -1;
-  while (fgets(line, sizeof line, f))
-    if (sscanf(line, "Threads: %ld", &n) == 1)
-      break;
-  fclose(f);
+  while ((e = readdir(d)) != NULL) {
+    char path[300], comm[32] = "";
+    if (e->d_name[0] == '.')
+      continue;
+    n++;
+    snprintf(path, sizeof path, "/proc/self/task/%s/comm", e->d_name);
+    FILE *f = fopen(path, "r");
+    if (f) {
+      if (fgets(comm, sizeof comm, f) && strncmp(comm, "sl:", 3) == 0)
+        (*stage)++;
+      fclose(f);
+    }
+  }
+  closedir(d);
   return n;
 }
 
@@ -645,7 +660,7 @@ static void on_accept(struct server *s) {
     if (s->live > s->peak_live) {
       s->peak_live = s->live;
       if (s->stats)
-        s->threads_at_peak = thread_count();
+        s->threads_at_peak = thread_count(&s->stage_threads_at_peak);
     }
   }
 }
@@ -851,8 +866,9 @@ int main(int argc, char **argv) {
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
     printf("served=%llu failed=%llu\n", s.served, s.failed);
-    printf("peak_connections=%zu threads_at_peak=%ld\n", s.peak_live,
-           s.threads_at_peak);
+    printf("peak_connections=%zu threads_at_peak=%ld "
+           "stage_threads_at_peak=%ld\n",
+           s.peak_live, s.threads_at_peak, s.stage_threads_at_peak);
     printf("peak_pool_bytes=%zu conn_bound_bytes=%zu\n", s.peak_pool_bytes,
            s.conn_bound);
     printf("request_ring_peak=%zu response_ring_peak=%zu\n", s.req_peak,
