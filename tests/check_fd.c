@@ -413,72 +413,6 @@ static void drain_fini(drain *d) {
  * Is a stage thread blocked in poll(2)?
  * ---------------------------------------------------------------------- */
 
-/* The thread id of the thread named name, or 0. */
-static pid_t tid_named(const char *name) {
-  DIR *d = opendir("/proc/self/task");
-  struct dirent *e;
-  pid_t tid = 0;
-
-  if (d == NULL)
-    return 0;
-  while (tid == 0 && (e = readdir(d)) != NULL) {
-    char path[300], comm[32] = "";
-    FILE *f;
-    if (e->d_name[0] == '.')
-      continue;
-    snprintf(path, sizeof path, "/proc/self/task/%s/comm", e->d_name);
-    if ((f = fopen(path, "r")) == NULL)
-      continue;
-    if (fgets(comm, sizeof comm, f) != NULL) {
-      comm[strcspn(comm, "\n")] = '\0';
-      if (strcmp(comm, name) == 0)
-        tid = (pid_t)atol(e->d_name);
-    }
-    fclose(f);
-  }
-  closedir(d);
-  return tid;
-}
-
-static bool is_poll_syscall(long nr) {
-#ifdef SYS_poll
-  if (nr == SYS_poll)
-    return true;
-#endif
-#ifdef SYS_ppoll
-  if (nr == SYS_ppoll)
-    return true;
-#endif
-#ifdef SYS_ppoll_time64
-  if (nr == SYS_ppoll_time64)
-    return true;
-#endif
-  return false;
-}
-
-/* Wait until the thread named name sits in poll(2): returns 1 then, or 0
- * at once when this kernel does not show a thread's system call (the
- * caller falls back to a weaker condition). */
-static int wait_in_poll(const char *name) {
-  for (;;) {
-    pid_t tid = tid_named(name);
-    if (tid != 0) {
-      char path[64], line[64] = "";
-      FILE *f;
-      snprintf(path, sizeof path, "/proc/self/task/%ld/syscall", (long)tid);
-      if ((f = fopen(path, "r")) == NULL)
-        return errno == ENOENT && tid_named(name) == tid ? 0 : -1;
-      if (fgets(line, sizeof line, f) != NULL && line[0] >= '0' &&
-          line[0] <= '9' && is_poll_syscall(atol(line))) {
-        fclose(f);
-        return 1;
-      }
-      fclose(f);
-    }
-    sched_yield();
-  }
-}
-
 /* ------------------------------------------------------------------------
  * Copies
  * ---------------------------------------------------------------------- */
@@ -754,7 +688,7 @@ START_TEST(test_sink_eagain_nonblocking) {
   ck_assert_int_eq(drain_start(&out), 0);
   ck_assert_int_eq(sl_pipeline_start(p), 0);
 
-  if (wait_in_poll("sl:fd-sink") != 1) {
+  if (pu_wait_in_poll("sl:fd-sink") != 1) {
     /* No system call shown: wait at least for a full pipe. */
     int level = 0;
     while (ioctl(fds[0], FIONREAD, &level) == 0 && level < cap)
@@ -791,7 +725,7 @@ START_TEST(test_sink_cancel_while_pipe_full) {
   ck_assert_int_eq(sl_pipeline_start(p), 0);
   /* Whether or not the kernel shows it, the sink ends up in poll: the
    * source never ends and nobody reads. */
-  wait_in_poll("sl:fd-sink");
+  ck_assert_int_ge(pu_wait_in_poll("sl:fd-sink"), 0);
   sl_pipeline_cancel(p);
   ck_assert_int_eq(sl_pipeline_wait(p), SL_ECANCELED);
   ck_assert_int_eq(sl_stage_status(dst), SL_ECANCELED);
@@ -1002,7 +936,7 @@ START_TEST(test_cancel_blocked_source) {
   ck_assert_ptr_nonnull(p);
   ck_assert_int_eq(sl_pipeline_start(p), 0);
   ck_assert_int_eq(sl__ring_wait_blocked(sl_stage_output(src), SL__READER), 0);
-  wait_in_poll("sl:fd-source");
+  ck_assert_int_ge(pu_wait_in_poll("sl:fd-source"), 0);
   sl_pipeline_cancel(p);
   ck_assert_int_eq(sl_pipeline_wait(p), SL_ECANCELED);
   ck_assert_int_eq(sl_stage_status(src), SL_ECANCELED);

@@ -225,87 +225,6 @@ static unsigned char *random_bytes(size_t len, uint64_t seed) {
  * Is a stage thread blocked in poll(2)? (as in check_fd)
  * ---------------------------------------------------------------------- */
 
-/* The id of the thread named name; 0 when there is none (yet, or any
- * more); -1 when this process's threads cannot be listed. */
-static pid_t tid_named(const char *name) {
-  DIR *d = opendir("/proc/self/task");
-  struct dirent *e;
-  pid_t tid = 0;
-
-  if (d == NULL)
-    return -1;
-  while (tid == 0 && (e = readdir(d)) != NULL) {
-    char path[300], comm[32] = "";
-    FILE *f;
-    if (e->d_name[0] == '.')
-      continue;
-    snprintf(path, sizeof path, "/proc/self/task/%s/comm", e->d_name);
-    if ((f = fopen(path, "r")) == NULL)
-      continue;
-    if (fgets(comm, sizeof comm, f) != NULL) {
-      comm[strcspn(comm, "\n")] = '\0';
-      if (strcmp(comm, name) == 0)
-        tid = (pid_t)atol(e->d_name);
-    }
-    fclose(f);
-  }
-  closedir(d);
-  return tid;
-}
-
-static bool is_poll_syscall(long nr) {
-#ifdef SYS_poll
-  if (nr == SYS_poll)
-    return true;
-#endif
-#ifdef SYS_ppoll
-  if (nr == SYS_ppoll)
-    return true;
-#endif
-#ifdef SYS_ppoll_time64
-  if (nr == SYS_ppoll_time64)
-    return true;
-#endif
-  return false;
-}
-
-/* Wait until the thread named name sits in poll(2). Returns 1 then; 0 at
- * once when this system does not show a thread's system call (no
- * /proc/self/task, or no syscall file for a thread that is alive), and
- * the caller goes on with what it knows without it; -1 when the thread,
- * once seen, ended without being seen in poll, which fails the caller.
- * The library offers no wait for "a stage thread sits in a system call",
- * so this looks again and again, yielding the core in between; the
- * thread is expected there soon (every caller first waits for what sends
- * it there), and one that never gets there is left to the test case's
- * timeout. */
-static int wait_in_poll(const char *name) {
-  pid_t seen = 0;
-  for (;;) {
-    pid_t tid = tid_named(name);
-    if (tid < 0)
-      return 0;
-    if (tid == 0 && seen != 0)
-      return -1; /* it ended */
-    if (tid != 0) {
-      char path[64], line[64] = "";
-      FILE *f;
-      seen = tid;
-      snprintf(path, sizeof path, "/proc/self/task/%ld/syscall", (long)tid);
-      if ((f = fopen(path, "r")) == NULL)
-        return errno == ENOENT && tid_named(name) == tid ? 0 : -1;
-      /* "running", or the number of the call it sits in, then its
-       * arguments. */
-      bool in_poll = fgets(line, sizeof line, f) != NULL && line[0] >= '0' &&
-                     line[0] <= '9' && is_poll_syscall(atol(line));
-      fclose(f);
-      if (in_poll)
-        return 1;
-    }
-    sched_yield();
-  }
-}
-
 /* ------------------------------------------------------------------------
  * Round trips
  * ---------------------------------------------------------------------- */
@@ -521,7 +440,7 @@ START_TEST(test_cancel_while_receiving) {
   server_make(&s, fds[0], NULL, SL_ZLIB_LEVEL_DEFAULT);
   ck_assert_int_eq(sl__ring_wait_blocked(sl_stage_output(s.sock), SL__READER),
                    0);
-  ck_assert_int_ge(wait_in_poll("sl:sock/r"), 0);
+  ck_assert_int_ge(pu_wait_in_poll("sl:sock/r"), 0);
   sl_pipeline_cancel(s.p);
   ck_assert_int_eq(sl_pipeline_wait(s.p), SL_ECANCELED);
   ck_assert_int_eq(sl_stage_status(s.sock), SL_ECANCELED);
@@ -582,7 +501,7 @@ START_TEST(test_backpressure_both_ways) {
   ck_assert_uint_lt(tx, len / 2);
   if (cancel) {
     /* Waiting for room, when the kernel shows it. */
-    ck_assert_int_ge(wait_in_poll("sl:sock/w"), 0);
+    ck_assert_int_ge(pu_wait_in_poll("sl:sock/w"), 0);
     sl_pipeline_cancel(s.p);
     ck_assert_int_eq(sl_pipeline_wait(s.p), SL_ECANCELED);
     close(fds[0]); /* the client's blocked send fails now */

@@ -37,7 +37,11 @@
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
 #include <time.h>
 
 #define PU_AT_END (-2L) /* pu_fault.at: at the end of the stream */
@@ -217,6 +221,87 @@ static inline int pu_thread_count_named(int *stage) {
   }
   closedir(d);
   return n;
+}
+
+/* The thread of this process named name (its comm), 0 when there is
+ * none, -1 when /proc/self/task cannot be read. */
+static inline pid_t pu_tid_named(const char *name) {
+  DIR *d = opendir("/proc/self/task");
+  struct dirent *e;
+  pid_t tid = 0;
+
+  if (d == NULL)
+    return -1;
+  while (tid == 0 && (e = readdir(d)) != NULL) {
+    char path[300], comm[32] = "";
+    FILE *f;
+    if (e->d_name[0] == '.')
+      continue;
+    snprintf(path, sizeof path, "/proc/self/task/%s/comm", e->d_name);
+    if ((f = fopen(path, "r")) == NULL)
+      continue;
+    if (fgets(comm, sizeof comm, f) != NULL) {
+      comm[strcspn(comm, "\n")] = '\0';
+      if (strcmp(comm, name) == 0)
+        tid = (pid_t)atol(e->d_name);
+    }
+    fclose(f);
+  }
+  closedir(d);
+  return tid;
+}
+
+static inline bool pu_is_poll_syscall(long nr) {
+#ifdef SYS_poll
+  if (nr == SYS_poll)
+    return true;
+#endif
+#ifdef SYS_ppoll
+  if (nr == SYS_ppoll)
+    return true;
+#endif
+#ifdef SYS_ppoll_time64
+  if (nr == SYS_ppoll_time64)
+    return true;
+#endif
+  return false;
+}
+
+/* Wait until the thread named name sits in poll(2). Returns 1 then; 0 at
+ * once when this system does not show a thread's system call (no
+ * /proc/self/task, or no syscall file for a thread that is alive), and
+ * the caller goes on with what it knows without it; -1 when the thread,
+ * once seen, ended without being seen in poll, which fails the caller.
+ * The library offers no wait for "a stage thread sits in a system call",
+ * so this looks again and again, yielding the core in between; the
+ * thread is expected there soon (every caller first waits for what sends
+ * it there), and one that never gets there is left to the test case's
+ * timeout. */
+static inline int pu_wait_in_poll(const char *name) {
+  pid_t seen = 0;
+  for (;;) {
+    pid_t tid = pu_tid_named(name);
+    if (tid < 0)
+      return 0;
+    if (tid == 0 && seen != 0)
+      return -1; /* it ended */
+    if (tid != 0) {
+      char path[64], line[64] = "";
+      FILE *f;
+      seen = tid;
+      snprintf(path, sizeof path, "/proc/self/task/%ld/syscall", (long)tid);
+      if ((f = fopen(path, "r")) == NULL)
+        return errno == ENOENT && pu_tid_named(name) == tid ? 0 : -1;
+      /* "running", or the number of the call it sits in, then its
+       * arguments. */
+      bool in_poll = fgets(line, sizeof line, f) != NULL && line[0] >= '0' &&
+                     line[0] <= '9' && pu_is_poll_syscall(atol(line));
+      fclose(f);
+      if (in_poll)
+        return 1;
+    }
+    sched_yield();
+  }
 }
 
 static inline int pu_thread_count(void) {
