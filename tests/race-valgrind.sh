@@ -18,6 +18,13 @@
 # from its scheduler, not from the number of rounds. SL_TEST_* and
 # RACE_SUITES set in the environment win; RACE_TIMEOUT bounds each suite
 # (seconds, default 900) where timeout(1) exists.
+#
+# --fair-sched=yes: valgrind's default lock between threads is not fair,
+# and a thread that never sleeps (a source whose read returns without
+# pushing, a reader spinning before it sleeps) can take it back again and
+# again while the thread that would stop it waits for a turn; the idle
+# source's cancel test took from one second to the whole timeout. The
+# ticket lock hands the turns round in order.
 set -eu
 
 tool=${1:-}
@@ -71,7 +78,7 @@ for s in $suites; do
   start=$(date +%s)
   rc=0
   # shellcheck disable=SC2086 # $limit is a command and its argument
-  $limit valgrind --tool="$tool" --error-exitcode=99 --num-callers=30 \
+  $limit valgrind --tool="$tool" --fair-sched=yes --error-exitcode=99 --num-callers=30 \
     --suppressions="$srcdir/tests/valgrind/$tool.supp" --gen-suppressions=all \
     "$s" >"$log" 2>&1 || rc=$?
   secs=$(($(date +%s) - start))
