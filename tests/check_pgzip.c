@@ -54,6 +54,8 @@ static const size_t sizes_mixed[] = {65536, 1,     7,  4096, 100000,
 static const size_t sizes_one[] = {1};
 static const size_t sizes_three[] = {3};
 static const size_t sizes_big[] = {65536, 65537, 1000};
+/* With 64 KiB blocks: whole blocks, on and off a block's boundary. */
+static const size_t sizes_blocks[] = {65536, 65536, 1, 65536, 65535, 65536};
 
 /* ------------------------------------------------------------------------
  * Data and zlib itself
@@ -406,7 +408,8 @@ START_TEST(test_output_independent_of_workers) {
               {2, 0, sizes_big, NELEM(sizes_big)},
               {8, 0, sizes_mixed, NELEM(sizes_mixed)},
               {8, 1, sizes_big, NELEM(sizes_big)},
-              {3, 64, sizes_mixed, NELEM(sizes_mixed)}};
+              {3, 64, sizes_mixed, NELEM(sizes_mixed)},
+              {4, 0, sizes_blocks, NELEM(sizes_blocks)}};
   size_t len = MIB + 333;
   unsigned char *data = pu_mixed_data(len, 9);
   pu_bytes first = {0};
@@ -428,6 +431,50 @@ START_TEST(test_output_independent_of_workers) {
     pu_bytes_free(&gz);
   }
   pu_bytes_free(&first);
+  free(data);
+}
+END_TEST
+
+/* A chunk of exactly one block that starts a block goes to a worker as it
+ * is: for K such chunks the pool hands out K source buffers, K + 1
+ * results (the last block is empty and finishes the stream), the empty
+ * last block, the header and the trailer, 2K + 4 in all, where copying
+ * each chunk into a block of its own would take K more. */
+START_TEST(test_whole_blocks_not_copied) {
+  static const size_t sizes[] = {BLOCK};
+  const size_t k = 16, len = k * BLOCK;
+  unsigned char *data = pu_mixed_data(len, 12);
+  sl_pipeline_opts po = {.buf_size = BLOCK};
+  sl_pipeline *p = NULL;
+  sl_stage *src, *pg = NULL, *sink = NULL;
+  sl_pgzip_opts o;
+  pu_src s;
+  pu_sink k_sink;
+  pu_bytes back = {0};
+  sl_pool_stats st;
+
+  ck_assert_ptr_nonnull(data);
+  pgz_opts(&o, 1, BLOCK, 2);
+  pu_src_init(&s, data, len, sizes, NELEM(sizes));
+  pu_sink_init(&k_sink);
+  ck_assert_int_eq(sl_pipeline_new(&p, &po), 0);
+  src = pu_src_stage("src", &s);
+  sink = pu_sink_stage("sink", &k_sink);
+  ck_assert(src && sink);
+  ck_assert_int_eq(sl_pgzip_new(&pg, &o), 0);
+  ck_assert_int_eq(sl_pipeline_chain(p, src, pg, sink, NULL), 0);
+  ck_assert_int_eq(sl_pipeline_start(p), 0);
+  ck_assert_int_eq(sl_pipeline_wait(p), 0);
+  st = pu_pool_stats(p);
+  ck_assert_msg(st.allocations + st.reuses <= 2 * k + 4,
+                "%llu buffers for %zu whole blocks",
+                (unsigned long long)(st.allocations + st.reuses), k);
+  ck_assert_int_eq(zlib_gunzip(&back, k_sink.got.p, k_sink.got.len), Z_STREAM_END);
+  ck_assert_uint_eq(back.len, len);
+  ck_assert(memcmp(back.p, data, len) == 0);
+  sl_pipeline_free(p);
+  pu_sink_fini(&k_sink);
+  pu_bytes_free(&back);
   free(data);
 }
 END_TEST
@@ -1562,6 +1609,7 @@ static Suite *pgzip_suite(void) {
   tc = tcase("large", 600);
   tcase_add_test(tc, test_roundtrip_20mib);
   tcase_add_test(tc, test_bounded_memory);
+  tcase_add_test(tc, test_whole_blocks_not_copied);
   suite_add_tcase(s, tc);
 
   tc = tcase("interop", 120);

@@ -4,7 +4,10 @@
  *
  * Compression. The stage's thread copies its input into the block being
  * filled (a pooled buffer of block_size bytes; the pool may round the
- * capacity up, only block_size bytes are used). A full block goes to the
+ * capacity up, only block_size bytes are used), except that an input
+ * chunk of exactly one block arriving on a block boundary becomes the
+ * block itself, uncopied (sgzip reads a file a block at a time, so it
+ * copies nothing on the way in). A full block goes to the
  * engine with a job that holds a reference to the block before it, so the
  * worker can prime its deflate with that block's last 32 KiB. A worker
  * owns one raw deflate stream, made once and reset per job: reset, preset
@@ -398,6 +401,15 @@ static int pgz_transform(sl_stage *st, void *ctx, sl_buf *in) {
     sl_buf_unref(in);
     sl_stage_set_error(st, "an object chunk in a byte stream");
     return SL_EINVAL;
+  }
+  /* A chunk of exactly one block that starts a block is that block: it
+   * goes to a worker as it is, with no copy. A reader whose buffers are a
+   * block long (sgzip's, on a regular file) hands over nothing else. The
+   * chunk is only read from then on, as a block and as a dictionary, so
+   * it may be shared (a tee upstream). */
+  if (g->cur == NULL && n == g->block) {
+    g->cur = in;
+    return submit_block(g, false);
   }
   while (n > 0) {
     if (g->cur == NULL && (rc = sl_stage_buf(st, g->block, &g->cur)) != 0) {
