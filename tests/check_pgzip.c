@@ -469,7 +469,8 @@ START_TEST(test_whole_blocks_not_copied) {
   ck_assert_msg(st.allocations + st.reuses <= 2 * k + 4,
                 "%llu buffers for %zu whole blocks",
                 (unsigned long long)(st.allocations + st.reuses), k);
-  ck_assert_int_eq(zlib_gunzip(&back, k_sink.got.p, k_sink.got.len), Z_STREAM_END);
+  ck_assert_int_eq(zlib_gunzip(&back, k_sink.got.p, k_sink.got.len),
+                   Z_STREAM_END);
   ck_assert_uint_eq(back.len, len);
   ck_assert(memcmp(back.p, data, len) == 0);
   sl_pipeline_free(p);
