@@ -148,6 +148,7 @@ static int zlib_error(sl_stage *st, const char *what, int zr) {
 /* One block's job: handed to the engine with the block, back at emit. */
 typedef struct pgz_job {
   sl_buf *dict;         /* the block before (a reference), or NULL */
+  sl_buf *rest;         /* the result's second part (pgz_run), or NULL */
   size_t len;           /* bytes in the block */
   uint32_t crc;         /* the block's CRC-32, set by the worker */
   bool last;            /* finish the stream instead of a sync flush */
@@ -296,12 +297,23 @@ static int pgz_run(void *owner, void *wctx, sl_buf *in, void *arg,
     }
   }
   olen = (size_t)(w->strm.next_out - w->out);
-  if ((rc = sl_stage_buf(g->stage, olen, &b)) != 0) {
+  /* The result goes into a pooled buffer of its own size, so that what
+   * waits in the rings weighs what it holds. A block that did not
+   * compress comes out a few bytes longer than it went in, more than a
+   * pool whose buffers are a block long recycles: such a result is cut
+   * in two pooled parts instead of taking an allocation per block. */
+  size_t first = olen, most = sl_pool_buf_size(sl_stage_pool(g->stage));
+  if (most != 0 && olen > most && olen - most <= most)
+    first = most;
+  rc = sl_buf_new_copy(sl_stage_pool(g->stage), w->out, first, &b);
+  if (rc == 0 && first < olen)
+    rc = sl_buf_new_copy(sl_stage_pool(g->stage), w->out + first, olen - first,
+                         &job->rest);
+  if (rc != 0) {
+    sl_buf_unref(b);
     sl_stage_set_error(g->stage, "out of memory for a compressed block");
     goto out;
   }
-  memcpy(sl_buf_data(b), w->out, olen);
-  sl_buf_set_len(b, olen);
   *out = b;
 out:
   sl_buf_unref(in);
@@ -312,7 +324,8 @@ out:
 
 static void job_put(pgz *g, pgz_job *job) {
   sl_buf_unref(job->dict);
-  job->dict = NULL;
+  sl_buf_unref(job->rest);
+  job->dict = job->rest = NULL;
   job->next = g->free_jobs;
   g->free_jobs = job;
 }
@@ -324,7 +337,8 @@ static void pgz_drop(void *owner, void *arg) {
 
   (void)owner;
   sl_buf_unref(job->dict);
-  job->dict = NULL;
+  sl_buf_unref(job->rest);
+  job->dict = job->rest = NULL;
 }
 
 static int push_copy(pgz *g, const unsigned char *p, size_t n) {
@@ -346,19 +360,31 @@ static int header_push(pgz *g) {
   return push_copy(g, g->header, g->header_len);
 }
 
-/* A result, in order: the header first, then the block; its CRC joins
- * the stream's. */
+/* Push a part of a result (owned), if any. */
+static int result_push(pgz *g, sl_buf *part) {
+  if (part == NULL)
+    return 0;
+  g->bytes_out += sl_buf_len(part);
+  return sl_stage_push(g->stage, part);
+}
+
+/* A result, in order: the header first, then the block (in one part or
+ * two); its CRC joins the stream's. */
 static int pgz_emit(void *owner, sl_buf *out, void *arg) {
   pgz *g = owner;
   pgz_job *job = arg;
+  sl_buf *rest = job->rest;
   int rc = header_push(g);
 
-  if (rc == 0 && out != NULL) {
-    g->bytes_out += sl_buf_len(out);
-    rc = sl_stage_push(g->stage, out);
-  } else {
+  job->rest = NULL;
+  if (rc == 0)
+    rc = result_push(g, out);
+  else
     sl_buf_unref(out);
-  }
+  if (rc == 0)
+    rc = result_push(g, rest);
+  else
+    sl_buf_unref(rest);
   if (rc == 0) {
     g->crc = (uint32_t)crc32_combine(g->crc, job->crc, (z_off_t)job->len);
     g->bytes_in += job->len;
@@ -385,6 +411,7 @@ static int submit_block(pgz *g, bool last) {
   job->next = NULL;
   job->dict = g->prev; /* the stage's reference moves to the job */
   job->len = sl_buf_len(b);
+  job->rest = NULL;
   job->crc = 0;
   job->last = last;
   g->prev = last ? NULL : sl_buf_ref(b);
