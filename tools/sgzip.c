@@ -617,6 +617,16 @@ static int run_job(struct job *j) {
     goto out;
   }
   j->own_fd = 0; /* the source closes it from now on */
+  /* The reader runs far ahead of the compressor: with marks a block apart
+   * it would be paused and woken once per block. Resuming it only once
+   * the compressor has taken all but one block lets it read three at a
+   * time between sleeps, for two blocks more of memory. */
+  if (!unpack &&
+      (rc = sl_stage_set_output(src, popts.buf_size * 4, popts.buf_size,
+                                SL_RING_BYTES)) != 0) {
+    errorf("%s: %s", j->label, sl_strerror(rc));
+    goto out;
+  }
 
   if (!unpack) {
     sl_pgzip_opts po;
