@@ -581,7 +581,7 @@ static int run_job(struct job *j) {
    * to 1 MiB (bigger blocks are allocated, which costs little beside
    * compressing them), and rings of two chunks: the compressor's blocks in
    * flight keep the workers busy, the rings need only keep the reader and
-   * the writer going. Decompressing: 32 KiB chunks and rings of four;
+   * the writer going (the reader's ring is widened below). Decompressing: 32 KiB chunks and rings of four;
    * larger ones bring no speed, only a bigger resident size. */
   if (unpack) {
     popts.buf_size = (size_t)32 << 10;
