@@ -435,15 +435,13 @@ START_TEST(test_output_independent_of_workers) {
 }
 END_TEST
 
-/* A chunk of exactly one block that starts a block goes to a worker as it
- * is: for K such chunks the pool hands out K source buffers, K + 1
- * results (the last block is empty and finishes the stream), the empty
- * last block, the header and the trailer, 2K + 4 in all, where copying
- * each chunk into a block of its own would take K more. */
-START_TEST(test_whole_blocks_not_copied) {
+/* Gzip LEN bytes of DATA, given to the stage a block at a time, through a
+ * pipeline whose pool's buffers are a block long (as sgzip has them);
+ * check that the output inflates back to DATA and return the pool's
+ * statistics, and the output's length in *GZ_LEN. */
+static sl_pool_stats pgzip_whole_blocks(const unsigned char *data, size_t len,
+                                        int level, size_t *gz_len) {
   static const size_t sizes[] = {BLOCK};
-  const size_t k = 16, len = k * BLOCK;
-  unsigned char *data = pu_mixed_data(len, 12);
   sl_pipeline_opts po = {.buf_size = BLOCK};
   sl_pipeline *p = NULL;
   sl_stage *src, *pg = NULL, *sink = NULL;
@@ -453,8 +451,7 @@ START_TEST(test_whole_blocks_not_copied) {
   pu_bytes back = {0};
   sl_pool_stats st;
 
-  ck_assert_ptr_nonnull(data);
-  pgz_opts(&o, 1, BLOCK, 2);
+  pgz_opts(&o, level, BLOCK, 2);
   pu_src_init(&s, data, len, sizes, NELEM(sizes));
   pu_sink_init(&k_sink);
   ck_assert_int_eq(sl_pipeline_new(&p, &po), 0);
@@ -466,71 +463,58 @@ START_TEST(test_whole_blocks_not_copied) {
   ck_assert_int_eq(sl_pipeline_start(p), 0);
   ck_assert_int_eq(sl_pipeline_wait(p), 0);
   st = pu_pool_stats(p);
-  ck_assert_msg(st.allocations + st.reuses <= 2 * k + 4,
-                "%llu buffers for %zu whole blocks",
-                (unsigned long long)(st.allocations + st.reuses), k);
   ck_assert_int_eq(zlib_gunzip(&back, k_sink.got.p, k_sink.got.len),
                    Z_STREAM_END);
   ck_assert_uint_eq(back.len, len);
   ck_assert(memcmp(back.p, data, len) == 0);
+  *gz_len = k_sink.got.len;
   sl_pipeline_free(p);
   pu_sink_fini(&k_sink);
   pu_bytes_free(&back);
+  return st;
+}
+
+/* A chunk of exactly one block that starts a block goes to a worker as it
+ * is: for K such chunks the pool hands out K source buffers, K + 1
+ * results (the last block is empty and finishes the stream), the empty
+ * last block, the header and the trailer, 2K + 4 in all, where copying
+ * each chunk into a block of its own would take K more. */
+START_TEST(test_whole_blocks_not_copied) {
+  const size_t k = 16, len = k * BLOCK;
+  unsigned char *data = pu_mixed_data(len, 12);
+  sl_pool_stats st;
+  size_t gz_len;
+
+  ck_assert_ptr_nonnull(data);
+  st = pgzip_whole_blocks(data, len, 1, &gz_len);
+  ck_assert_msg(st.allocations + st.reuses <= 2 * k + 4,
+                "%llu buffers for %zu whole blocks",
+                (unsigned long long)(st.allocations + st.reuses), k);
   free(data);
 }
 END_TEST
 
 /* Blocks that do not compress come out a little larger than a block:
- * with the pool's buffers a block long, as sgzip has them, such a result
- * must still come from the pool, not from an allocation per block. The
- * pool's allocations follow its peak working set, which the marks and
- * the jobs in flight bound (about 20 buffers here), whatever the input's
- * length; one allocation per block would be 128 or more. */
-static uint64_t allocations_for_random_blocks(size_t k) {
-  static const size_t sizes[] = {BLOCK};
-  const size_t len = k * BLOCK;
+ * with the pool's buffers a block long, such a result must still come
+ * from the pool, not from an allocation per block. The pool's
+ * allocations follow its peak working set, which the marks and the jobs
+ * in flight bound (about 20 buffers here), whatever the input's length;
+ * one allocation per block would be 128 or more. */
+START_TEST(test_incompressible_results_pooled) {
+  const size_t k = 128, len = k * BLOCK;
   unsigned char *data = malloc(len);
-  uint64_t r = 77, n;
-  sl_pipeline_opts po = {.buf_size = BLOCK};
-  sl_pipeline *p = NULL;
-  sl_stage *src, *pg = NULL, *sink = NULL;
-  sl_pgzip_opts o;
-  pu_src s;
-  pu_sink k_sink;
-  pu_bytes back = {0};
+  uint64_t r = 77;
+  sl_pool_stats st;
+  size_t gz_len;
 
   ck_assert_ptr_nonnull(data);
   for (size_t i = 0; i < len; i++)
     data[i] = (unsigned char)(test_rand(&r) >> 24);
-  pgz_opts(&o, 6, BLOCK, 2);
-  pu_src_init(&s, data, len, sizes, NELEM(sizes));
-  pu_sink_init(&k_sink);
-  ck_assert_int_eq(sl_pipeline_new(&p, &po), 0);
-  src = pu_src_stage("src", &s);
-  sink = pu_sink_stage("sink", &k_sink);
-  ck_assert(src && sink);
-  ck_assert_int_eq(sl_pgzip_new(&pg, &o), 0);
-  ck_assert_int_eq(sl_pipeline_chain(p, src, pg, sink, NULL), 0);
-  ck_assert_int_eq(sl_pipeline_start(p), 0);
-  ck_assert_int_eq(sl_pipeline_wait(p), 0);
-  ck_assert_uint_gt(k_sink.got.len, len); /* it did not compress */
-  ck_assert_int_eq(zlib_gunzip(&back, k_sink.got.p, k_sink.got.len),
-                   Z_STREAM_END);
-  ck_assert_uint_eq(back.len, len);
-  ck_assert(memcmp(back.p, data, len) == 0);
-  n = pu_pool_stats(p).allocations;
-  sl_pipeline_free(p);
-  pu_sink_fini(&k_sink);
-  pu_bytes_free(&back);
+  st = pgzip_whole_blocks(data, len, 6, &gz_len);
+  ck_assert_uint_gt(gz_len, len); /* it did not compress */
+  ck_assert_msg(st.allocations < 64, "%llu allocations for %zu blocks",
+                (unsigned long long)st.allocations, k);
   free(data);
-  return n;
-}
-
-START_TEST(test_incompressible_results_pooled) {
-  uint64_t n = allocations_for_random_blocks(128);
-
-  ck_assert_msg(n < 64, "%llu allocations for 128 blocks",
-                (unsigned long long)n);
 }
 END_TEST
 
