@@ -407,7 +407,9 @@ SL_EXTERN int sl_ring_stats_get(sl_ring *ring, sl_ring_stats *st);
  * positive return counts as 0) and may explain a failure with
  * sl_stage_set_error(). An op that gets an errno from a system call returns
  * sl_err_from_errno(errno). Ops run on the stage's own
- * thread, named "sl:<name>", with every async signal blocked.
+ * thread, named "sl:<name>" (cut to 15 bytes; the name is set before the
+ * first op runs and before sl_pipeline_start returns), with every async
+ * signal blocked.
  * ---------------------------------------------------------------------- */
 
 typedef struct sl_stage sl_stage;

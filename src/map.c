@@ -141,13 +141,16 @@ static void fail_locked(sl__map *m, int rc) {
     pthread_cond_signal(&m->done_cv);
 }
 
+static void worker_name(sl__map *m, pthread_t t, unsigned index) {
+  char suffix[16];
+  snprintf(suffix, sizeof suffix, "/%u", index);
+  sl__thread_name(t, sl_stage_name(m->stage), suffix);
+}
+
 static void *worker_main(void *p) {
   struct worker *w = p;
   sl__map *m = w->m;
-  char name[16];
-  snprintf(name, sizeof name, "sl:%s/%u", sl_stage_name(m->stage), w->index);
-  pthread_setname_np(pthread_self(), name);
-
+  worker_name(m, pthread_self(), w->index);
   void *wctx = NULL;
   int rc =
       m->ops.worker_init ? m->ops.worker_init(m->owner, w->index, &wctx) : 0;
@@ -197,6 +200,7 @@ static int start_workers(sl__map *m) {
     int err = pthread_create(&m->threads[m->started], NULL, worker_main, w);
     if (err)
       return err == EAGAIN || err == ENOMEM ? SL_ENOMEM : SL_ETHREAD;
+    worker_name(m, m->threads[m->started], w->index);
   }
   return 0;
 }

@@ -451,13 +451,16 @@ static int prepare(sl_pipeline *p) {
   return 0;
 }
 
+/* Start a thread of s running fn(arg), for input in (NULL: the source
+ * or read side), and name it. */
 static int spawn(sl_stage *s, void *(*fn)(void *), void *arg,
-                 const pthread_attr_t *attr) {
+                 struct sl_input *in, const pthread_attr_t *attr) {
   if (s->threadless)
     return start_participant(s);
   int err = pthread_create(&s->threads[s->nthreads], attr, fn, arg);
   if (err)
     return err == ENOMEM || err == EAGAIN ? SL_ENOMEM : SL_ETHREAD;
+  sl__stage_thread_name(s, s->threads[s->nthreads], in);
   s->nthreads++;
   atomic_store(&s->running, 1);
   return 0;
@@ -511,12 +514,12 @@ int sl_pipeline_start(sl_pipeline *p) {
   for (size_t i = 0; i < p->nstages && rc == 0; i++) {
     sl_stage *s = p->stages[i];
     if (s->kind == KIND_SOURCE || s->kind == KIND_DUPLEX) {
-      rc = spawn(s, sl__stage_source_main, s, pattr);
+      rc = spawn(s, sl__stage_source_main, s, NULL, pattr);
       started += rc == 0;
     }
     size_t nin = sl__stage_input_threads(s);
     for (size_t k = 0; k < nin && rc == 0; k++) {
-      rc = spawn(s, sl__stage_input_main, &s->inputs[k], pattr);
+      rc = spawn(s, sl__stage_input_main, &s->inputs[k], &s->inputs[k], pattr);
       started += rc == 0;
     }
   }

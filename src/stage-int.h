@@ -187,6 +187,19 @@ static inline bool sl__pipeline_ready(sl_pipeline *p) {
 /* stage.c: thread entry points; input_main takes a struct sl_input. */
 void *sl__stage_source_main(void *arg);
 void *sl__stage_input_main(void *arg);
+/* Name thread t "sl:<stage><suffix>" (cut to the kernel's 15 bytes).
+ * Both ends of a pthread_create name the new thread: the thread itself
+ * before it runs anything, so that an op that asks sees its name, and its
+ * creator once pthread_create returns, so that every thread a pipeline or
+ * a map runs carries its name by the time the call that started it
+ * returns (ps, top -H and /proc would otherwise show the creator's name
+ * until the thread first ran). */
+void sl__thread_name(pthread_t t, const char *stage, const char *suffix);
+/* Name a stage's thread: in is the input it serves (NULL for a source or
+ * a duplex's read side); "/<k>" for the k-th of arrival-order inputs,
+ * "/r" and "/w" for a duplex's sides. */
+void sl__stage_thread_name(const sl_stage *s, pthread_t t,
+                           const struct sl_input *in);
 /* Input threads the stage runs: one per input in arrival order, else one. */
 size_t sl__stage_input_threads(const sl_stage *s);
 void sl__stage_destroy(sl_stage *s);

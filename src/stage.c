@@ -255,10 +255,26 @@ int sl_stage_status(const sl_stage *s) {
   return s ? atomic_load(&s->status) : SL_EINVAL;
 }
 
-static void thread_begin(sl_stage *s, const char *suffix) {
-  char name[16];
-  snprintf(name, sizeof name, "sl:%s%s", s->name, suffix);
-  pthread_setname_np(pthread_self(), name);
+void sl__thread_name(pthread_t t, const char *stage, const char *suffix) {
+  char name[16]; /* the kernel's limit, with the terminating NUL */
+  snprintf(name, sizeof name, "sl:%s%s", stage, suffix);
+  pthread_setname_np(t, name);
+}
+
+void sl__stage_thread_name(const sl_stage *s, pthread_t t,
+                           const struct sl_input *in) {
+  char suffix[24] = "";
+  if (in && sl__stage_input_threads(s) > 1)
+    snprintf(suffix, sizeof suffix, "/%zu", in->idx);
+  else if (s->kind == KIND_DUPLEX)
+    snprintf(suffix, sizeof suffix, in ? "/w" : "/r");
+  sl__thread_name(t, s->name, suffix);
+}
+
+/* A stage thread names itself before it runs an op (its creator names it
+ * too, once pthread_create returns: see sl__thread_name). */
+static void thread_begin(sl_stage *s, const struct sl_input *in) {
+  sl__stage_thread_name(s, pthread_self(), in);
   uint64_t zero = 0;
   atomic_compare_exchange_strong(&s->start_ns, &zero, sl__now_ns());
 }
@@ -282,7 +298,7 @@ static void thread_end(sl_stage *s, struct sl_tobs *o, bool close_outputs,
 /* Source, and the read side of a duplex. */
 void *sl__stage_source_main(void *arg) {
   sl_stage *s = arg;
-  thread_begin(s, s->kind == KIND_DUPLEX ? "/r" : "");
+  thread_begin(s, NULL);
   struct sl_tobs *o = sl__tobs_begin(s, 0);
   s->push_obs = o; /* the read side is the one that pushes */
   int rc;
@@ -423,13 +439,8 @@ static int turn_loop(sl_stage *s, struct sl_tobs *o) {
 void *sl__stage_input_main(void *arg) {
   struct sl_input *in = arg;
   sl_stage *s = in->s;
-  char suffix[8] = "";
   bool arrival = sl__stage_input_threads(s) > 1;
-  if (arrival)
-    snprintf(suffix, sizeof suffix, "/%zu", in->idx);
-  else if (s->kind == KIND_DUPLEX)
-    snprintf(suffix, sizeof suffix, "/w");
-  thread_begin(s, suffix);
+  thread_begin(s, in);
   struct sl_tobs *o = sl__tobs_begin(s, 1 + in->idx);
   if (!arrival && s->kind == KIND_TRANSFORM)
     s->push_obs = o;

@@ -451,6 +451,7 @@ int sl__obs_start(sl_pipeline *p) {
   int err = pthread_create(&ob->thread, NULL, observer_main, p);
   if (err)
     return err == EAGAIN || err == ENOMEM ? SL_ENOMEM : SL_ETHREAD;
+  sl__thread_name(ob->thread, "observer", "");
   ob->running = true;
   return 0;
 }
@@ -698,7 +699,7 @@ static void sleep_locked(sl_pipeline *p, uint64_t ns, bool tracing) {
 static void *observer_main(void *arg) {
   sl_pipeline *p = arg;
   struct sl_observer *ob = p->observer;
-  pthread_setname_np(pthread_self(), "sl:observer");
+  sl__thread_name(pthread_self(), "observer", "");
   bool tracing = ob->f != NULL;
   uint64_t wd_ns = (uint64_t)ob->wd_ms * 1000000u;
   uint64_t wd_period = wd_ns ? (wd_ns / 4 ? wd_ns / 4 : 1) : FOREVER;

@@ -1630,6 +1630,45 @@ START_TEST(test_thread_names) {
 }
 END_TEST
 
+/* Every stage thread carries its name by the time sl_pipeline_start
+ * returns, not only once it has run: a monitor that lists the threads
+ * right after start (the example server's --stats, ps, top -H) sees them
+ * all. Thread creation and scheduling vary, so this looks many times. */
+START_TEST(test_threads_named_when_start_returns) {
+  static const size_t sizes[] = {10};
+  unsigned char data[100] = {0};
+
+  for (int round = 0; round < 100; round++) {
+    sl_pipeline *p = NULL;
+    pu_src src;
+    pu_xf xf;
+    pu_sink sink;
+    sl_stage *s0, *s1, *s2;
+    int named = -1;
+
+    pu_src_init(&src, data, sizeof data, sizes, 1);
+    src.forever = true; /* it fills the rings and waits, never ends */
+    pu_xf_init(&xf, PU_IDENTITY);
+    pu_sink_init(&sink);
+    pu_sink_hold(&sink); /* so does the sink, at its first chunk */
+    ck_assert_int_eq(sl_pipeline_new(&p, NULL), 0);
+    s0 = pu_src_stage("src", &src);
+    s1 = pu_xf_stage("xf", &xf, true);
+    s2 = pu_sink_stage("sink", &sink);
+    ck_assert(s0 && s1 && s2);
+    ck_assert_int_eq(sl_pipeline_chain(p, s0, s1, s2, NULL), 0);
+    ck_assert_int_eq(sl_pipeline_start(p), 0);
+    ck_assert_int_ge(pu_thread_count_named(&named), 3);
+    ck_assert_msg(named == 3, "round %d: %d of 3 threads named", round, named);
+    sl_pipeline_cancel(p);
+    pu_sink_release(&sink);
+    ck_assert_int_eq(sl_pipeline_wait(p), SL_ECANCELED);
+    sl_pipeline_free(p);
+    pu_sink_fini(&sink);
+  }
+}
+END_TEST
+
 /* Both sides of a duplex run on threads named after the stage. */
 START_TEST(test_thread_names_duplex) {
   static const size_t sizes[] = {10};
@@ -1875,6 +1914,7 @@ static Suite *pipeline_suite(void) {
   tc = tcase("threads", 60);
   tcase_add_test(tc, test_thread_names);
   tcase_add_test(tc, test_thread_names_duplex);
+  tcase_add_test(tc, test_threads_named_when_start_returns);
   tcase_add_test(tc, test_stage_threads_block_signals);
   suite_add_tcase(s, tc);
 
