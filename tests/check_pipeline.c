@@ -1633,12 +1633,17 @@ END_TEST
 /* Every stage thread carries its name by the time sl_pipeline_start
  * returns, not only once it has run: a monitor that lists the threads
  * right after start (the example server's --stats, ps, top -H) sees them
- * all. Thread creation and scheduling vary, so this looks many times. */
+ * all. Thread creation and scheduling vary, so this looks many times
+ * (SL_TEST_CANCELS: each round ends in a cancel). */
 START_TEST(test_threads_named_when_start_returns) {
   static const size_t sizes[] = {10};
   unsigned char data[100] = {0};
 
-  for (int round = 0; round < 100; round++) {
+  /* small rings: the source fills them in a few chunks and waits */
+  const sl_pipeline_opts po = {.hwm = 4096};
+  const long rounds = test_iterations("SL_TEST_CANCELS", 100);
+
+  for (long round = 0; round < rounds; round++) {
     sl_pipeline *p = NULL;
     pu_src src;
     pu_xf xf;
@@ -1651,7 +1656,7 @@ START_TEST(test_threads_named_when_start_returns) {
     pu_xf_init(&xf, PU_IDENTITY);
     pu_sink_init(&sink);
     pu_sink_hold(&sink); /* so does the sink, at its first chunk */
-    ck_assert_int_eq(sl_pipeline_new(&p, NULL), 0);
+    ck_assert_int_eq(sl_pipeline_new(&p, &po), 0);
     s0 = pu_src_stage("src", &src);
     s1 = pu_xf_stage("xf", &xf, true);
     s2 = pu_sink_stage("sink", &sink);
@@ -1659,7 +1664,7 @@ START_TEST(test_threads_named_when_start_returns) {
     ck_assert_int_eq(sl_pipeline_chain(p, s0, s1, s2, NULL), 0);
     ck_assert_int_eq(sl_pipeline_start(p), 0);
     ck_assert_int_ge(pu_thread_count_named(&named), 3);
-    ck_assert_msg(named == 3, "round %d: %d of 3 threads named", round, named);
+    ck_assert_msg(named == 3, "round %ld: %d of 3 threads named", round, named);
     sl_pipeline_cancel(p);
     pu_sink_release(&sink);
     ck_assert_int_eq(sl_pipeline_wait(p), SL_ECANCELED);
