@@ -468,7 +468,7 @@ END_TEST
 START_TEST(test_backpressure_both_ways) {
   int kind = _i % 2, fds[2];
   bool cancel = _i >= 2;
-  const size_t len = (size_t)16 << 20;
+  const size_t len = (size_t)test_iterations("SL_TEST_SOCKET_MIB", 16) << 20;
   unsigned char *data = random_bytes(len, 9);
   sl_pipeline_opts po = {.buf_size = BP_BUF, .hwm = BP_HWM};
   pu_bytes got = {0};

@@ -2,7 +2,7 @@
 # Run the suites whose tests race threads against each other N times in a
 # row (default 1000), in a build configured with --enable-sanitizer=thread,
 # stopping at the first failure. Loop counts inside the suites are scaled
-# down (a round takes about 20 s on two cores); every round still crosses
+# down (a round takes about 12 s on two cores); every round still crosses
 # every interleaving point the suites cover, and the randomized stress
 # suite runs a short stretch of new random pipelines in each round (seed:
 # the round's number, so a failure replays with SL_STRESS_SEED=<round>).
@@ -18,7 +18,7 @@ done
 export CK_FORK=no SL_TEST_CHUNKS=${SL_TEST_CHUNKS:-20000} \
   SL_TEST_CANCELS=${SL_TEST_CANCELS:-20} SL_TEST_ROUNDS=${SL_TEST_ROUNDS:-2000} \
   SL_TEST_POOL_MIB=${SL_TEST_POOL_MIB:-4} SL_TEST_SPIN=${SL_TEST_SPIN:-500} \
-  SL_STRESS_ITER=${SL_STRESS_ITER:-20} \
+  SL_TEST_SOCKET_MIB=${SL_TEST_SOCKET_MIB:-4} SL_STRESS_ITER=${SL_STRESS_ITER:-20} \
   TSAN_OPTIONS=${TSAN_OPTIONS:-halt_on_error=1}
 i=0
 while [ "$i" -lt "$n" ]; do
