@@ -175,7 +175,15 @@ struct server {
    * event later in the batch may still name one. */
   struct conn *reap;
 
-  /* --stats */
+  /* --stats. The threads at the peak are counted once the peak has passed:
+   * by the first pipeline to finish after it, on its own thread, while
+   * every thread of the peak is still there (or at the stop); counting at
+   * each new peak would walk /proc's thread list once per connection, on
+   * the loop. peak_mu orders the count after the connection that made the
+   * peak has its thread. */
+  pthread_t loop;
+  pthread_mutex_t peak_mu;
+  atomic_bool peak_uncounted;
   size_t live, peak_live, peak_pool_bytes, req_peak, resp_peak;
   size_t conn_bound; /* 3R + 2C (see the top), the largest of any conn */
   long threads_at_peak, stage_threads_at_peak;
@@ -216,7 +224,7 @@ static void count_free(void *p) {
 }
 
 /* The process's threads, and in *stage those named as stage threads
- * ("sl:..."). -1 when /proc cannot be read. */
+ * ("sl:..."). -1 when /proc cannot be read. Reads a file per thread. */
 static long thread_count(long *stage) {
   DIR *d = opendir("/proc/self/task");
   struct dirent *e;
@@ -240,6 +248,15 @@ static long thread_count(long *stage) {
   }
   closedir(d);
   return n;
+}
+
+static void count_peak_threads(struct server *s) {
+  pthread_mutex_lock(&s->peak_mu);
+  if (atomic_load(&s->peak_uncounted)) {
+    s->threads_at_peak = thread_count(&s->stage_threads_at_peak);
+    atomic_store(&s->peak_uncounted, false);
+  }
+  pthread_mutex_unlock(&s->peak_mu);
 }
 
 /* ------------------------------------------------------------------------
@@ -302,6 +319,11 @@ static void on_finished(sl_pipeline *p, int status, void *arg) {
   c->done_next = s->done;
   s->done = c;
   pthread_mutex_unlock(&s->done_mu);
+  /* The first to finish after a new peak counts the threads. Not on the
+   * loop: there the pipeline's own threads have ended already (and the
+   * loop may hold peak_mu, starting a pipeline). */
+  if (atomic_load(&s->peak_uncounted) && !pthread_equal(pthread_self(), s->loop))
+    count_peak_threads(s);
   if (write(s->donefd, &one, sizeof one) < 0) {
     /* the counter is already full of wake-ups: the loop will look */
   }
@@ -628,6 +650,8 @@ static void on_accept(struct server *s) {
     c->on_sock = (struct watch){c, W_SOCKET};
     c->on_writer = (struct watch){c, W_WRITER};
     c->on_reader = (struct watch){c, W_READER};
+    if (s->stats)
+      pthread_mutex_lock(&s->peak_mu);
     c->next = s->conns;
     if (s->conns)
       s->conns->prev = c;
@@ -638,6 +662,8 @@ static void on_accept(struct server *s) {
       close(fd);
       c->fd = -1;
       conn_free(c);
+      if (s->stats)
+        pthread_mutex_unlock(&s->peak_mu);
       continue;
     }
     int rc;
@@ -653,15 +679,14 @@ static void on_accept(struct server *s) {
     } else {
       rc = conn_start_pipeline(c);
     }
-    if (rc != 0) {
+    if (rc != 0)
       conn_abort(c);
-      continue;
-    }
-    if (s->live > s->peak_live) {
+    else if (s->live > s->peak_live) {
       s->peak_live = s->live;
-      if (s->stats)
-        s->threads_at_peak = thread_count(&s->stage_threads_at_peak);
+      atomic_store(&s->peak_uncounted, s->stats);
     }
+    if (s->stats)
+      pthread_mutex_unlock(&s->peak_mu);
   }
 }
 
@@ -692,6 +717,8 @@ static void on_done(struct server *s) {
 
 static void stop(struct server *s) {
   s->stopping = true;
+  if (atomic_load(&s->peak_uncounted))
+    count_peak_threads(s); /* no pipeline finished since the peak */
   epoll_ctl(s->ep, EPOLL_CTL_DEL, s->lfd, NULL);
   close(s->lfd);
   s->lfd = -1;
@@ -845,6 +872,8 @@ int main(int argc, char **argv) {
   s.sigfd = signalfd(-1, &sigs, SFD_NONBLOCK | SFD_CLOEXEC);
   s.donefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   pthread_mutex_init(&s.done_mu, NULL);
+  pthread_mutex_init(&s.peak_mu, NULL);
+  s.loop = pthread_self();
   if (s.ep < 0 || s.sigfd < 0 || s.donefd < 0 ||
       watch_add(&s, s.lfd, &listen_watch, EPOLLIN) != 0 ||
       watch_add(&s, s.sigfd, &signal_watch, EPOLLIN) != 0 ||
@@ -862,6 +891,7 @@ int main(int argc, char **argv) {
   close(s.sigfd);
   close(s.ep);
   pthread_mutex_destroy(&s.done_mu);
+  pthread_mutex_destroy(&s.peak_mu);
   if (s.stats) {
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
