@@ -101,20 +101,23 @@ static void finish_cb(sl_pipeline *p, int status, void *arg) {
 /* Wait for the callback at most WATCHDOG_S seconds; false (after printing
  * the pipeline's counters) when it did not come. */
 static bool finish_wait(finish *f, sl_pipeline *p) {
-  struct timespec deadline;
-  int rc = 0;
+  test_hang_clock hc;
+  bool over = false, came;
 
-  clock_gettime(CLOCK_REALTIME, &deadline);
-  deadline.tv_sec += WATCHDOG_S;
+  test_hang_clock_start(&hc, CLOCK_REALTIME); /* f->cv's clock */
   pthread_mutex_lock(&f->mu);
-  while (f->calls == 0 && rc == 0)
-    rc = pthread_cond_timedwait(&f->cv, &f->mu, &deadline);
+  while (f->calls == 0 && !over) {
+    struct timespec next = test_hang_clock_next(&hc);
+    pthread_cond_timedwait(&f->cv, &f->mu, &next);
+    over = test_hang_clock_over(&hc, WATCHDOG_S);
+  }
+  came = f->calls != 0;
   pthread_mutex_unlock(&f->mu);
-  if (rc != 0) {
+  if (!came) {
     sl_pipeline_stats_print(p, stderr);
     sl_pipeline_stall_report(p, stderr);
   }
-  return rc == 0;
+  return came;
 }
 
 /* ------------------------------------------------------------------------

@@ -13,8 +13,9 @@
  * perhaps a cancel from another thread (before start, at once, after the
  * sink consumed k chunks, after some work). Then it checks:
  *
- *   - no hang: the test waits for the finished callback with a 10 s
- *     deadline (pthread_cond_timedwait); past it the run fails and prints
+ *   - no hang: the test waits for the finished callback for 10 s of its
+ *     own running time (testutil.h, test_hang_clock: a process stopped or
+ *     starved meanwhile is not hung); past them the run fails and prints
  *     the pipeline's counters and where each thread stands;
  *   - the result is the injected fault's code with "<stage>: boom at k",
  *     SL_ECANCELED with the bare message when a cancel came first, 0 when
@@ -269,18 +270,10 @@ typedef struct guard {
   pthread_cond_t cv; /* on CLOCK_MONOTONIC */
   const char *phase; /* NULL: disarmed */
   int seconds;
-  struct timespec deadline;
+  test_hang_clock hc; /* running time since armed */
   bool quit;
   pthread_t thread;
 } guard;
-
-static bool passed(const struct timespec *deadline) {
-  struct timespec now;
-
-  clock_gettime(CLOCK_MONOTONIC, &now);
-  return now.tv_sec > deadline->tv_sec ||
-         (now.tv_sec == deadline->tv_sec && now.tv_nsec >= deadline->tv_nsec);
-}
 
 static guard the_guard;
 
@@ -293,9 +286,12 @@ static void *guard_main(void *arg) {
       pthread_cond_wait(&g->cv, &g->mu);
       continue;
     }
-    /* Re-armed or disarmed meanwhile: the loop looks again. */
-    pthread_cond_timedwait(&g->cv, &g->mu, &g->deadline);
-    if (g->phase != NULL && !g->quit && passed(&g->deadline)) {
+    /* Re-armed (the clock starts again) or disarmed meanwhile: the loop
+     * looks again. */
+    struct timespec next = test_hang_clock_next(&g->hc);
+    pthread_cond_timedwait(&g->cv, &g->mu, &next);
+    if (g->phase != NULL && !g->quit &&
+        test_hang_clock_over(&g->hc, g->seconds)) {
       char why[160];
       snprintf(why, sizeof why, "hang: %s took more than %d s", g->phase,
                g->seconds);
@@ -336,8 +332,7 @@ static void guard_arm(const char *phase, int seconds) {
   guard *g = &the_guard;
 
   pthread_mutex_lock(&g->mu);
-  clock_gettime(CLOCK_MONOTONIC, &g->deadline);
-  g->deadline.tv_sec += seconds;
+  test_hang_clock_start(&g->hc, CLOCK_MONOTONIC);
   g->seconds = seconds;
   g->phase = phase;
   pthread_cond_signal(&g->cv);
@@ -908,16 +903,19 @@ static void build(world *w) {
 /* Wait for the finished callback, at most WATCHDOG_S seconds; past that,
  * print what the pipeline is doing and fail. */
 static void watchdog_wait(world *w) {
-  struct timespec deadline;
-  int rc = 0;
+  test_hang_clock hc;
+  bool over = false, came;
 
-  clock_gettime(CLOCK_REALTIME, &deadline);
-  deadline.tv_sec += WATCHDOG_S;
+  test_hang_clock_start(&hc, CLOCK_REALTIME); /* w->cv's clock */
   pthread_mutex_lock(&w->mu);
-  while (w->fin_calls == 0 && rc == 0)
-    rc = pthread_cond_timedwait(&w->cv, &w->mu, &deadline);
+  while (w->fin_calls == 0 && !over) {
+    struct timespec next = test_hang_clock_next(&hc);
+    pthread_cond_timedwait(&w->cv, &w->mu, &next);
+    over = test_hang_clock_over(&hc, WATCHDOG_S);
+  }
+  came = w->fin_calls != 0;
   pthread_mutex_unlock(&w->mu);
-  if (rc != 0) {
+  if (!came) {
     fprintf(stderr, "stress: no finish after %d s, the pipeline:\n",
             WATCHDOG_S);
     sl_pipeline_stats_print(w->p, stderr);

@@ -1242,7 +1242,8 @@ typedef struct flush_src {
 
 static int flush_src_read(sl_stage *stage, void *ctx) {
   flush_src *s = ctx;
-  struct timespec deadline;
+  test_hang_clock hc;
+  bool over = false;
   int rc = 0;
 
   if (s->step == 0) {
@@ -1264,11 +1265,13 @@ static int flush_src_read(sl_stage *stage, void *ctx) {
   }
   /* A bound on a failure, not a synchronisation: a working flush
    * releases this wait at once. */
-  clock_gettime(CLOCK_REALTIME, &deadline);
-  deadline.tv_sec += 30;
+  test_hang_clock_start(&hc, CLOCK_REALTIME); /* the gate's clock */
   pthread_mutex_lock(&s->g->mu);
-  while (s->g->have < s->len && !s->g->failed && rc != ETIMEDOUT)
-    rc = pthread_cond_timedwait(&s->g->cv, &s->g->mu, &deadline);
+  while (s->g->have < s->len && !s->g->failed && !over) {
+    struct timespec next = test_hang_clock_next(&hc);
+    pthread_cond_timedwait(&s->g->cv, &s->g->mu, &next);
+    over = test_hang_clock_over(&hc, 30);
+  }
   s->released = s->g->have == s->len;
   pthread_mutex_unlock(&s->g->mu);
   if (!s->released) {

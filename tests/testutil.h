@@ -23,6 +23,8 @@
  *   test_alloc_live()        blocks the library holds now (0 = no leak).
  *   test_counter_*           an atomic counter, e.g. for object destructors.
  *   test_rand(&state)        a small reproducible pseudo-random generator.
+ *   test_hang_clock_*        the bound of a wait that only a hang would
+ *                            reach, counted in time the waiter ran.
  */
 #ifndef SLUICE_TESTUTIL_H
 #define SLUICE_TESTUTIL_H
@@ -35,6 +37,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 /* ------------------------------------------------------------------------
  * Running a suite
@@ -70,6 +73,64 @@ static inline int run_suite(Suite *s) {
     if (!(expr))                  \
       ck_abort_msg(__VA_ARGS__);  \
   } while (0)
+
+/* The bound of a wait that only a hang reaches (a finished callback that
+ * never comes, a thread stuck in a join), not a synchronisation: the
+ * waiter waits in slices and counts the time it ran on schedule. A slice
+ * that comes back seconds late (the process was stopped, or the machine
+ * starved it) counts as one slice, so a test stopped with SIGSTOP or
+ * frozen by a busy machine does not read as hung when it resumes; a real
+ * hang still fails after its seconds.
+ *
+ *   test_hang_clock hc;
+ *   test_hang_clock_start(&hc, CLOCK_REALTIME);  // the condvar's clock
+ *   while (!done && !over) {
+ *     struct timespec next = test_hang_clock_next(&hc);
+ *     pthread_cond_timedwait(&cv, &mu, &next);
+ *     over = test_hang_clock_over(&hc, seconds);
+ *   }
+ */
+#define TEST_HANG_SLICE_NS 200000000LL /* 0.2 s */
+#define TEST_HANG_LATE_NS 2000000000LL /* later than this: not running */
+
+typedef struct test_hang_clock {
+  clockid_t id;
+  struct timespec last; /* when the waiter last looked */
+  int64_t spent_ns;     /* running time counted so far */
+} test_hang_clock;
+
+static inline int64_t test_ts_ns(const struct timespec *t) {
+  return (int64_t)t->tv_sec * 1000000000LL + t->tv_nsec;
+}
+
+static inline void test_hang_clock_start(test_hang_clock *h, clockid_t id) {
+  h->id = id;
+  clock_gettime(id, &h->last);
+  h->spent_ns = 0;
+}
+
+/* The end of the next slice, an absolute time on h's clock. */
+static inline struct timespec test_hang_clock_next(const test_hang_clock *h) {
+  int64_t t = test_ts_ns(&h->last) + TEST_HANG_SLICE_NS;
+  struct timespec ts = {(time_t)(t / 1000000000LL), (long)(t % 1000000000LL)};
+  return ts;
+}
+
+/* After a wait: count the time since the last look (one slice when it came
+ * back late; nothing when the clock went back) and tell whether seconds
+ * of running time have passed. */
+static inline bool test_hang_clock_over(test_hang_clock *h, int seconds) {
+  struct timespec now;
+  clock_gettime(h->id, &now);
+  int64_t d = test_ts_ns(&now) - test_ts_ns(&h->last);
+  h->last = now;
+  if (d < 0)
+    d = 0;
+  else if (d > TEST_HANG_SLICE_NS + TEST_HANG_LATE_NS)
+    d = TEST_HANG_SLICE_NS;
+  h->spent_ns += d;
+  return h->spent_ns >= (int64_t)seconds * 1000000000LL;
+}
 
 /* A loop count: the value of the environment variable env when it holds a
  * positive integer, else dflt. Long loops read it so that slow builds
