@@ -900,8 +900,9 @@ static void build(world *w) {
  * Checking
  * ---------------------------------------------------------------------- */
 
-/* Wait for the finished callback, at most WATCHDOG_S seconds; past that,
- * print what the pipeline is doing and fail. */
+/* Wait for the finished callback, at most WATCHDOG_S seconds of this
+ * thread's running time (test_hang_clock); past that, print what the
+ * pipeline is doing and fail. */
 static void watchdog_wait(world *w) {
   test_hang_clock hc;
   bool over = false, came;

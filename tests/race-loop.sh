@@ -5,7 +5,8 @@
 # down (a round takes about 9 s on two cores); every round still crosses
 # every interleaving point the suites cover, and the randomized stress
 # suite runs a short stretch of new random pipelines in each round (seed:
-# the round's number, so a failure replays with SL_STRESS_SEED=<round>).
+# the round's number, counted from FIRST below; a failure names the seed,
+# which replays it with SL_STRESS_SEED=<seed>).
 #
 #   ../configure --enable-sanitizer=thread && make check
 #   sh ../tests/race-loop.sh 1000
