@@ -1285,6 +1285,28 @@ START_TEST(test_a_hang_writes_the_replay_line) {
 }
 END_TEST
 
+/* The hang bound counts running time: a wait that comes back long after
+ * its slice (the process was stopped) counts as one slice, a wait on time
+ * counts in full, and the bound is over once its seconds are counted. The
+ * clock's last look is moved back instead of waiting. */
+START_TEST(test_hang_clock_skips_stopped_time) {
+  test_hang_clock h;
+
+  test_hang_clock_start(&h, CLOCK_MONOTONIC);
+  h.last.tv_sec -= 60; /* stopped for a minute */
+  ck_assert(!test_hang_clock_over(&h, 10));
+  ck_assert_int_le(h.spent_ns, TEST_HANG_SLICE_NS);
+  h.last.tv_sec -= 1; /* a second, on time */
+  ck_assert(!test_hang_clock_over(&h, 10));
+  ck_assert_int_ge(h.spent_ns, 1000000000LL);
+  for (int i = 0; i < 9; i++) {
+    h.last.tv_sec -= 1;
+    test_hang_clock_over(&h, 10);
+  }
+  ck_assert(test_hang_clock_over(&h, 10));
+}
+END_TEST
+
 static Suite *stress_suite(void) {
   Suite *s = suite_create("stress");
   TCase *tc = tcase_create("random");
@@ -1300,6 +1322,7 @@ static Suite *stress_suite(void) {
   tcase_set_timeout(tc, 30);
   tcase_add_test(tc, test_a_crash_writes_the_replay_line);
   tcase_add_test(tc, test_a_hang_writes_the_replay_line);
+  tcase_add_test(tc, test_hang_clock_skips_stopped_time);
   suite_add_tcase(s, tc);
   return s;
 }
