@@ -324,14 +324,15 @@ static inline bool pu_threads_are(int base, int more, int stage) {
 /* Threads left over compared with before (a count taken when no stage
  * thread ran): 0 when none. pthread_join returns when the kernel clears the
  * thread's id, a moment before the thread leaves /proc/self/task; nothing
- * can be waited on for that last step, so this looks again, yielding, for a
- * few seconds before it reports. A thread really left running never
- * leaves. */
+ * can be waited on for that last step, so this looks again, yielding, for
+ * five seconds of its own running time (test_hang_clock: a process stopped
+ * meanwhile is not failed) before it reports. A thread really left running
+ * never leaves. */
 static inline int pu_threads_left(int before) {
-  struct timespec t0, t;
+  test_hang_clock hc;
   int extra;
 
-  clock_gettime(CLOCK_MONOTONIC, &t0);
+  test_hang_clock_start(&hc, CLOCK_MONOTONIC);
   for (;;) {
     int stage, n = pu_thread_count_named(&stage);
     if (n < 0)
@@ -342,8 +343,7 @@ static inline int pu_threads_left(int before) {
                                : n - before;
     if (extra == 0)
       return 0;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    if (t.tv_sec - t0.tv_sec > 5)
+    if (test_hang_clock_over(&hc, 5))
       return extra;
     sched_yield();
   }
