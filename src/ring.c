@@ -484,8 +484,9 @@ static inline void cpu_relax(void) {
  * chunk or two per look, and every chunk pays that round trip. A gap of
  * SL__RING_SPIN_GAP pauses, about a microsecond, lets the writer publish
  * a batch between two looks and the round trip is paid once per batch.
- * With 8-byte chunks that is 3 to 5 times as many chunks per second as
- * looks that start one pause apart and double (bench/ring_bench). The
+ * With 8-byte chunks that is about twice as many chunks per second as
+ * looks that start one pause apart and double, 3 to 5 times the naive
+ * queue's (bench/ring_bench). The
  * cost is latency: a chunk that arrives while the reader spins waits up
  * to one gap, far less than a wake-up would take.
  *
