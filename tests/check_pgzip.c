@@ -571,6 +571,122 @@ START_TEST(test_dictionary_used) {
 }
 END_TEST
 
+/* pigz's scheme, written out with zlib: each BLOCK-byte block as raw
+ * deflate at LEVEL and memLevel MEM, primed with the last 32 KiB of the
+ * block before it, ended with a sync flush, the last one finished. */
+static void scheme_body(pu_bytes *out, const unsigned char *in, size_t len,
+                        size_t block, int level, int mem) {
+  size_t cap = 2 * block + 1024;
+  unsigned char *buf = malloc(cap);
+  z_stream s;
+
+  ck_assert_ptr_nonnull(buf);
+  memset(&s, 0, sizeof s);
+  ck_assert_int_eq(
+      deflateInit2(&s, level, Z_DEFLATED, -15, mem, Z_DEFAULT_STRATEGY), Z_OK);
+  for (size_t off = 0; off < len; off += block) {
+    size_t n = len - off < block ? len - off : block;
+    bool last = off + n == len;
+
+    ck_assert_int_eq(deflateReset(&s), Z_OK);
+    if (off > 0)
+      ck_assert_int_eq(deflateSetDictionary(&s, in + off - 32 * KIB, 32 * KIB),
+                       Z_OK);
+    s.next_in = (Bytef *)(uintptr_t)(in + off);
+    s.avail_in = (uInt)n;
+    s.next_out = buf;
+    s.avail_out = (uInt)cap;
+    ck_assert_int_eq(deflate(&s, last ? Z_FINISH : Z_SYNC_FLUSH),
+                     last ? Z_STREAM_END : Z_OK);
+    ck_assert_uint_eq(s.avail_in, 0);
+    ck_assert(pu_bytes_add(out, buf, cap - s.avail_out));
+  }
+  deflateEnd(&s);
+  free(buf);
+}
+
+/* len bytes of words drawn from a vocabulary of 4096 random ones: enough
+ * distinct strings that zlib's hash table size shows in its matches, and
+ * enough symbols per block that its symbol buffer size shows in where it
+ * ends a deflate block. */
+static unsigned char *vocab_text(size_t len, uint64_t seed) {
+  enum { NWORDS = 4096, WMAX = 10 };
+  char(*vocab)[WMAX + 1] = malloc(NWORDS * sizeof *vocab);
+  unsigned char *d = malloc(len ? len : 1);
+  uint64_t r = seed * 2 + 1;
+  size_t i = 0;
+
+  if (vocab == NULL || d == NULL) {
+    free(vocab);
+    free(d);
+    return NULL;
+  }
+  for (int w = 0; w < NWORDS; w++) {
+    int n = 2 + (int)(test_rand(&r) % (WMAX - 1));
+    for (int c = 0; c < n; c++)
+      vocab[w][c] = (char)('a' + test_rand(&r) % 26);
+    vocab[w][n] = '\0';
+  }
+  while (i < len) {
+    const char *w = vocab[test_rand(&r) % NWORDS];
+    for (; *w && i < len; w++)
+      d[i++] = (unsigned char)*w;
+    if (i < len)
+      d[i++] = test_rand(&r) % 8 ? ' ' : '\n';
+  }
+  free(vocab);
+  return d;
+}
+
+/* The stage writes exactly that scheme, at the memory level asked for (9
+ * when it is 0, and by default), between a bare 10-byte header and the
+ * trailer; and the memory level makes a difference to the bytes. */
+START_TEST(test_scheme_and_mem_level) {
+  static const int levels[] = {1, 6, 9};
+  static const int mems[] = {0, 9, 8, 1};
+  size_t len = 3 * BLOCK + 1000; /* three whole blocks and a short one */
+  unsigned char *data = vocab_text(len, 11);
+  int level = levels[_i];
+  pu_bytes ref9 = {0};
+
+  ck_assert_ptr_nonnull(data);
+  scheme_body(&ref9, data, len, BLOCK, level, 9);
+  for (size_t k = 0; k < NELEM(mems); k++) {
+    int mem = mems[k] ? mems[k] : 9;
+    pu_bytes gz = {0}, ref = {0};
+    sl_pgzip_opts o;
+    const unsigned char *t;
+
+    pgz_opts(&o, level, BLOCK, 2);
+    if (k > 0) /* k == 0: what sl_pgzip_opts_init left */
+      o.mem_level = mems[k];
+    pgzip_bytes(&gz, data, len, sizes_big, NELEM(sizes_big), &o);
+    scheme_body(&ref, data, len, BLOCK, level, mem);
+    ck_assert_uint_gt(gz.len, 18);
+    ck_assert_int_eq(gz.p[3], 0); /* no name, comment or extra field */
+    ck_assert_msg(gz.len == ref.len + 18 &&
+                      memcmp(gz.p + 10, ref.p, ref.len) == 0,
+                  "level %d, mem_level %d: %zu bytes of deflate, the scheme "
+                  "gives %zu",
+                  level, mems[k], gz.len - 18, ref.len);
+    t = gz.p + gz.len - 8;
+    ck_assert_uint_eq((uint32_t)t[0] | (uint32_t)t[1] << 8 |
+                          (uint32_t)t[2] << 16 | (uint32_t)t[3] << 24,
+                      crc_of(data, len));
+    ck_assert_uint_eq((uint32_t)t[4] | (uint32_t)t[5] << 8 |
+                          (uint32_t)t[6] << 16 | (uint32_t)t[7] << 24,
+                      (uint32_t)len);
+    if (mem != 9)
+      ck_assert_msg(ref.len != ref9.len || memcmp(ref.p, ref9.p, ref.len) != 0,
+                    "level %d: mem_level %d writes what 9 writes", level, mem);
+    pu_bytes_free(&gz);
+    pu_bytes_free(&ref);
+  }
+  pu_bytes_free(&ref9);
+  free(data);
+}
+END_TEST
+
 /* ------------------------------------------------------------------------
  * Other implementations read it
  * ---------------------------------------------------------------------- */
@@ -1073,6 +1189,7 @@ START_TEST(test_opts_init) {
   ck_assert_int_eq(sl_pgzip_opts_init(&o), 0);
   ck_assert_ptr_null(o.name);
   ck_assert_int_eq(o.level, SL_ZLIB_LEVEL_DEFAULT);
+  ck_assert_int_eq(o.mem_level, 9);
   ck_assert_uint_eq(o.block_size, SL_PGZIP_BLOCK_DEFAULT);
   ck_assert_uint_eq(o.workers, 0);
   ck_assert_uint_eq(o.in_flight, 0);
@@ -1100,6 +1217,8 @@ START_TEST(test_bad_options) {
   } while (0)
   BAD(level, -2);
   BAD(level, 10);
+  BAD(mem_level, -1);
+  BAD(mem_level, 10);
   BAD(block_size, BMIN - 1);
   BAD(block_size, SL_PGZIP_BLOCK_MAX + 1);
   BAD(workers, SL_MAP_MAX_WORKERS + 1);
@@ -1111,6 +1230,7 @@ START_TEST(test_bad_options) {
 #undef BAD
   pgz_opts(&o, 9, BMIN, SL_MAP_MAX_WORKERS);
   o.in_flight = 1;
+  o.mem_level = 1;
   ck_assert_int_eq(sl_pgzip_new(&st, &o), 0);
   ck_assert_str_eq(sl_stage_name(st), "pgzip");
   sl_stage_free(st);
@@ -1643,6 +1763,7 @@ static Suite *pgzip_suite(void) {
   tcase_add_loop_test(tc, test_output_independent_of_workers, 0, 4);
   tcase_add_loop_test(tc, test_smallest_block, 0, 5);
   tcase_add_test(tc, test_dictionary_used);
+  tcase_add_loop_test(tc, test_scheme_and_mem_level, 0, 3);
   suite_add_tcase(s, tc);
 
   tc = tcase("large", 600);
