@@ -11,6 +11,10 @@
 #   decompress   sgzip -d, pigz -d and gzip -d of the same file (pigz's
 #                output at that level, gzip's without pigz): wall time and
 #                peak RSS
+#   CPU          user + system seconds of every run above, all threads:
+#                what the work cost whatever else the machine was doing
+#                (a neighbour's load moves the wall time, much less the
+#                CPU time), reported beside the wall-time ratios
 #   memory       peak RSS of sgzip -c (and pigz -c) streaming a 200 MiB and
 #                a 2 GiB input from a pipe to /dev/null: it must not grow
 #                with the input
@@ -20,9 +24,12 @@
 # <= 1.5x. Without pigz those rows are skipped with a message and only
 # gzip is compared.
 #
-# Peak RSS comes from GNU time (/usr/bin/time -f %M) when it is there, else
-# from Python's resource module (ru_maxrss of the child), else it is not
-# reported.
+# Peak RSS and CPU time come from GNU time (/usr/bin/time -f '%M %U %S')
+# when it is there, else from Python's resource module (the child's
+# ru_maxrss, ru_utime and ru_stime), else they are not reported. A child's
+# peak RSS counts what its parent had when it forked (the kernel keeps the
+# peak across exec), so with Python every figure is at least Python's own
+# size, about 14 MiB, and the RSS ratios say little (GNU time: 1 MiB).
 #
 # Environment:
 #   BENCH_DIR         the build's bench directory (make bench sets it);
@@ -130,7 +137,8 @@ else
   die "need GNU date (+%N), perl or python3 for sub-second timing"
 fi
 
-# Peak RSS of one command, in KiB, into the file $rss_out.
+# Peak RSS (KiB) and CPU time (user + system, ms) of one command, into the
+# files $rss_out and $cpu_out.
 rss_tool=none
 if [ -x /usr/bin/time ] && /usr/bin/time -f %M -o /dev/null true 2>/dev/null; then
   rss_tool=time
@@ -142,18 +150,23 @@ else
 fi
 py_rss='import resource, subprocess, sys
 rc = subprocess.call(sys.argv[2:])
+ru = resource.getrusage(resource.RUSAGE_CHILDREN)
 with open(sys.argv[1], "w") as f:
-    print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=f)
+    print(ru.ru_maxrss, ru.ru_utime, ru.ru_stime, file=f)
 sys.exit(rc)'
-with_rss() { # with_rss CMD ARGS...: run it, its peak RSS into $rss_out
+with_rss() { # with_rss CMD ARGS...: run it; peak RSS and CPU into the files
   case $rss_tool in
-  time) /usr/bin/time -f %M -o "$rss_out" "$@" ;;
-  python) python3 -c "$py_rss" "$rss_out" "$@" ;;
-  *)
-    echo - >"$rss_out"
-    "$@"
-    ;;
+  time) /usr/bin/time -f '%M %U %S' -o "$work/ru" "$@" ;;
+  python) python3 -c "$py_rss" "$work/ru" "$@" ;;
+  *) echo "- - -" >"$work/ru" && "$@" ;;
   esac
+  rc=$?
+  awk 'END {
+    print $1 >"'"$rss_out"'"
+    if ($2 == "-") print "-" >"'"$cpu_out"'"
+    else printf "%.0f\n", ($2 + $3) * 1000 >"'"$cpu_out"'"
+  }' "$work/ru"
+  return $rc
 }
 
 mkdir -p "$BENCH_DIR/results" || die "cannot create $BENCH_DIR/results"
@@ -161,6 +174,7 @@ work=$(mktemp -d "$BENCH_DIR/.sgzip-bench.XXXXXX") || die "cannot create a tempo
 trap 'rm -rf "$work"' EXIT
 trap 'exit 130' INT TERM
 rss_out=$work/rss
+cpu_out=$work/cpu
 
 avail_mib() {
   df -Pk "$1" | awk 'NR == 2 { printf "%d\n", $4 / 1024 }'
@@ -249,7 +263,8 @@ cat "$corpus" >/dev/null # warm the page cache before anything is timed
 # ---- measuring ----------------------------------------------------------------
 
 # timed TAG IN OUT CMD ARGS...: CMD < IN > OUT; appends the wall time (ns)
-# to $work/TAG.t and the peak RSS (KiB) to $work/TAG.m.
+# to $work/TAG.t, the peak RSS (KiB) to $work/TAG.m and the CPU time (ms)
+# to $work/TAG.c.
 timed() {
   tag=$1
   in=$2
@@ -260,6 +275,7 @@ timed() {
   t1=$(now_ns)
   echo $((t1 - t0)) >>"$work/$tag.t"
   cat "$rss_out" >>"$work/$tag.m"
+  cat "$cpu_out" >>"$work/$tag.c"
 }
 
 # Run each command of the list $@ (tags; cmd_TAG holds the command) $reps
@@ -268,6 +284,7 @@ interleave() {
   for tag in "$@"; do
     : >"$work/$tag.t"
     : >"$work/$tag.m"
+    : >"$work/$tag.c"
   done
   r=0
   while [ $r -lt "$reps" ]; do
@@ -285,6 +302,13 @@ interleave() {
 
 secs() { calc "sprintf(\"%.3f\", $(median "$work/$1.t") / 1e9)"; }
 rss() { median "$work/$1.m"; }
+cpus() { # the median CPU time of TAG in seconds, or -
+  m=$(median "$work/$1.c")
+  case $m in
+  -) echo - ;;
+  *) calc "sprintf(\"%.2f\", $m / 1000)" ;;
+  esac
+}
 mbps() { calc "sprintf(\"%.0f\", $bytes / ($(median "$work/$1.t") / 1e9) / 1e6)"; }
 ratio_of() { # ratio_of A B: A / B with 3 decimals, or - when either is -
   case "$1$2" in
@@ -304,8 +328,9 @@ row() { # row METRIC SGZIP PIGZ RATIO TARGET: the result is computed
   b=$3
   r=$4
   target=$5
-  case "$r" in
-  -) result=SKIP ;;
+  case "$target$r" in
+  -*) result=report ;; # no target: for information
+  *-) result=SKIP ;;
   *)
     limit=${target#<= }
     result=$(calc "$r <= $limit ? \"PASS\" : \"FAIL\"")
@@ -315,8 +340,12 @@ row() { # row METRIC SGZIP PIGZ RATIO TARGET: the result is computed
   printf '%-30s %14s %14s %8s %9s  %s\n' "$metric" "$a" "$b" "$r" "$target" \
     "$result" >>"$summary"
 }
-detail_row() { # TOOL SECONDS MB/S SIZE RSS
-  printf '  %-28s %10s %8s %13s %10s\n' "$1" "$2" "$3" "$4" "$5" >>"$detail"
+detail_row() { # TOOL SECONDS CPU MB/S SIZE RSS
+  printf '  %-28s %10s %8s %8s %13s %10s\n' "$1" "$2" "$3" "$4" "$5" "$6" >>"$detail"
+}
+detail_head() { # SIZE-HEADING
+  printf '  %-28s %10s %8s %8s %13s %10s\n' "command" "median s" "CPU s" "MB/s" "$1" \
+    "RSS KiB" >>"$detail"
 }
 
 echo "sgzip: $sg -p $threads; pigz: $([ $have_pigz = yes ] && echo "pigz -p $threads" || echo absent);" \
@@ -340,20 +369,24 @@ for L in $levels; do
   s_gz=$(wc -c <"$work/gz.gz" | tr -d ' ')
   {
     echo "level $L, compress:"
-    printf '  %-28s %10s %8s %13s %10s\n' "command" "median s" "MB/s" "bytes" "RSS KiB"
+    detail_head bytes
   } >>"$detail"
-  detail_row "sgzip -$L -p $threads" "$(secs sgc)" "$(mbps sgc)" "$s_sg" "$(rss sgc)"
+  detail_row "sgzip -$L -p $threads" "$(secs sgc)" "$(cpus sgc)" "$(mbps sgc)" "$s_sg" \
+    "$(rss sgc)"
   if [ $have_pigz = yes ]; then
     s_pz=$(wc -c <"$work/pz.gz" | tr -d ' ')
-    detail_row "pigz -$L -p $threads" "$(secs pzc)" "$(mbps pzc)" "$s_pz" "$(rss pzc)"
+    detail_row "pigz -$L -p $threads" "$(secs pzc)" "$(cpus pzc)" "$(mbps pzc)" "$s_pz" \
+      "$(rss pzc)"
   fi
-  detail_row "gzip -$L" "$(secs gzc)" "$(mbps gzc)" "$s_gz" "$(rss gzc)"
+  detail_row "gzip -$L" "$(secs gzc)" "$(cpus gzc)" "$(mbps gzc)" "$s_gz" "$(rss gzc)"
   printf '  %-28s %10s\n' "speed-up over gzip" \
     "$(calc "sprintf(\"%.2fx\", $(median "$work/gzc.t") / $(median "$work/sgc.t"))")" >>"$detail"
 
   if [ $have_pigz = yes ]; then
     row "compress -$L wall (s)" "$(secs sgc)" "$(secs pzc)" \
       "$(ratio_of "$(median "$work/sgc.t")" "$(median "$work/pzc.t")")" "<= 1.0"
+    row "compress -$L CPU (s)" "$(cpus sgc)" "$(cpus pzc)" \
+      "$(ratio_of "$(median "$work/sgc.c")" "$(median "$work/pzc.c")")" "-"
     row "compress -$L size (bytes)" "$s_sg" "$s_pz" "$(ratio_of "$s_sg" "$s_pz")" "<= 1.001"
     row "compress -$L peak RSS (KiB)" "$(rss sgc)" "$(rss pzc)" \
       "$(ratio_of "$(rss sgc)" "$(rss pzc)")" "<= 1.5"
@@ -377,19 +410,21 @@ for L in $levels; do
   "$sg" -dc "$work/sg.gz" | cmp -s - "$corpus" || die "sgzip -$L does not round-trip"
   {
     echo "level $L, decompress $(basename "$dsrc"):"
-    printf '  %-28s %10s %8s %13s %10s\n' "command" "median s" "MB/s" "" "RSS KiB"
+    detail_head ""
   } >>"$detail"
-  detail_row "sgzip -d" "$(secs sgd)" "$(mbps sgd)" "" "$(rss sgd)"
+  detail_row "sgzip -d" "$(secs sgd)" "$(cpus sgd)" "$(mbps sgd)" "" "$(rss sgd)"
   if [ $have_pigz = yes ]; then
-    detail_row "pigz -d" "$(secs pzd)" "$(mbps pzd)" "" "$(rss pzd)"
+    detail_row "pigz -d" "$(secs pzd)" "$(cpus pzd)" "$(mbps pzd)" "" "$(rss pzd)"
     row "decompress -$L wall (s)" "$(secs sgd)" "$(secs pzd)" \
       "$(ratio_of "$(median "$work/sgd.t")" "$(median "$work/pzd.t")")" "<= 1.0"
+    row "decompress -$L CPU (s)" "$(cpus sgd)" "$(cpus pzd)" \
+      "$(ratio_of "$(median "$work/sgd.c")" "$(median "$work/pzd.c")")" "-"
     row "decompress -$L peak RSS (KiB)" "$(rss sgd)" "$(rss pzd)" \
       "$(ratio_of "$(rss sgd)" "$(rss pzd)")" "<= 1.5"
   else
     row "decompress -$L wall (s)" "$(secs sgd)" "-" "-" "<= 1.0"
   fi
-  detail_row "gzip -d" "$(secs gzd)" "$(mbps gzd)" "" "$(rss gzd)"
+  detail_row "gzip -d" "$(secs gzd)" "$(cpus gzd)" "$(mbps gzd)" "" "$(rss gzd)"
   rm -f "$work/sg.gz" "$work/pz.gz" "$work/gz.gz"
 done
 rm -f "$corpus"
@@ -447,7 +482,9 @@ echo
   printf '%-30s %14s %14s %8s %9s  %s\n' "metric" "sgzip" "pigz" "ratio" "target" "result"
   cat "$summary"
   echo
-  echo "ratio = sgzip / pigz at the same level and thread count, measured in this run"
+  echo "ratio = sgzip / pigz at the same level and thread count, measured in this run;"
+  echo "CPU = user + system seconds over all threads (no target: the wall time is"
+  echo "what the targets judge, the CPU time says what the work cost)"
   [ $have_pigz = yes ] || echo "pigz was not found: its rows are skipped"
 } | tee "$BENCH_DIR/results/sgzip.txt"
 
