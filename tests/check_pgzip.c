@@ -573,22 +573,23 @@ END_TEST
 
 /* pigz's scheme, written out with zlib: each BLOCK-byte block as raw
  * deflate at LEVEL and memLevel MEM, primed with the last 32 KiB of the
- * block before it, ended with a sync flush, the last one finished. */
+ * block before it, ended with a sync flush, the last one finished; but
+ * block k at level 0 where STORED is not NULL and STORED[k] is true. */
 static void scheme_body(pu_bytes *out, const unsigned char *in, size_t len,
-                        size_t block, int level, int mem) {
+                        size_t block, int level, int mem, const bool *stored) {
   size_t cap = 2 * block + 1024;
   unsigned char *buf = malloc(cap);
-  z_stream s;
 
   ck_assert_ptr_nonnull(buf);
-  memset(&s, 0, sizeof s);
-  ck_assert_int_eq(
-      deflateInit2(&s, level, Z_DEFLATED, -15, mem, Z_DEFAULT_STRATEGY), Z_OK);
-  for (size_t off = 0; off < len; off += block) {
+  for (size_t off = 0, k = 0; off < len; off += block, k++) {
     size_t n = len - off < block ? len - off : block;
     bool last = off + n == len;
+    int lv = stored != NULL && stored[k] ? 0 : level;
+    z_stream s;
 
-    ck_assert_int_eq(deflateReset(&s), Z_OK);
+    memset(&s, 0, sizeof s);
+    ck_assert_int_eq(
+        deflateInit2(&s, lv, Z_DEFLATED, -15, mem, Z_DEFAULT_STRATEGY), Z_OK);
     if (off > 0)
       ck_assert_int_eq(deflateSetDictionary(&s, in + off - 32 * KIB, 32 * KIB),
                        Z_OK);
@@ -600,8 +601,8 @@ static void scheme_body(pu_bytes *out, const unsigned char *in, size_t len,
                      last ? Z_STREAM_END : Z_OK);
     ck_assert_uint_eq(s.avail_in, 0);
     ck_assert(pu_bytes_add(out, buf, cap - s.avail_out));
+    deflateEnd(&s);
   }
-  deflateEnd(&s);
   free(buf);
 }
 
@@ -650,7 +651,7 @@ START_TEST(test_scheme_and_mem_level) {
   pu_bytes ref9 = {0};
 
   ck_assert_ptr_nonnull(data);
-  scheme_body(&ref9, data, len, BLOCK, level, 9);
+  scheme_body(&ref9, data, len, BLOCK, level, 9, NULL);
   for (size_t k = 0; k < NELEM(mems); k++) {
     int mem = mems[k] ? mems[k] : 9;
     pu_bytes gz = {0}, ref = {0};
@@ -661,7 +662,7 @@ START_TEST(test_scheme_and_mem_level) {
     if (k > 0) /* k == 0: what sl_pgzip_opts_init left */
       o.mem_level = mems[k];
     pgzip_bytes(&gz, data, len, sizes_big, NELEM(sizes_big), &o);
-    scheme_body(&ref, data, len, BLOCK, level, mem);
+    scheme_body(&ref, data, len, BLOCK, level, mem, NULL);
     ck_assert_uint_gt(gz.len, 18);
     ck_assert_int_eq(gz.p[3], 0); /* no name, comment or extra field */
     ck_assert_msg(gz.len == ref.len + 18 &&
@@ -683,6 +684,119 @@ START_TEST(test_scheme_and_mem_level) {
     pu_bytes_free(&ref);
   }
   pu_bytes_free(&ref9);
+  free(data);
+}
+END_TEST
+
+/* Random bytes: what compressed or encrypted data looks like. */
+static unsigned char *random_data(size_t len, uint64_t seed) {
+  unsigned char *d = malloc(len ? len : 1);
+  uint64_t r = seed * 2 + 1;
+
+  if (d != NULL)
+    for (size_t i = 0; i < len; i++)
+      d[i] = (unsigned char)(test_rand(&r) >> 24);
+  return d;
+}
+
+/* The body of the stage's output (between the bare header and the
+ * trailer), checked to hold the right CRC and length. */
+static void pgzip_body(pu_bytes *body, const unsigned char *data, size_t len,
+                       const sl_pgzip_opts *o) {
+  pu_bytes gz = {0};
+  const unsigned char *t;
+
+  pgzip_bytes(&gz, data, len, sizes_big, NELEM(sizes_big), o);
+  ck_assert_uint_gt(gz.len, 18);
+  ck_assert_int_eq(gz.p[3], 0); /* no name, comment or extra field */
+  t = gz.p + gz.len - 8;
+  ck_assert_uint_eq((uint32_t)t[0] | (uint32_t)t[1] << 8 |
+                        (uint32_t)t[2] << 16 | (uint32_t)t[3] << 24,
+                    crc_of(data, len));
+  ck_assert(pu_bytes_add(body, gz.p + 10, gz.len - 18));
+  pu_bytes_free(&gz);
+}
+
+/* Random blocks are written as zlib writes them at level 0, stored, at any
+ * level; the short last block (under 16 KiB) is deflated all the same.
+ * With deflate_incompressible every block is deflated, as the plain
+ * scheme has it. */
+START_TEST(test_incompressible_blocks_stored) {
+  static const int levels[] = {1, 6, 9};
+  static const bool stored[] = {true, true, true, true, false};
+  size_t len = 4 * BLOCK + 1000;
+  unsigned char *data = random_data(len, 21);
+  pu_bytes body = {0}, ref = {0};
+  sl_pgzip_opts o;
+
+  ck_assert_ptr_nonnull(data);
+  pgz_opts(&o, levels[_i], BLOCK, 3);
+  pgzip_body(&body, data, len, &o);
+  scheme_body(&ref, data, len, BLOCK, levels[_i], 9, stored);
+  ck_assert_msg(body.len == ref.len && memcmp(body.p, ref.p, ref.len) == 0,
+                "level %d: %zu bytes, stored blocks would be %zu", levels[_i],
+                body.len, ref.len);
+  /* Five bytes per stored block (of at most 64 KiB) and per flush; the
+   * last block, deflated, a few more. */
+  ck_assert_uint_le(body.len, len + 4 * (3 * 5 + 5) + 20);
+  pu_bytes_free(&body);
+  pu_bytes_free(&ref);
+
+  o.deflate_incompressible = 1;
+  pgzip_body(&body, data, len, &o);
+  scheme_body(&ref, data, len, BLOCK, levels[_i], 9, NULL);
+  ck_assert(body.len == ref.len && memcmp(body.p, ref.p, ref.len) == 0);
+  pu_bytes_free(&body);
+  pu_bytes_free(&ref);
+  free(data);
+}
+END_TEST
+
+/* Data that looks random in places but compresses is deflated, exactly as
+ * with deflate_incompressible: a random 8 KiB piece repeated, a random
+ * piece of 30000 bytes repeated (each copy within a deflate window of the
+ * one before), blocks half random and half text, and random bytes drawn
+ * from 128 values (a Huffman code saves an eighth). */
+START_TEST(test_compressible_not_stored) {
+  size_t len = 4 * BLOCK, max_out = 0;
+  unsigned char *data = random_data(len, 33);
+  unsigned char *text = text_data(len, 34);
+  pu_bytes a = {0}, b = {0};
+  sl_pgzip_opts o;
+
+  ck_assert_ptr_nonnull(data);
+  ck_assert_ptr_nonnull(text);
+  switch (_i) {
+  case 0:
+    for (size_t i = 8192; i < len; i++)
+      data[i] = data[i - 8192];
+    max_out = len / 8;
+    break;
+  case 1:
+    for (size_t i = 30000; i < len; i++)
+      data[i] = data[i - 30000];
+    max_out = len * 6 / 10;
+    break;
+  case 2:
+    for (size_t off = 0; off < len; off += BLOCK)
+      memcpy(data + off + BLOCK / 2, text + off, BLOCK / 2);
+    max_out = len * 8 / 10;
+    break;
+  default:
+    for (size_t i = 0; i < len; i++)
+      data[i] &= 0x7f;
+    max_out = len * 9 / 10;
+    break;
+  }
+  pgz_opts(&o, 1, BLOCK, 2);
+  pgzip_body(&a, data, len, &o);
+  ck_assert_msg(a.len < max_out, "case %d: %zu bytes of %zu", _i, a.len, len);
+  o.deflate_incompressible = 1;
+  pgzip_body(&b, data, len, &o);
+  ck_assert(a.len == b.len && memcmp(a.p, b.p, a.len) == 0);
+  pu_bytes_free(&a);
+  pu_bytes_free(&b);
+  free(text);
   free(data);
 }
 END_TEST
@@ -1190,6 +1304,7 @@ START_TEST(test_opts_init) {
   ck_assert_ptr_null(o.name);
   ck_assert_int_eq(o.level, SL_ZLIB_LEVEL_DEFAULT);
   ck_assert_int_eq(o.mem_level, 9);
+  ck_assert_int_eq(o.deflate_incompressible, 0);
   ck_assert_uint_eq(o.block_size, SL_PGZIP_BLOCK_DEFAULT);
   ck_assert_uint_eq(o.workers, 0);
   ck_assert_uint_eq(o.in_flight, 0);
@@ -1764,6 +1879,8 @@ static Suite *pgzip_suite(void) {
   tcase_add_loop_test(tc, test_smallest_block, 0, 5);
   tcase_add_test(tc, test_dictionary_used);
   tcase_add_loop_test(tc, test_scheme_and_mem_level, 0, 3);
+  tcase_add_loop_test(tc, test_incompressible_blocks_stored, 0, 3);
+  tcase_add_loop_test(tc, test_compressible_not_stored, 0, 4);
   suite_add_tcase(s, tc);
 
   tc = tcase("large", 600);

@@ -7,18 +7,22 @@
  * as raw deflate, with the last 32 KiB of the block before it as a preset
  * dictionary, and ended with a sync flush (the last block with a finish),
  * so that every block's output ends on a byte boundary and the outputs,
- * joined in order, form one deflate stream. Each worker also computes the
+ * joined in order, form one deflate stream. A block that looks
+ * incompressible (compressed or encrypted data) is written as stored
+ * blocks without a search for matches, which deflate would make only to
+ * store it too (see deflate_incompressible). Each worker also computes the
  * CRC-32 of its block; the stage's own thread merges them in order with
  * crc32_combine. Out comes one standard gzip member: header, the blocks,
  * trailer, readable by gzip(1), pigz, zlib and sl_gunzip_new.
  *
- * The output is a function of the input, the level, the memory level,
- * the block size and the positions of flush markers in the stream, never
- * of the number of workers or of how the input was cut into chunks: one
- * worker or eight give the same bytes. It is not the stream sl_gzip_new writes
- * (that one has no block boundaries), but its size is within about 1% of it:
- * each block starts its matching with only the 32 KiB of history a deflate
- * window holds anyway, and ends with a sync flush of 4 or 5 bytes.
+ * The output is a function of the input, the options (level, memory level,
+ * block size, deflate_incompressible) and the positions of flush markers
+ * in the stream, never of the number of workers or of how the input was cut
+ * into chunks: one worker or eight give the same bytes. It is not the stream
+ * sl_gzip_new writes (that one has no block boundaries), but its size is within
+ * about 1% of it: each block starts its matching with only the 32 KiB of
+ * history a deflate window holds anyway, and ends with a sync flush of 4 or 5
+ * bytes.
  *
  * Threads and memory. The stage's thread cuts blocks, hands them to the
  * workers and pushes the results in order; at most in_flight blocks are
@@ -26,7 +30,8 @@
  * taking input, so backpressure runs through it like through any stage.
  * The stage holds about (in_flight + 2) blocks of input and in_flight
  * compressed blocks, plus per worker a deflate state (384 KiB at the
- * default mem_level) and an output area of one block: bounded by the
+ * default mem_level), an output area of one block and 16 KiB to look for
+ * repeats in blocks that seem incompressible: bounded by the
  * options, never by the size of the input. Blocks come from the pipeline's
  * pool; a pool recycles buffers up to its buffer size
  * (sl_pipeline_opts.buf_size, 64 KiB by default), so set that to at least
@@ -97,6 +102,16 @@ typedef struct sl_pgzip_opts {
    * every worker busy while the oldest result waits for the output. */
   unsigned in_flight;
 
+  /* Nonzero: deflate every block. By default a block of at least 16 KiB
+   * that looks incompressible (compressed or encrypted data: bytes close
+   * to uniform, no repeats worth a match) is written as stored deflate
+   * blocks, the bytes zlib writes at level 0, without the search for
+   * matches that deflate would make only to store it: several times
+   * faster on such data, at most a few tenths of a percent larger on
+   * the blocks so judged (in practice the same size: zlib stores them
+   * too). Level 0 stores every block anyway. */
+  int deflate_incompressible;
+
   /* The name, comment, extra field, mtime, text and hcrc to write into the
    * gzip header, as sl_zlib_opts.header (copied); NULL writes a bare
    * header (mtime 0, no name). For the same header and level the stage
@@ -106,9 +121,9 @@ typedef struct sl_pgzip_opts {
 } sl_pgzip_opts;
 
 /* Fill *opts with the defaults: name NULL, level SL_ZLIB_LEVEL_DEFAULT,
- * mem_level 9, block_size SL_PGZIP_BLOCK_DEFAULT, workers 0 (every processor),
- * in_flight 0 (2 * workers + 2), header NULL. Returns 0, or SL_EINVAL
- * when opts is NULL. Any thread. */
+ * mem_level 9, deflate_incompressible 0, block_size SL_PGZIP_BLOCK_DEFAULT,
+ * workers 0 (every processor), in_flight 0 (2 * workers + 2), header NULL.
+ * Returns 0, or SL_EINVAL when opts is NULL. Any thread. */
 SL_EXTERN int sl_pgzip_opts_init(sl_pgzip_opts *opts);
 
 /* A transform stage that compresses its input into one gzip member, on

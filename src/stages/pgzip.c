@@ -21,6 +21,12 @@
  * itself; the bytes are the same in effect.) The worker also computes the
  * block's CRC-32 and leaves it in the job.
  *
+ * A block that looks incompressible (looks_incompressible: bytes close to
+ * uniform, no repeats worth a match) skips deflate: the worker writes it
+ * as stored blocks, the bytes zlib itself writes at level 0, and the
+ * sync flush. zlib would spend as long on such a block as on text, at
+ * any level, only to store it as well.
+ *
  * The engine hands results back to the stage's thread in submit order
  * (emit): the first one is preceded by the gzip header, each is pushed,
  * and its CRC is merged into the stream's with crc32_combine. At the end
@@ -93,6 +99,11 @@
  * worker, and compresses a little better. */
 #define MEM_LEVEL_DEFAULT 9
 
+/* Blocks shorter than this are always deflated (see looks_incompressible). */
+#define STORE_MIN ((size_t)16 << 10)
+#define SEEN_BITS 12
+#define STORED_MAX 65535u /* the most bytes one stored deflate block holds */
+
 static voidpf z_alloc(voidpf opaque, uInt items, uInt size) {
   (void)opaque;
   if (size != 0 && items > SIZE_MAX / size)
@@ -164,12 +175,14 @@ typedef struct pgz_worker {
   z_stream strm;
   unsigned char *out; /* output area, about one block */
   size_t cap;
+  uint32_t seen[1 << SEEN_BITS]; /* looks_incompressible's positions */
 } pgz_worker;
 
 typedef struct pgz {
   sl_stage *stage;
   sl__map *m;
   int level, mem_level;
+  bool store; /* store blocks that look incompressible */
   size_t block;
   unsigned workers, in_flight;
   unsigned char *header; /* the gzip header's bytes */
@@ -255,30 +268,148 @@ static int pgz_worker_grow(pgz *g, pgz_worker *w) {
   return 0;
 }
 
-/* Compress one block (owned by the call) into *out. */
-static int pgz_run(void *owner, void *wctx, sl_buf *in, void *arg,
-                   sl_buf **out) {
-  pgz *g = owner;
-  pgz_worker *w = wctx;
-  pgz_job *job = arg;
-  const unsigned char *p = sl_buf_data(in);
-  size_t n = sl_buf_len(in), olen;
-  int flush = job->last ? Z_FINISH : Z_SYNC_FLUSH;
-  sl_buf *b = NULL;
-  int zr, rc = 0;
+/* ---- blocks that do not compress ---- */
 
-  *out = NULL;
-  job->crc = (uint32_t)crc32(crc32(0L, Z_NULL, 0), p, (uInt)n);
+/* Pearson's chi-squared statistic of n bytes counted in h against the
+ * uniform distribution. For bytes close to uniform, chi2 / n / (16 ln 2)
+ * is the fraction by which the best order-0 (Huffman) code could shrink
+ * them. */
+static double chi2_uniform(const uint32_t h[256], size_t n) {
+  double sumsq = 0;
+
+  for (int i = 0; i < 256; i++)
+    sumsq += (double)h[i] * h[i];
+  return 256.0 * sumsq / (double)n - (double)n;
+}
+
+static uint32_t load32(const unsigned char *p) {
+  uint32_t v;
+
+  memcpy(&v, p, sizeof v);
+  return v;
+}
+
+/* Whether deflate would store the block as it is: compressed or encrypted
+ * data, whose bytes are close to uniform and do not repeat. zlib spends
+ * about as long looking for matches in such a block as in text (at level
+ * 1 as at level 9), only to find that a stored block is the shortest.
+ * Three tests, each one run only when the one before passes, so that
+ * compressible data pays for the first alone (a thousand bytes read):
+ *
+ *   1. four 256-byte samples spread over the block are not far from
+ *      uniform (text and most binary formats fail here);
+ *   2. the whole block is close enough to uniform that a Huffman code
+ *      could save at most 0.14% of it (chi2 < n / 64);
+ *   3. it holds no run of repeated bytes worth a match: one position in
+ *      16, chosen by the hash of its four bytes (so that the positions of
+ *      two copies of a string are chosen alike), is looked up in a table
+ *      of the last such position per hash; a hit is the same four bytes
+ *      at most 32 KiB back. Random bytes give none; a repeat of about a
+ *      hundred bytes or more gives several, and more than n / 32768 hits
+ *      make the block compressible.
+ *
+ * The verdict depends on the block's bytes alone, so the output still
+ * does not depend on the workers. A block it calls incompressible could
+ * have been deflated by at most a few tenths of a percent smaller. */
+static bool looks_incompressible(pgz_worker *w, const unsigned char *p,
+                                 size_t n) {
+  uint32_t h[4][256];
+  size_t hits = 0, limit = n >> 15;
+
+  if (n < STORE_MIN)
+    return false;
+  memset(h, 0, sizeof h[0]);
+  for (size_t k = 0; k < 4; k++) {
+    const unsigned char *q = p + (n - 256) / 3 * k;
+    for (size_t i = 0; i < 256; i++)
+      h[0][q[i]]++;
+  }
+  if (chi2_uniform(h[0], 1024) > 2048)
+    return false;
+
+  memset(h, 0, sizeof h); /* four tables: no stall on repeated bytes */
+  size_t i = 0;
+  for (; i + 4 <= n; i += 4) {
+    h[0][p[i]]++;
+    h[1][p[i + 1]]++;
+    h[2][p[i + 2]]++;
+    h[3][p[i + 3]]++;
+  }
+  for (; i < n; i++)
+    h[0][p[i]]++;
+  for (int b = 0; b < 256; b++)
+    h[0][b] += h[1][b] + h[2][b] + h[3][b];
+  if (chi2_uniform(h[0], n) >= (double)n / 64)
+    return false;
+
+  memset(w->seen, 0, sizeof w->seen);
+  for (i = 0; i + 4 <= n; i++) {
+    uint32_t v = load32(p + i), x = v * 2654435761u;
+    if (x >> 28 != 0)
+      continue;
+    uint32_t *slot = &w->seen[(x >> 16) & ((1u << SEEN_BITS) - 1)];
+    if (*slot != 0) {
+      size_t at = *slot - 1;
+      if (i - at <= DICT_SIZE && load32(p + at) == v && ++hits > limit)
+        return false;
+    }
+    *slot = (uint32_t)(i + 1);
+  }
+  return true;
+}
+
+/* The room put_stored needs for n bytes. */
+static size_t stored_size(size_t n) {
+  return n + 5 * (n / STORED_MAX + 1) + 5;
+}
+
+/* Write n bytes at p as stored deflate blocks at out, byte for byte what
+ * zlib writes at level 0: blocks of at most 65535 bytes, each a header
+ * byte (BFINAL, type 00, padding), LEN and its complement; the last of
+ * the stream's last block has BFINAL set, and any other block ends with
+ * the sync flush's empty stored block. The block starts on a byte
+ * boundary (after the header or another block's flush), so no bits are
+ * pending. Returns the bytes written. */
+static size_t put_stored(unsigned char *out, const unsigned char *p, size_t n,
+                         bool last) {
+  unsigned char *o = out;
+
+  do {
+    size_t k = n < STORED_MAX ? n : STORED_MAX;
+    n -= k;
+    *o++ = last && n == 0;
+    *o++ = (unsigned char)(k & 0xff);
+    *o++ = (unsigned char)(k >> 8);
+    *o++ = (unsigned char)(~k & 0xff);
+    *o++ = (unsigned char)((~k >> 8) & 0xff);
+    memcpy(o, p, k);
+    o += k;
+    p += k;
+  } while (n > 0);
+  if (!last) {
+    static const unsigned char sync[5] = {0, 0, 0, 0xff, 0xff};
+    memcpy(o, sync, sizeof sync);
+    o += sizeof sync;
+  }
+  return (size_t)(o - out);
+}
+
+/* Deflate the n bytes at p into the worker's output area: reset, the
+ * job's dictionary, then a sync flush or (the last block) a finish. Sets
+ * *olen to the bytes written. */
+static int deflate_block(pgz *g, pgz_worker *w, const pgz_job *job,
+                         const unsigned char *p, size_t n, size_t *olen) {
+  int flush = job->last ? Z_FINISH : Z_SYNC_FLUSH;
+  int zr, rc;
+
   deflateReset(&w->strm);
   if (job->dict != NULL && sl_buf_len(job->dict) > 0) {
     size_t dlen = sl_buf_len(job->dict);
     size_t take = dlen < DICT_SIZE ? dlen : DICT_SIZE;
     zr = deflateSetDictionary(&w->strm, sl_buf_data(job->dict) + dlen - take,
                               (uInt)take);
-    if (zr != Z_OK) {
-      rc = zlib_error(g->stage, "deflate", zr);
-      goto out;
-    }
+    if (zr != Z_OK)
+      return zlib_error(g->stage, "deflate", zr);
   }
   w->strm.next_in = p;
   w->strm.avail_in = (uInt)n;
@@ -288,7 +419,7 @@ static int pgz_run(void *owner, void *wctx, sl_buf *in, void *arg,
     /* A sync flush wants more than six bytes of room, or it may emit its
      * marker twice. */
     if (w->strm.avail_out <= 6 && (rc = pgz_worker_grow(g, w)) != 0)
-      goto out;
+      return rc;
     uInt room = w->strm.avail_out;
     zr = deflate(&w->strm, flush);
     if (zr == Z_STREAM_END)
@@ -296,12 +427,36 @@ static int pgz_run(void *owner, void *wctx, sl_buf *in, void *arg,
     if (zr == Z_OK && flush == Z_SYNC_FLUSH && w->strm.avail_out != 0)
       break; /* the flush is complete */
     if ((zr != Z_OK && zr != Z_BUF_ERROR) ||
-        (zr == Z_BUF_ERROR && w->strm.avail_out == room)) {
-      rc = zlib_error(g->stage, "deflate", zr); /* cannot happen */
-      goto out;
-    }
+        (zr == Z_BUF_ERROR && w->strm.avail_out == room))
+      return zlib_error(g->stage, "deflate", zr); /* cannot happen */
   }
-  olen = (size_t)(w->strm.next_out - w->out);
+  *olen = (size_t)(w->strm.next_out - w->out);
+  return 0;
+}
+
+/* Compress one block (owned by the call) into *out. */
+static int pgz_run(void *owner, void *wctx, sl_buf *in, void *arg,
+                   sl_buf **out) {
+  pgz *g = owner;
+  pgz_worker *w = wctx;
+  pgz_job *job = arg;
+  const unsigned char *p = sl_buf_data(in);
+  size_t n = sl_buf_len(in), olen = 0;
+  sl_buf *b = NULL;
+  int rc;
+
+  *out = NULL;
+  job->crc = (uint32_t)crc32(crc32(0L, Z_NULL, 0), p, (uInt)n);
+  if (!g->store || !looks_incompressible(w, p, n))
+    rc = deflate_block(g, w, job, p, n, &olen);
+  else if (stored_size(n) > w->cap) /* cannot happen: cap >= deflateBound */
+    rc = zlib_error(g->stage, "deflate", Z_BUF_ERROR);
+  else {
+    olen = put_stored(w->out, p, n, job->last);
+    rc = 0;
+  }
+  if (rc != 0)
+    goto out;
   /* The result goes into a pooled buffer of its own size, so that what
    * waits in the rings weighs what it holds. A block that did not
    * compress comes out a few bytes longer than it went in, more than a
@@ -592,6 +747,7 @@ int sl_pgzip_new(sl_stage **out, const sl_pgzip_opts *opts) {
   }
   g->level = o.level == SL_ZLIB_LEVEL_DEFAULT ? 6 : o.level;
   g->mem_level = o.mem_level ? o.mem_level : MEM_LEVEL_DEFAULT;
+  g->store = g->level > 0 && !o.deflate_incompressible;
   g->block = o.block_size ? o.block_size : SL_PGZIP_BLOCK_DEFAULT;
   g->workers = o.workers;
   if (g->workers == 0) {
