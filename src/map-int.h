@@ -29,16 +29,18 @@ typedef struct sl__map_ops {
   void (*worker_fini)(void *owner, void *wctx);
 } sl__map_ops;
 
-/* Make the engine; the workers start at the first submit. Returns 0,
- * SL_ENOMEM. */
+/* Make the engine; the workers start at the first submit. At most
+ * in_flight jobs are between submit and emit, and at most max_pending of
+ * them (0: in_flight) are queued or running. Returns 0, SL_ENOMEM. */
 int sl__map_new(sl__map **out, sl_stage *stage, const sl__map_ops *ops,
                 void *owner, unsigned workers, unsigned in_flight,
-                bool unordered);
+                unsigned max_pending, bool unordered);
 
 /* Hand in and arg to a worker, first emitting finished results while all
- * in_flight slots are taken (that wait is backpressure). Owns in and arg
- * on every return. Returns 0 or the first error (a run's, an emit's, or
- * SL_ECANCELED when the pipeline is failing). */
+ * in_flight slots or all max_pending places are taken, and waiting for a
+ * result or for a job to finish when none is ready (that wait is
+ * backpressure). Owns in and arg on every return. Returns 0 or the first error
+ * (a run's, an emit's, or SL_ECANCELED when the pipeline is failing). */
 int sl__map_submit(sl__map *m, sl_buf *in, void *arg);
 
 /* Emit every result still in flight, in order. Returns as submit. */

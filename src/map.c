@@ -7,7 +7,12 @@
  * holds the stage's thread (which pushes) and, through the bounded slots,
  * the input, never a worker mid-job.
  *
- * Slots. in_flight slots hold the jobs between submit and emit. In order
+ * Slots. in_flight slots hold the jobs between submit and emit, and at
+ * most max_pending of them are queued or running: with max_pending below
+ * in_flight, finished results may wait for a slow job ahead of them
+ * while the workers go on with the jobs behind it (a job's input is
+ * usually freed when it has run, so the finished ones weigh only their
+ * results). In order
  * mode job seq lives in slot seq % in_flight: results leave in seq order,
  * so the slot of the next job to submit is always the one emitted longest
  * ago. Unordered, a free list hands out slots and a done queue returns
@@ -63,9 +68,11 @@ struct sl__map {
   unsigned *runq, *doneq, *freeq; /* FIFOs of slot indices, nslots each */
   unsigned runq_head, runq_len, doneq_head, doneq_len, freeq_len;
   uint64_t next_seq, next_emit;
-  unsigned busy;      /* slots not free */
-  unsigned idle;      /* workers waiting for a job */
-  bool emitter_waits; /* the stage's thread waits for a result */
+  unsigned busy;        /* slots not free */
+  unsigned pending;     /* jobs queued or running */
+  unsigned max_pending; /* at most */
+  unsigned idle;        /* workers waiting for a job */
+  bool emitter_waits;   /* the stage's thread waits for a result */
   bool stopping;
   int err; /* the first failure of a run or a worker's start */
 };
@@ -86,7 +93,7 @@ static unsigned fifo_pop(unsigned *q, unsigned *head, unsigned *len,
 
 int sl__map_new(sl__map **out, sl_stage *stage, const sl__map_ops *ops,
                 void *owner, unsigned workers, unsigned in_flight,
-                bool unordered) {
+                unsigned max_pending, bool unordered) {
   *out = NULL;
   sl__map *m = sl__calloc(1, sizeof *m);
   if (!m)
@@ -96,6 +103,8 @@ int sl__map_new(sl__map **out, sl_stage *stage, const sl__map_ops *ops,
   m->owner = owner;
   m->nworkers = workers;
   m->nslots = in_flight;
+  m->max_pending =
+      max_pending == 0 || max_pending > in_flight ? in_flight : max_pending;
   m->unordered = unordered;
   m->slots = sl__calloc(in_flight, sizeof *m->slots);
   m->runq = sl__calloc(in_flight, sizeof *m->runq);
@@ -179,6 +188,7 @@ static void *worker_main(void *p) {
     s->out = out;
     s->rc = jrc;
     s->state = SLOT_DONE;
+    m->pending--;
     if (m->unordered)
       fifo_push(m->doneq, m->doneq_head, &m->doneq_len, m->nslots, i);
     if (jrc < 0)
@@ -269,12 +279,36 @@ static void drop_job(sl__map *m, sl_buf *in, void *arg) {
     m->ops.drop(m->owner, arg);
 }
 
+/* Whether a job can be submitted: a free slot and a pending place. */
+static bool room_locked(const sl__map *m) {
+  return m->busy < m->nslots && m->pending < m->max_pending;
+}
+
+/* Emit what is ready until there is room for a job, waiting for a result
+ * or for any job to finish (a pending place) when there is none. */
+static int wait_room(sl__map *m) {
+  for (;;) {
+    int rc = emit_ready(m);
+    if (rc != 0)
+      return rc;
+    pthread_mutex_lock(&m->mu);
+    while (!m->err && !room_locked(m) && ready_locked(m) < 0) {
+      m->emitter_waits = true;
+      pthread_cond_wait(&m->done_cv, &m->mu);
+      m->emitter_waits = false;
+    }
+    rc = m->err;
+    bool room = room_locked(m);
+    pthread_mutex_unlock(&m->mu);
+    if (rc != 0 || room)
+      return rc;
+  }
+}
+
 int sl__map_submit(sl__map *m, sl_buf *in, void *arg) {
   int rc = start_workers(m);
   if (rc == 0)
-    rc = emit_ready(m);
-  while (rc == 0 && m->busy == m->nslots) /* busy: only this thread adds */
-    rc = emit_one(m, true);
+    rc = wait_room(m);
   if (rc == 0 && sl_stage_cancelled(m->stage))
     rc = SL_ECANCELED;
   if (rc != 0) {
@@ -287,6 +321,7 @@ int sl__map_submit(sl__map *m, sl_buf *in, void *arg) {
   m->slots[i] = (struct slot){
       .state = SLOT_QUEUED, .seq = m->next_seq++, .in = in, .arg = arg};
   m->busy++;
+  m->pending++;
   fifo_push(m->runq, m->runq_head, &m->runq_len, m->nslots, i);
   if (m->idle)
     pthread_cond_signal(&m->work_cv);
@@ -320,7 +355,7 @@ void sl__map_stop(sl__map *m) {
     drop_job(m, s->in, s->arg);
     *s = (struct slot){.state = SLOT_FREE};
   }
-  m->busy = 0;
+  m->busy = m->pending = 0;
   m->runq_len = m->doneq_len = 0;
 }
 
@@ -445,7 +480,7 @@ int sl_map_new(sl_stage **out, const char *name, const sl_map_ops *ops,
     return rc;
   }
   ms->stage = s;
-  rc = sl__map_new(&ms->engine, s, &engine_ops, ms, o.workers, o.in_flight,
+  rc = sl__map_new(&ms->engine, s, &engine_ops, ms, o.workers, o.in_flight, 0,
                    o.unordered != 0);
   if (rc != 0) {
     ms->ops.destroy = NULL; /* on failure ctx stays the caller's */

@@ -10,6 +10,7 @@
  * Workers are made to finish out of order by work whose length depends on
  * the chunk (a counted spin, not a sleep). No test sleeps.
  */
+#include "map-int.h"
 #include "pipeutil.h"
 
 #include <check.h>
@@ -376,6 +377,114 @@ START_TEST(test_map_new_enomem_leaks_nothing) {
 }
 END_TEST
 
+/* ------------------------------------------------------------------------
+ * The engine's two bounds (what pgzip uses): in_flight slots from submit
+ * to emit, and at most max_pending of them queued or running.
+ * ---------------------------------------------------------------------- */
+
+enum { GATE_JOBS = 5 };
+
+typedef struct gate {
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  bool go[GATE_JOBS]; /* job k may finish */
+  int done;           /* jobs finished */
+  int emitted;
+  sl__map *m;
+  int submit_rc;
+  bool submitted;     /* the helper's submit returned */
+  int done_at_submit; /* jobs finished when it did */
+} gate;
+
+static int gate_run(void *owner, void *wctx, sl_buf *in, void *arg,
+                    sl_buf **out) {
+  gate *g = owner;
+  size_t k = (size_t)(uintptr_t)arg;
+
+  (void)wctx;
+  sl_buf_unref(in);
+  *out = NULL;
+  pthread_mutex_lock(&g->mu);
+  while (!g->go[k])
+    pthread_cond_wait(&g->cv, &g->mu);
+  g->done++;
+  pthread_cond_broadcast(&g->cv);
+  pthread_mutex_unlock(&g->mu);
+  return 0;
+}
+
+static int gate_emit(void *owner, sl_buf *out, void *arg) {
+  gate *g = owner;
+
+  (void)arg;
+  sl_buf_unref(out);
+  g->emitted++; /* the stage's thread: the test's, then the helper's */
+  return 0;
+}
+
+static void *gate_submit_last(void *p) {
+  gate *g = p;
+  int rc = sl__map_submit(g->m, NULL, (void *)(uintptr_t)(GATE_JOBS - 1));
+
+  pthread_mutex_lock(&g->mu);
+  g->submit_rc = rc;
+  g->done_at_submit = g->done;
+  g->submitted = true;
+  pthread_cond_broadcast(&g->cv);
+  pthread_mutex_unlock(&g->mu);
+  return NULL;
+}
+
+static int gate_transform(sl_stage *st, void *ctx, sl_buf *in) {
+  (void)st;
+  (void)ctx;
+  sl_buf_unref(in);
+  return 0;
+}
+
+/* Eight slots, four pending, two workers; job 0 never finishes until the
+ * end. Jobs 0 to 3 go in at once. The fifth submit waits, although slots
+ * are free, until a job finishes, and that job need not be the next to
+ * emit: it returns once job 1 has finished, with job 0 still running. */
+START_TEST(test_engine_pending_bound) {
+  static const sl_stage_ops st_ops = {.transform = gate_transform};
+  static const sl__map_ops ops = {.run = gate_run, .emit = gate_emit};
+  gate g = {.submit_rc = -1};
+  sl_stage *st = NULL;
+  pthread_t helper;
+
+  pthread_mutex_init(&g.mu, NULL);
+  pthread_cond_init(&g.cv, NULL);
+  ck_assert_int_eq(sl_stage_new(&st, "gate", &st_ops, NULL), 0);
+  ck_assert_int_eq(sl__map_new(&g.m, st, &ops, &g, 2, 8, 4, false), 0);
+  for (size_t k = 0; k + 1 < GATE_JOBS; k++)
+    ck_assert_int_eq(sl__map_submit(g.m, NULL, (void *)(uintptr_t)k), 0);
+  ck_assert_int_eq(pthread_create(&helper, NULL, gate_submit_last, &g), 0);
+
+  pthread_mutex_lock(&g.mu);
+  g.go[1] = true;
+  pthread_cond_broadcast(&g.cv);
+  while (!g.submitted)
+    pthread_cond_wait(&g.cv, &g.mu);
+  ck_assert_int_eq(g.submit_rc, 0);
+  ck_assert_int_eq(g.done_at_submit, 1); /* job 1; job 0 still runs */
+  ck_assert_int_eq(g.emitted, 0);
+  for (size_t k = 0; k < GATE_JOBS; k++)
+    g.go[k] = true;
+  pthread_cond_broadcast(&g.cv);
+  pthread_mutex_unlock(&g.mu);
+  ck_assert_int_eq(pthread_join(helper, NULL), 0);
+
+  ck_assert_int_eq(sl__map_drain(g.m), 0);
+  ck_assert_int_eq(g.emitted, GATE_JOBS);
+  ck_assert_int_eq(g.done, GATE_JOBS);
+  sl__map_free(g.m);
+  sl_stage_free(st);
+  pthread_cond_destroy(&g.cv);
+  pthread_mutex_destroy(&g.mu);
+}
+END_TEST
+
 static Suite *map_suite(void) {
   Suite *s = suite_create("map");
   TCase *tc = tcase_create("order");
@@ -390,6 +499,7 @@ static Suite *map_suite(void) {
   tc = tcase_create("bounds");
   tcase_set_timeout(tc, TIMEOUT);
   tcase_add_test(tc, test_map_bounds_chunks_in_flight);
+  tcase_add_test(tc, test_engine_pending_bound);
   suite_add_tcase(s, tc);
 
   tc = tcase_create("failure");

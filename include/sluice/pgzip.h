@@ -26,10 +26,12 @@
  *
  * Threads and memory. The stage's thread cuts blocks, hands them to the
  * workers and pushes the results in order; at most in_flight blocks are
- * being compressed or wait to be pushed at once, and a full stage stops
- * taking input, so backpressure runs through it like through any stage.
- * The stage holds about (in_flight + 2) blocks of input and in_flight
- * compressed blocks, plus per worker a deflate state (384 KiB at the
+ * being compressed or wait for a worker, at most in_flight + extra for
+ * their turn to be pushed (extra: 2 * (workers - 4), none below 5
+ * workers), and a full stage stops taking input, so
+ * backpressure runs through it like through any stage. The stage holds
+ * about (in_flight + 2) blocks of input and in_flight + extra compressed
+ * blocks, plus per worker a deflate state (384 KiB at the
  * default mem_level), an output area of one block and 16 KiB to look for
  * repeats in blocks that seem incompressible: bounded by the
  * options, never by the size of the input. Blocks come from the pipeline's
@@ -97,9 +99,11 @@ typedef struct sl_pgzip_opts {
   /* Worker threads, 1 .. SL_MAP_MAX_WORKERS; 0: sl_cpu_count(). */
   unsigned workers;
 
-  /* Blocks inside the stage at once, being compressed or waiting to be
-   * pushed: the memory bound. At least 1; 0: 2 * workers + 2, which keeps
-   * every worker busy while the oldest result waits for the output. */
+  /* Blocks being compressed or waiting for a worker at once: the memory
+   * bound. At least 1; 0: 2 * workers + 2, which keeps every worker busy.
+   * With more than 4 workers, finished results may wait for a slower
+   * block ahead of them in 2 * (workers - 4) more places, while the
+   * workers go on with the blocks behind it. */
   unsigned in_flight;
 
   /* Nonzero: deflate every block. By default a block of at least 16 KiB

@@ -43,11 +43,21 @@
  * fixed offsets (and at flush markers) whatever the input chunks are. So
  * any number of workers gives the same bytes.
  *
- * Memory: at most in_flight jobs are in the engine; each holds its block
- * and a reference to the block before it, which is the block of the job
- * before (in flight or done), so with the block being filled and the
- * stage's own reference to the newest block, about in_flight + 2 blocks
- * exist at once, and at most in_flight compressed results.
+ * Memory: at most in_flight jobs wait for a worker or run, each holding
+ * its block and a reference to the block before it (its dictionary); a
+ * worker releases both as soon as it has compressed the block. Finished
+ * jobs hold only their results, and up to in_flight + extra jobs are in
+ * the engine in all (extra = 2 * (workers - 4), none below 5 workers), so
+ * that a slow block (a binary one among text, say) does not stop the
+ * workers from going on with the blocks behind it while its result is
+ * awaited: pigz's ordered writer does stop them, once its input buffers
+ * (2N + 3) are all taken. So about in_flight + 2 blocks exist at once
+ * (with the block being filled and the stage's own reference to the
+ * newest one), and at most in_flight + extra compressed results. Few
+ * workers seldom all wait for one block, so they get no extra slots and
+ * keep the smaller footprint: in a model of the bench corpus at -6 the
+ * stalls cost nothing below 8 workers, 25% at 16 workers with no extra
+ * slots and 2% with 24.
  *
  * Threads. transform, flush and sync run on the stage's thread, and so do
  * submit, drain and emit; run, worker_init and worker_fini on the workers.
@@ -185,13 +195,14 @@ typedef struct pgz {
   bool store; /* store blocks that look incompressible */
   size_t block;
   unsigned workers, in_flight;
+  unsigned slots;        /* jobs in the engine at most: in_flight + extra */
   unsigned char *header; /* the gzip header's bytes */
   size_t header_len;
 
   /* The stage's thread only. */
   sl_buf *cur;   /* the block being filled, or NULL */
   sl_buf *prev;  /* the newest block submitted: the next one's dictionary */
-  pgz_job *jobs; /* in_flight + 1 of them */
+  pgz_job *jobs; /* slots + 1 of them */
   pgz_job *free_jobs;
   bool header_sent;
   uint32_t crc;
@@ -455,6 +466,10 @@ static int pgz_run(void *owner, void *wctx, sl_buf *in, void *arg,
     olen = put_stored(w->out, p, n, job->last);
     rc = 0;
   }
+  /* The dictionary has been used: let the block go while this job's
+   * result waits for the ones before it. */
+  sl_buf_unref(job->dict);
+  job->dict = NULL;
   if (rc != 0)
     goto out;
   /* The result goes into a pooled buffer of its own size, so that what
@@ -560,7 +575,7 @@ static int submit_block(pgz *g, bool last) {
   sl_buf *b = g->cur;
   int rc;
 
-  if (job == NULL) { /* cannot happen: in_flight + 1 jobs exist */
+  if (job == NULL) { /* cannot happen: slots + 1 jobs exist */
     sl_stage_set_error(g->stage, "no free job");
     return SL_EIO;
   }
@@ -676,7 +691,7 @@ static void pgz_destroy(void *ctx) {
   sl_buf_unref(g->cur);
   sl_buf_unref(g->prev);
   if (g->jobs != NULL)
-    for (unsigned i = 0; i <= g->in_flight; i++)
+    for (unsigned i = 0; i <= g->slots; i++)
       sl_buf_unref(g->jobs[i].dict);
   sl__free(g->jobs);
   sl__free(g->header);
@@ -756,18 +771,19 @@ int sl_pgzip_new(sl_stage **out, const sl_pgzip_opts *opts) {
       g->workers = SL_MAP_MAX_WORKERS;
   }
   g->in_flight = o.in_flight ? o.in_flight : 2 * g->workers + 2;
+  g->slots = g->in_flight + (g->workers > 4 ? 2 * (g->workers - 4) : 0);
   g->crc = (uint32_t)crc32(0L, Z_NULL, 0);
 
   rc = sl__gzip_header_make(o.header, g->level, Z_DEFAULT_STRATEGY, &g->header,
                             &g->header_len);
   if (rc != 0)
     goto fail;
-  g->jobs = sl__calloc((size_t)g->in_flight + 1, sizeof *g->jobs);
+  g->jobs = sl__calloc((size_t)g->slots + 1, sizeof *g->jobs);
   if (g->jobs == NULL) {
     rc = SL_ENOMEM;
     goto fail;
   }
-  for (unsigned i = 0; i <= g->in_flight; i++) {
+  for (unsigned i = 0; i <= g->slots; i++) {
     g->jobs[i].next = g->free_jobs;
     g->free_jobs = &g->jobs[i];
   }
@@ -776,7 +792,8 @@ int sl_pgzip_new(sl_stage **out, const sl_pgzip_opts *opts) {
   if (rc != 0)
     goto fail;
   g->stage = s;
-  rc = sl__map_new(&g->m, s, &engine_ops, g, g->workers, g->in_flight, false);
+  rc = sl__map_new(&g->m, s, &engine_ops, g, g->workers, g->slots, g->in_flight,
+                   false);
   if (rc != 0) {
     sl_stage_free(s); /* destroys g */
     return rc;
