@@ -104,9 +104,10 @@
 
 #define DICT_SIZE ((size_t)32768)
 #define IN_FLIGHT_MAX 65536u
-/* zlib's largest memLevel: its own default is 8, but 9 is faster at every
- * level (a hash table with half the collisions) for 128 KiB more per
- * worker, and compresses a little better. */
+/* zlib's largest memLevel: its own default is 8, but 9 (a hash table
+ * with half the collisions, for 128 KiB more per worker) takes about 7%
+ * less CPU at level 1 and up to 2% less at 6 and 9, and compresses a
+ * little better. */
 #define MEM_LEVEL_DEFAULT 9
 
 /* Blocks shorter than this are always deflated (see looks_incompressible). */
