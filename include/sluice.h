@@ -541,6 +541,52 @@ SL_EXTERN int sl_stage_push_flush(sl_stage *stage);
 SL_EXTERN int sl_stage_status(const sl_stage *stage);
 
 /* ------------------------------------------------------------------------
+ * sl_threads — stage threads kept for reuse
+ *
+ * Each stage runs on a thread of its own, started by sl_pipeline_start and
+ * joined by sl_pipeline_wait. A server that makes a pipeline per
+ * connection pays for a thread's start and end on every connection; given
+ * a set (sl_pipeline_opts.threads), pipelines take their stage threads
+ * from it, and a thread whose stage has ended waits there, named
+ * "sl:idle", for the next stage of any pipeline sharing the set. While a
+ * stage runs the thread is its own, as without a set. A stage finds in its
+ * thread's thread-local variables what the thread's last stage left there.
+ * ---------------------------------------------------------------------- */
+
+typedef struct sl_threads sl_threads;
+
+typedef struct sl_threads_stats {
+  uint64_t created; /* threads started */
+  uint64_t reused;  /* stages given to a thread that was waiting */
+  size_t idle;      /* threads waiting now */
+  size_t busy;      /* threads running a stage now */
+} sl_threads_stats;
+
+/* Create a set of threads that keeps up to max_idle finished stage
+ * threads waiting for the next stage (a thread that ends its stage with
+ * max_idle already waiting ends too), each with a stack of stack_size
+ * bytes (0 keeps the system's). No thread starts until a pipeline starts.
+ * On success *out owns the set. Returns 0, SL_EINVAL (out NULL), SL_ENOMEM.
+ * Any thread. */
+SL_EXTERN int sl_threads_new(sl_threads **out, size_t max_idle,
+                             size_t stack_size);
+
+/* Take another owner reference to t and return it; NULL returns NULL. Each
+ * pipeline given the set takes one and releases it in sl_pipeline_free.
+ * Any thread. */
+SL_EXTERN sl_threads *sl_threads_ref(sl_threads *t);
+
+/* Release one reference. The last release ends the waiting threads and
+ * joins them, so it must not come from one of them (a finished callback,
+ * say, runs on a stage thread). NULL is a no-op. Any thread, once per
+ * reference. */
+SL_EXTERN void sl_threads_free(sl_threads *t);
+
+/* Fill *st with the set's counters, read under its lock. Returns 0 or
+ * SL_EINVAL. Any thread. */
+SL_EXTERN int sl_threads_stats_get(sl_threads *t, sl_threads_stats *st);
+
+/* ------------------------------------------------------------------------
  * sl_pipeline — stages, rings and threads
  * ---------------------------------------------------------------------- */
 
@@ -566,6 +612,11 @@ typedef struct sl_pipeline_opts {
                         * (sl_pool_ref) and releases it in sl_pipeline_free.
                         * sl_pipeline_pool and its stats are then the shared
                         * pool's. */
+  sl_threads *threads; /* NULL: the pipeline starts a thread per stage and
+                        * ends it. Else stage threads come from this set
+                        * (see sl_threads); the pipeline takes a reference
+                        * and releases it in sl_pipeline_free. stack_size
+                        * must then be 0 or the set's. */
 } sl_pipeline_opts;
 
 typedef struct sl_stage_stats {

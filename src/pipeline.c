@@ -3,8 +3,10 @@
  *
  * Building (chain) only links stages; start creates one ring per link, with
  * the producer's output options or the pipeline's defaults, then one thread
- * per stage (two for a duplex). The rings array is immutable once
- * rings_ready is set, so cancel and fail may walk it without the lock.
+ * per stage (two for a duplex): its own, or one of the sl_threads set it
+ * was given (threads.c), whose end wait watches instead of a join. The rings
+ * array is immutable once rings_ready is set, so cancel and fail may walk it
+ * without the lock.
  *
  * Failure. The first negative code, from a stage or from cancel, is kept
  * with its message ("<stage>: <message>"), and every ring is aborted with
@@ -51,6 +53,9 @@ int sl_pipeline_new(sl_pipeline **out, const sl_pipeline_opts *opts) {
     o.lwm = SL_LWM_DEFAULT;
   if (o.lwm != SL_LWM_DEFAULT && o.lwm >= o.hwm)
     return SL_EINVAL;
+  if (o.threads && o.stack_size &&
+      o.stack_size != sl__threads_stack_size(o.threads))
+    return SL_EINVAL;
 
   sl_pipeline *p = sl__calloc(1, sizeof *p);
   if (!p)
@@ -69,6 +74,7 @@ int sl_pipeline_new(sl_pipeline **out, const sl_pipeline_opts *opts) {
     goto fail_pool;
   if (pthread_cond_init(&p->done_cv, NULL) != 0)
     goto fail_mu;
+  sl_threads_ref(o.threads);
   *out = p;
   return 0;
 
@@ -407,6 +413,8 @@ static int prepare(sl_pipeline *p) {
     sl_stage *s = p->stages[i];
     size_t nin = sl__stage_input_threads(s);
     s->threads = sl__calloc(nin + 1, sizeof *s->threads);
+    if (p->opts.threads && !(s->jobs = sl__calloc(nin + 1, sizeof *s->jobs)))
+      return SL_ENOMEM;
     s->inputs = sl__calloc(nin ? nin : 1, sizeof *s->inputs);
     if (s->ncons)
       s->outs = sl__calloc(s->ncons, sizeof *s->outs);
@@ -457,10 +465,19 @@ static int spawn(sl_stage *s, void *(*fn)(void *), void *arg,
                  struct sl_input *in, const pthread_attr_t *attr) {
   if (s->threadless)
     return start_participant(s);
-  int err = pthread_create(&s->threads[s->nthreads], attr, fn, arg);
-  if (err)
-    return err == ENOMEM || err == EAGAIN ? SL_ENOMEM : SL_ETHREAD;
-  sl__stage_thread_name(s, s->threads[s->nthreads], in);
+  if (s->jobs) { /* the set names the thread before it starts the job */
+    char name[SL__THREAD_NAME_MAX];
+    sl__stage_thread_name_fmt(s, in, name);
+    int rc = sl__threads_run(s->p->opts.threads, fn, arg, &s->jobs[s->nthreads],
+                             name, &s->threads[s->nthreads]);
+    if (rc)
+      return rc;
+  } else {
+    int err = pthread_create(&s->threads[s->nthreads], attr, fn, arg);
+    if (err)
+      return err == ENOMEM || err == EAGAIN ? SL_ENOMEM : SL_ETHREAD;
+    sl__stage_thread_name(s, s->threads[s->nthreads], in);
+  }
   s->nthreads++;
   atomic_store(&s->running, 1);
   return 0;
@@ -554,8 +571,12 @@ int sl_pipeline_wait(sl_pipeline *p) {
     pthread_mutex_unlock(&p->mu);
     for (size_t i = 0; i < p->nstages; i++) {
       sl_stage *s = p->stages[i];
-      for (int t = 0; t < s->nthreads; t++)
-        pthread_join(s->threads[t], NULL);
+      for (int t = 0; t < s->nthreads; t++) {
+        if (s->jobs)
+          sl__threads_join(p->opts.threads, &s->jobs[t]);
+        else
+          pthread_join(s->threads[t], NULL);
+      }
       atomic_store(&s->running, 0);
     }
     sl__obs_join(p);
@@ -585,6 +606,7 @@ void sl_pipeline_free(sl_pipeline *p) {
   sl__free(p->rings);
   sl__free(p->stages);
   sl_pool_free(p->pool);
+  sl_threads_free(p->opts.threads);
   if (p->cancel_rfd >= 0)
     close(p->cancel_rfd);
   if (p->cancel_wfd >= 0 && p->cancel_wfd != p->cancel_rfd)

@@ -92,4 +92,20 @@ int sl__trace_tune(sl_pipeline *p, uint64_t period_ns, uint64_t max_ns,
                    uint64_t merge_ns);
 int sl__trace_wait_caught_up(sl_pipeline *p);
 
+/* A thread's name: the kernel keeps 15 bytes and the terminating NUL. */
+#define SL__THREAD_NAME_MAX 16
+
+/* threads.c, for pipeline.c: run fn(arg) on a thread of the set, one
+ * waiting or a new one, named name (when not NULL) before fn runs; *tid
+ * is that thread. job records the end: join waits for it. Returns 0,
+ * SL_ENOMEM, SL_ETHREAD. */
+struct sl__thread_job {
+  bool done; /* under the set's lock */
+};
+int sl__threads_run(sl_threads *t, void *(*fn)(void *), void *arg,
+                    struct sl__thread_job *job, const char *name,
+                    pthread_t *tid);
+void sl__threads_join(sl_threads *t, struct sl__thread_job *job);
+size_t sl__threads_stack_size(const sl_threads *t);
+
 #endif

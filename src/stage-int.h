@@ -97,6 +97,7 @@ struct sl_stage {
   struct sl_input *inputs;
 
   pthread_t *threads;
+  struct sl__thread_job *jobs; /* with sl_pipeline_opts.threads: their ends */
   int nthreads;
 
   /* Library stages that run threads of their own (the map) stop and join
@@ -200,6 +201,9 @@ void sl__thread_name(pthread_t t, const char *stage, const char *suffix);
  * "/r" and "/w" for a duplex's sides. */
 void sl__stage_thread_name(const sl_stage *s, pthread_t t,
                            const struct sl_input *in);
+/* The name sl__stage_thread_name gives, written to name. */
+void sl__stage_thread_name_fmt(const sl_stage *s, const struct sl_input *in,
+                               char name[SL__THREAD_NAME_MAX]);
 /* Input threads the stage runs: one per input in arrival order, else one. */
 size_t sl__stage_input_threads(const sl_stage *s);
 void sl__stage_destroy(sl_stage *s);

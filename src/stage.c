@@ -81,6 +81,7 @@ void sl__stage_destroy(sl_stage *s) {
   sl__free(s->ins);
   sl__free(s->inputs);
   sl__free(s->threads);
+  sl__free(s->jobs);
   sl__free(s->name);
   sl__aligned_free(s);
 }
@@ -256,19 +257,27 @@ int sl_stage_status(const sl_stage *s) {
 }
 
 void sl__thread_name(pthread_t t, const char *stage, const char *suffix) {
-  char name[16]; /* the kernel's limit, with the terminating NUL */
+  char name[SL__THREAD_NAME_MAX];
   snprintf(name, sizeof name, "sl:%s%s", stage, suffix);
   pthread_setname_np(t, name);
 }
 
-void sl__stage_thread_name(const sl_stage *s, pthread_t t,
-                           const struct sl_input *in) {
+void sl__stage_thread_name_fmt(const sl_stage *s, const struct sl_input *in,
+                               char name[SL__THREAD_NAME_MAX]) {
   char suffix[24] = "";
   if (in && sl__stage_input_threads(s) > 1)
     snprintf(suffix, sizeof suffix, "/%zu", in->idx);
   else if (s->kind == KIND_DUPLEX)
     snprintf(suffix, sizeof suffix, in ? "/w" : "/r");
-  sl__thread_name(t, s->name, suffix);
+  if (snprintf(name, SL__THREAD_NAME_MAX, "sl:%s%s", s->name, suffix) < 0)
+    name[0] = '\0'; /* a longer name is cut to the kernel's 15 bytes */
+}
+
+void sl__stage_thread_name(const sl_stage *s, pthread_t t,
+                           const struct sl_input *in) {
+  char name[SL__THREAD_NAME_MAX];
+  sl__stage_thread_name_fmt(s, in, name);
+  pthread_setname_np(t, name);
 }
 
 /* A stage thread names itself before it runs an op (its creator names it

@@ -201,7 +201,7 @@ END_TEST
  * Failing the nth allocation of a gzip round trip
  * ---------------------------------------------------------------------- */
 
-enum { RT_GZIP, RT_PGZIP };
+enum { RT_GZIP, RT_PGZIP, RT_GZIP_SET };
 
 #define RT_LEN (FAULTS_SANITIZED ? (size_t)70000 : (size_t)300000)
 
@@ -210,7 +210,8 @@ enum { RT_GZIP, RT_PGZIP };
  * caller through *p and the stages left in st). */
 typedef struct round_trip {
   sl_pipeline *p;
-  sl_stage *st[4]; /* src, compressor, sink; [3] unused */
+  sl_threads *threads; /* RT_GZIP_SET: the stage threads' set */
+  sl_stage *st[4];     /* src, compressor, sink; [3] unused */
   bool chained;
   finish fin;
 } round_trip;
@@ -224,6 +225,9 @@ static int rt_build(round_trip *r, int kind, const unsigned char *data,
 
   if (kind == RT_PGZIP)
     o.buf_size = 32768; /* a block from the pool */
+  o.threads = r->threads;
+  if (kind == RT_GZIP_SET)
+    kind = RT_GZIP;
   rc = sl_pipeline_new(&r->p, &o);
   if (rc == 0)
     rc = sl_pipeline_on_finished(r->p, finish_cb, &r->fin);
@@ -285,6 +289,10 @@ static void alloc_loop(int kind) {
     test_check_msg(n < 200000, "allocations never stop");
     memset(&r, 0, sizeof r);
     finish_init(&r.fin);
+    /* A set of its own, made before the failures start, so that every
+     * stage thread is new: the set's allocations fail too. */
+    if (kind == RT_GZIP_SET)
+      ck_assert_int_eq(sl_threads_new(&r.threads, 0, 0), 0);
     fail_alloc_arm(n);
     rc = rt_build(&r, kind, data, RT_LEN);
     if (rc == 0) {
@@ -326,6 +334,7 @@ static void alloc_loop(int kind) {
       test_check(r.fin.status == rc);
     }
     rt_free(&r);
+    sl_threads_free(r.threads);
     finish_fini(&r.fin);
     test_check_msg(test_alloc_live() == 0, "n=%ld: %ld blocks leaked", n,
                    test_alloc_live());
@@ -341,13 +350,21 @@ static void alloc_loop(int kind) {
   ck_assert_int_gt(enomem_run, 0);
   printf("faults: %s round trip: %ld allocations; a failure ended %ld "
          "builds and %ld runs in SL_ENOMEM, %ld were absorbed\n",
-         kind == RT_GZIP ? "gzip" : "pgzip", n - 1, enomem_build, enomem_run,
-         absorbed);
+         kind == RT_GZIP       ? "gzip"
+         : kind == RT_GZIP_SET ? "gzip (thread set)"
+                               : "pgzip",
+         n - 1, enomem_build, enomem_run, absorbed);
   free(data);
 }
 
 START_TEST(test_alloc_fail_gzip_round_trip) {
   alloc_loop(RT_GZIP);
+}
+END_TEST
+
+/* The same, its stage threads from a thread set. */
+START_TEST(test_alloc_fail_gzip_thread_set) {
+  alloc_loop(RT_GZIP_SET);
 }
 END_TEST
 
@@ -705,6 +722,7 @@ static Suite *faults_suite(void) {
   tc = tcase("alloc", 300);
   tcase_add_test(tc, test_zlib_state_comes_through_the_hook);
   tcase_add_test(tc, test_alloc_fail_gzip_round_trip);
+  tcase_add_test(tc, test_alloc_fail_gzip_thread_set);
   tcase_add_test(tc, test_alloc_fail_pgzip_round_trip);
   suite_add_tcase(s, tc);
 

@@ -1863,6 +1863,248 @@ static TCase *tcase(const char *name, double timeout) {
   return tc;
 }
 
+/* ------------------------------------------------------------------------
+ * Thread sets: stage threads kept for reuse
+ * ---------------------------------------------------------------------- */
+
+/* Run src -> xf -> sink with the given names on p; the three contexts'
+ * first-op records go to rec. Returns wait's code. */
+static int run_named(sl_pipeline *p, const char *const names[3],
+                     pu_common *rec[3], pu_fault **fault) {
+  static const size_t sizes[] = {1000, 1, 70000};
+  static unsigned char data[300000];
+  static pu_src src;
+  static pu_xf xf;
+  static pu_sink sink;
+  pu_src_init(&src, data, sizeof data, sizes, 3);
+  pu_xf_init(&xf, PU_UPPER);
+  pu_sink_init(&sink);
+  sl_stage *a = pu_src_stage(names[0], &src),
+           *b = pu_xf_stage(names[1], &xf, true),
+           *c = pu_sink_stage(names[2], &sink);
+  ck_assert(a && b && c);
+  if (fault)
+    *fault = &xf.fault;
+  ck_assert_int_eq(sl_pipeline_chain(p, a, b, c, NULL), 0);
+  rec[0] = &src.c;
+  rec[1] = &xf.c;
+  rec[2] = &sink.c;
+  ck_assert_int_eq(sl_pipeline_start(p), 0);
+  int rc = sl_pipeline_wait(p);
+  if (rc == 0)
+    ck_assert_uint_eq(sink.got.len, sizeof data);
+  pu_sink_fini(&sink);
+  return rc;
+}
+
+/* The set has run `jobs` stages in all and `idle` threads wait. Whether a
+ * stage found a thread waiting depends on whether an earlier stage of the
+ * same start had already ended; the sum does not. Returns the threads
+ * created. */
+static uint64_t expect_set(sl_threads *t, uint64_t jobs, size_t idle) {
+  sl_threads_stats st;
+  ck_assert_int_eq(sl_threads_stats_get(t, &st), 0);
+  ck_assert_uint_eq(st.created + st.reused, jobs);
+  ck_assert_uint_eq(st.idle, idle);
+  ck_assert_uint_eq(st.busy, 0);
+  return st.created;
+}
+
+/* A second pipeline given the set runs its stages on the threads the
+ * first one's stages ended on (the same kernel thread ids), each named
+ * for its new stage and with the signals blocked; between the two they
+ * wait in the set, named sl:idle. The set's last release joins them (the
+ * teardown counts the threads left). */
+START_TEST(test_thread_set_reuses_threads) {
+  static const char *const first[3] = {"a-src", "a-up", "a-sink"};
+  static const char *const second[3] = {"b-src", "b-up", "b-sink"};
+  sl_threads *t;
+  sl_pipeline *p;
+  pu_common *rec[3];
+  long tids[3];
+
+  ck_assert_int_eq(sl_threads_new(&t, 8, 0), 0);
+  ck_assert_uint_eq(expect_set(t, 0, 0), 0);
+  ck_assert_int_eq(sl_pipeline_new(&p, &(sl_pipeline_opts){.threads = t}), 0);
+  ck_assert_int_eq(run_named(p, first, rec, NULL), 0);
+  for (int i = 0; i < 3; i++) {
+    tids[i] = rec[i]->tid;
+    expect_thread_name(rec[i], first[i]);
+  }
+  sl_pipeline_free(p);
+  /* Every thread the first pipeline started waits now (up to 8 may). */
+  sl_threads_stats st;
+  ck_assert_int_eq(sl_threads_stats_get(t, &st), 0);
+  uint64_t created = st.created;
+  ck_assert_uint_ge(created, 1);
+  ck_assert_uint_le(created, 3);
+  expect_set(t, 3, (size_t)created);
+  int named;
+  ck_assert_int_ge(pu_thread_count_named(&named), 0);
+  ck_assert_int_eq(named, (int)created); /* "sl:idle" */
+
+  ck_assert_int_eq(sl_pipeline_new(&p, &(sl_pipeline_opts){.threads = t}), 0);
+  ck_assert_int_eq(run_named(p, second, rec, NULL), 0);
+  for (int i = 0; i < 3; i++) {
+    expect_thread_name(rec[i], second[i]);
+    ck_assert_int_eq(rec[i]->signals_blocked, 1);
+#ifdef SYS_gettid
+    ck_assert(rec[i]->tid == tids[0] || rec[i]->tid == tids[1] ||
+              rec[i]->tid == tids[2]);
+#endif
+  }
+  sl_pipeline_free(p);
+  /* No thread was started for the second: each stage found one waiting. */
+  ck_assert_uint_eq(expect_set(t, 6, (size_t)created), created);
+  sl_threads_free(t);
+}
+END_TEST
+
+/* At most max_idle threads wait; the others end with their stage. A
+ * failed pipeline gives its threads back like any other. */
+START_TEST(test_thread_set_max_idle) {
+  static const char *const names[3] = {"src", "up", "sink"};
+  sl_threads *t;
+  sl_pipeline *p;
+  pu_common *rec[3];
+  pu_fault *f;
+
+  ck_assert_int_eq(sl_threads_new(&t, 1, 0), 0);
+  ck_assert_int_eq(sl_pipeline_new(&p, &(sl_pipeline_opts){.threads = t}), 0);
+  ck_assert_int_eq(run_named(p, names, rec, NULL), 0);
+  sl_pipeline_free(p);
+  expect_set(t, 3, 1);
+
+  ck_assert_int_eq(sl_pipeline_new(&p, &(sl_pipeline_opts){.threads = t}), 0);
+  {
+    /* fail the transform at its third chunk */
+    static const size_t sizes[] = {1000};
+    static unsigned char data[10000];
+    static pu_src s2;
+    static pu_xf x2;
+    static pu_sink k2;
+    pu_src_init(&s2, data, sizeof data, sizes, 1);
+    pu_xf_init(&x2, PU_IDENTITY);
+    pu_sink_init(&k2);
+    x2.fault.at = 2;
+    x2.fault.code = SL_EIO;
+    f = &x2.fault;
+    sl_stage *a = pu_src_stage("src", &s2), *b = pu_xf_stage("up", &x2, false),
+             *c = pu_sink_stage("sink", &k2);
+    ck_assert(a && b && c);
+    ck_assert_int_eq(sl_pipeline_chain(p, a, b, c, NULL), 0);
+    ck_assert_int_eq(sl_pipeline_start(p), 0);
+    ck_assert_int_eq(sl_pipeline_wait(p), SL_EIO);
+    ck_assert_int_eq(atomic_load(&f->fired), 1);
+    pu_sink_fini(&k2);
+  }
+  sl_pipeline_free(p);
+  expect_set(t, 6, 1);
+  sl_threads_free(t);
+}
+END_TEST
+
+/* Pipelines hold references: the owner may release the set first, and
+ * the last pipeline freed ends its threads. A stack size other than the
+ * set's is refused. */
+START_TEST(test_thread_set_references) {
+  static const char *const names[3] = {"src", "up", "sink"};
+  sl_threads *t;
+  sl_pipeline *p, *q;
+  pu_common *rec[3];
+
+  ck_assert_int_eq(sl_threads_new(NULL, 4, 0), SL_EINVAL);
+  ck_assert_int_eq(sl_threads_stats_get(NULL, &(sl_threads_stats){0}),
+                   SL_EINVAL);
+  ck_assert_ptr_null(sl_threads_ref(NULL));
+  sl_threads_free(NULL);
+  ck_assert_int_eq(sl_threads_new(&t, 4, 1 << 20), 0);
+  ck_assert_int_eq(
+      sl_pipeline_new(&p,
+                      &(sl_pipeline_opts){.threads = t, .stack_size = 2 << 20}),
+      SL_EINVAL);
+  ck_assert_int_eq(
+      sl_pipeline_new(&p,
+                      &(sl_pipeline_opts){.threads = t, .stack_size = 1 << 20}),
+      0);
+  ck_assert_int_eq(sl_pipeline_new(&q, &(sl_pipeline_opts){.threads = t}), 0);
+  sl_threads_free(t); /* the pipelines keep it */
+  ck_assert_int_eq(run_named(p, names, rec, NULL), 0);
+  sl_pipeline_free(p);
+  ck_assert_int_eq(run_named(q, names, rec, NULL), 0);
+  sl_pipeline_free(q); /* the last reference: the threads end */
+}
+END_TEST
+
+/* Several threads each run pipelines one after another on one set, so
+ * that stages start on threads that other pipelines' stages are just
+ * giving back (for the race checkers). */
+struct set_runner {
+  sl_threads *t;
+  int rounds, failures;
+};
+
+static void *set_runner_main(void *arg) {
+  struct set_runner *r = arg;
+  static const size_t sizes[] = {512, 3, 4096};
+  unsigned char data[20000];
+  memset(data, 'x', sizeof data);
+  for (int k = 0; k < r->rounds; k++) {
+    sl_pipeline *p;
+    pu_src src;
+    pu_xf xf;
+    pu_sink sink;
+    pu_src_init(&src, data, sizeof data, sizes, 3);
+    pu_xf_init(&xf, PU_UPPER);
+    pu_sink_init(&sink);
+    if (sl_pipeline_new(
+            &p, &(sl_pipeline_opts){.threads = r->t, .hwm = 4096}) != 0) {
+      r->failures++;
+      continue;
+    }
+    sl_stage *a = pu_src_stage("src", &src), *b = pu_xf_stage("up", &xf, false),
+             *c = pu_sink_stage("sink", &sink);
+    if (!a || !b || !c || sl_pipeline_chain(p, a, b, c, NULL) != 0 ||
+        sl_pipeline_start(p) != 0 || sl_pipeline_wait(p) != 0 ||
+        sink.got.len != sizeof data)
+      r->failures++;
+    else
+      for (size_t i = 0; i < sizeof data; i++)
+        if (sink.got.p[i] != 'X') {
+          r->failures++;
+          break;
+        }
+    sl_pipeline_free(p);
+    pu_sink_fini(&sink);
+  }
+  return NULL;
+}
+
+START_TEST(test_thread_set_shared_by_threads) {
+  enum { RUNNERS = 4, ROUNDS = 25 };
+  sl_threads *t;
+  pthread_t th[RUNNERS];
+  struct set_runner r[RUNNERS];
+  sl_threads_stats st;
+
+  ck_assert_int_eq(sl_threads_new(&t, 6, 0), 0);
+  for (int i = 0; i < RUNNERS; i++) {
+    r[i] = (struct set_runner){.t = t, .rounds = ROUNDS};
+    ck_assert_int_eq(pthread_create(&th[i], NULL, set_runner_main, &r[i]), 0);
+  }
+  for (int i = 0; i < RUNNERS; i++) {
+    ck_assert_int_eq(pthread_join(th[i], NULL), 0);
+    ck_assert_int_eq(r[i].failures, 0);
+  }
+  ck_assert_int_eq(sl_threads_stats_get(t, &st), 0);
+  ck_assert_uint_eq(st.created + st.reused, RUNNERS * ROUNDS * 3);
+  ck_assert_uint_le(st.idle, 6);
+  ck_assert_uint_eq(st.busy, 0);
+  ck_assert_uint_gt(st.reused, 0);
+  sl_threads_free(t);
+}
+END_TEST
+
 static Suite *pipeline_suite(void) {
   Suite *s = suite_create("pipeline");
   TCase *tc;
@@ -1921,6 +2163,13 @@ static Suite *pipeline_suite(void) {
   tcase_add_test(tc, test_thread_names_duplex);
   tcase_add_test(tc, test_threads_named_when_start_returns);
   tcase_add_test(tc, test_stage_threads_block_signals);
+  suite_add_tcase(s, tc);
+
+  tc = tcase("thread sets", 120);
+  tcase_add_test(tc, test_thread_set_reuses_threads);
+  tcase_add_test(tc, test_thread_set_max_idle);
+  tcase_add_test(tc, test_thread_set_references);
+  tcase_add_test(tc, test_thread_set_shared_by_threads);
   suite_add_tcase(s, tc);
 
   tc = tcase("stats", 60);

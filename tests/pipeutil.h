@@ -11,8 +11,8 @@
  * thread asserts after sl_pipeline_wait (which joins the stage threads, so
  * plain fields written by one op thread are safe to read then).
  *
- *   pu_common           destroy count, thread name and signal mask seen by
- *                       the first op call
+ *   pu_common           destroy count, thread name, signal mask and
+ *                       kernel thread id seen by the first op call
  *   pu_fault            fail an op at chunk k (PU_AT_END: read's end,
  *                       flush or final) with a code and "boom at k",
  *                       optionally after the stages upstream have finished
@@ -43,6 +43,7 @@
 #include <string.h>
 #include <sys/syscall.h>
 #include <time.h>
+#include <unistd.h>
 
 #define PU_AT_END (-2L) /* pu_fault.at: at the end of the stream */
 #define PU_NEVER (-1L)
@@ -393,6 +394,7 @@ typedef struct pu_common {
   int name_rc;          /* pthread_getname_np's result in the first op */
   char thread_name[16]; /* the thread name it read */
   int signals_blocked;  /* 1: the common async signals were blocked */
+  long tid;             /* the kernel's id of that thread (0: unknown) */
 } pu_common;
 
 static inline void pu_common_init(pu_common *c) {
@@ -412,6 +414,9 @@ static inline void pu_common_note(pu_common *c) {
   c->seen = true;
   c->name_rc =
       pthread_getname_np(pthread_self(), c->thread_name, sizeof c->thread_name);
+#ifdef SYS_gettid
+  c->tid = (long)syscall(SYS_gettid);
+#endif
   c->signals_blocked = 0;
   if (pthread_sigmask(SIG_BLOCK, NULL, &cur) == 0) {
     c->signals_blocked = 1;
