@@ -29,7 +29,7 @@
 # once. In the first round every buffer is new memory that the kernel
 # faults in and zeroes page by page: the sluice server's shared pool grows
 # to what its connections hold at once (the marks), and from then on reuses
-# it. A page fault is cheap on bare metal but costs about 15 us on some
+# it; so with its set of gzip threads, which later connections take over. A page fault is cheap on bare metal but costs about 15 us on some
 # virtual machines, where the first round of 128 MiB over 200 connections
 # takes the sluice server a fifth more CPU than the timed one, and most of
 # what it spends beyond --inline. The first round's ratio is printed all

@@ -172,6 +172,16 @@ if [ "$served" = 40 ] && [ "$failed" = 10 ]; then
 else
   bad "drop: served '$served', failed '$failed' (want 40, 10)"
 fi
+# 50 connections, each with a gzip thread from the server's set: started
+# for it or left waiting by a connection before (how many depends on how
+# the batches overlapped; check_pipeline tests the reuse itself).
+created=$(stat_of threads_created)
+reused=$(stat_of threads_reused)
+if [ -n "$created" ] && [ -n "$reused" ] && [ $((created + reused)) = 50 ]; then
+  ok "drop: gzip threads started $created, taken again $reused"
+else
+  bad "drop: threads_created '$created', threads_reused '$reused' (want a sum of 50)"
+fi
 check_freed drop
 
 # --- many: 200 concurrent clients -----------------------------------------------
