@@ -14,9 +14,14 @@
  * and either waits on the idle list for the next job or, when max_idle
  * are already waiting, ends and goes on the zombie list, to be joined by
  * the next run or by the set's last release. A waiting worker is named
- * "sl:idle". The idle list is a stack:
- * the thread that ran last, whose stack and cache lines are warmest, runs
- * next.
+ * "sl:idle". The idle list is a stack: the thread that ran last, whose
+ * stack and cache lines are warmest, runs next.
+ *
+ * A run first reserves a worker, taking it off the idle list or starting
+ * one that waits for its first job; a reserved worker has no job, so it
+ * cannot end, and the caller names it for its stage before handing the
+ * job over, as a pipeline's own threads carry their names by the time
+ * sl_pipeline_start returns.
  *
  * Every stage thread runs with asynchronous signals blocked (see
  * sl__block_signals); a worker is created by a pipeline's start, with them
@@ -26,13 +31,12 @@
  *
  * Lifetime: the creator's reference and one per pipeline given the set
  * (sl_pipeline_opts.threads); the last release ends the idle workers and
- * joins every worker. No pipeline holds a reference while it runs a job,
- * so no worker is busy then.
+ * joins every worker. A pipeline keeps its reference until it is freed,
+ * after its jobs are done, so at the last release no worker has a job.
  */
 #include "sluice-int.h"
 
 #include <errno.h>
-#include <string.h>
 
 struct worker {
   pthread_t tid;
