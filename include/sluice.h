@@ -632,7 +632,8 @@ typedef struct sl_stage_stats {
 
 /* Create an empty pipeline. opts may be NULL for the defaults. Returns 0,
  * SL_EINVAL (out NULL, lwm >= hwm, a buf_size other than that of the pool
- * given), SL_ENOMEM. Any thread. */
+ * given, a stack_size other than that of the thread set given), SL_ENOMEM.
+ * Any thread. */
 SL_EXTERN int sl_pipeline_new(sl_pipeline **out, const sl_pipeline_opts *opts);
 
 /* Add stages in order and link each to the next with a ring:
