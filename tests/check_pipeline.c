@@ -2040,7 +2040,10 @@ END_TEST
 
 /* Several threads each run pipelines one after another on one set, so
  * that stages start on threads that other pipelines' stages are just
- * giving back (for the race checkers). */
+ * giving back (for the race checkers). Rounds: a tenth of SL_TEST_CANCELS
+ * (250 by default; the race loops and valgrind's checkers scale it down),
+ * and at least two, so that a runner's second pipeline finds the threads
+ * of its first, or of another's, waiting. */
 struct set_runner {
   sl_threads *t;
   int rounds, failures;
@@ -2083,7 +2086,9 @@ static void *set_runner_main(void *arg) {
 }
 
 START_TEST(test_thread_set_shared_by_threads) {
-  enum { RUNNERS = 4, ROUNDS = 25 };
+  enum { RUNNERS = 4 };
+  const long cancels = test_iterations("SL_TEST_CANCELS", 250);
+  const int rounds = cancels / 10 > 2 ? (int)(cancels / 10) : 2;
   sl_threads *t;
   pthread_t th[RUNNERS];
   struct set_runner r[RUNNERS];
@@ -2091,7 +2096,7 @@ START_TEST(test_thread_set_shared_by_threads) {
 
   ck_assert_int_eq(sl_threads_new(&t, 6, 0), 0);
   for (int i = 0; i < RUNNERS; i++) {
-    r[i] = (struct set_runner){.t = t, .rounds = ROUNDS};
+    r[i] = (struct set_runner){.t = t, .rounds = rounds};
     ck_assert_int_eq(pthread_create(&th[i], NULL, set_runner_main, &r[i]), 0);
   }
   for (int i = 0; i < RUNNERS; i++) {
@@ -2099,7 +2104,7 @@ START_TEST(test_thread_set_shared_by_threads) {
     ck_assert_int_eq(r[i].failures, 0);
   }
   ck_assert_int_eq(sl_threads_stats_get(t, &st), 0);
-  ck_assert_uint_eq(st.created + st.reused, RUNNERS * ROUNDS * 3);
+  ck_assert_uint_eq(st.created + st.reused, (uint64_t)RUNNERS * rounds * 3);
   ck_assert_uint_le(st.idle, 6);
   ck_assert_uint_eq(st.busy, 0);
   ck_assert_uint_gt(st.reused, 0);
