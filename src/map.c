@@ -209,7 +209,7 @@ static int start_workers(sl__map *m) {
     w->index = m->started;
     int err = pthread_create(&m->threads[m->started], NULL, worker_main, w);
     if (err)
-      return err == EAGAIN || err == ENOMEM ? SL_ENOMEM : SL_ETHREAD;
+      return sl__thread_err(err);
     worker_name(m, m->threads[m->started], w->index);
   }
   return 0;

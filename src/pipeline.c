@@ -475,7 +475,7 @@ static int spawn(sl_stage *s, void *(*fn)(void *), void *arg,
   } else {
     int err = pthread_create(&s->threads[s->nthreads], attr, fn, arg);
     if (err)
-      return err == ENOMEM || err == EAGAIN ? SL_ENOMEM : SL_ETHREAD;
+      return sl__thread_err(err);
     sl__stage_thread_name(s, s->threads[s->nthreads], in);
   }
   s->nthreads++;

@@ -7,6 +7,7 @@
 
 #include "sluice.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -91,6 +92,11 @@ void sl__ring_set_wait_hook(sl_ring *ring, int side, sl__ring_wait_fn fn,
 int sl__trace_tune(sl_pipeline *p, uint64_t period_ns, uint64_t max_ns,
                    uint64_t merge_ns);
 int sl__trace_wait_caught_up(sl_pipeline *p);
+
+/* pthread_create's error as the library's code. */
+static inline int sl__thread_err(int err) {
+  return err == ENOMEM || err == EAGAIN ? SL_ENOMEM : SL_ETHREAD;
+}
 
 /* A thread's name: the kernel keeps 15 bytes and the terminating NUL. */
 #define SL__THREAD_NAME_MAX 16

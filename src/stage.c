@@ -256,9 +256,16 @@ int sl_stage_status(const sl_stage *s) {
   return s ? atomic_load(&s->status) : SL_EINVAL;
 }
 
+/* "sl:<stage><suffix>", cut to the kernel's 15 bytes. */
+static void name_fmt(char name[SL__THREAD_NAME_MAX], const char *stage,
+                     const char *suffix) {
+  if (snprintf(name, SL__THREAD_NAME_MAX, "sl:%s%s", stage, suffix) < 0)
+    name[0] = '\0';
+}
+
 void sl__thread_name(pthread_t t, const char *stage, const char *suffix) {
   char name[SL__THREAD_NAME_MAX];
-  snprintf(name, sizeof name, "sl:%s%s", stage, suffix);
+  name_fmt(name, stage, suffix);
   pthread_setname_np(t, name);
 }
 
@@ -269,8 +276,7 @@ void sl__stage_thread_name_fmt(const sl_stage *s, const struct sl_input *in,
     snprintf(suffix, sizeof suffix, "/%zu", in->idx);
   else if (s->kind == KIND_DUPLEX)
     snprintf(suffix, sizeof suffix, in ? "/w" : "/r");
-  if (snprintf(name, SL__THREAD_NAME_MAX, "sl:%s%s", s->name, suffix) < 0)
-    name[0] = '\0'; /* a longer name is cut to the kernel's 15 bytes */
+  name_fmt(name, s->name, suffix);
 }
 
 void sl__stage_thread_name(const sl_stage *s, pthread_t t,

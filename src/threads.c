@@ -205,7 +205,7 @@ static int worker_start(sl_threads *t, struct worker **out, pthread_t *tid) {
   if (err) {
     pthread_cond_destroy(&w->cv);
     sl__free(w);
-    return err == ENOMEM || err == EAGAIN ? SL_ENOMEM : SL_ETHREAD;
+    return sl__thread_err(err);
   }
   *out = w;
   return 0;
