@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: MIT
 # Bootstrap a sluice checkout: make sure the build tools and libraries are
 # installed (Debian and Ubuntu package names), run `autoreconf -fi`, then
 # `./configure` with this script's arguments.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * passthrough — bytes from a file through N threads and out, untouched.
  *

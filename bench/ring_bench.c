@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * ring_bench — the cost of handing a chunk from one thread to another.
  *

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # bench/run.sh — sluice against its peers, measured in the same run.
 #
 # Shared machines are noisy, so every headline is a ratio between sluice

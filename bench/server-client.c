@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * server-client — load for examples/gzip-server: N concurrent clients on
  * loopback, each sending a body and reading the gzip back, checked to

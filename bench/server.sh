@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # bench/server.sh — examples/gzip-server (one sluice pipeline per
 # connection, gzip on its own thread) against the same server run with
 # --inline (zlib on the event loop's thread, the classic single-threaded

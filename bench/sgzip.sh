@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # bench/sgzip.sh — sgzip against pigz and gzip, measured in the same run.
 #
 # Shared machines are noisy, so every headline is a ratio between sgzip and

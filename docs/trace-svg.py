@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
 """Draw a sluice trace (Chrome trace-event JSON) as an SVG timeline.
 
 Usage: python3 docs/trace-svg.py TRACE.json [OUT.svg] [--title TEXT]

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * backpressure — the seeds' pipe() story told with threads: a fast writer,
  * a slow reader, and a bounded buffer between them.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * copy — copy a file on two threads, with a progress line.
  *

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # The sluice demo (make demo): sgzip, the parallel gzip built on sluice,
 # compresses a 256 MiB sample of mixed text and binary on every processor,
 # with its progress bar (on a terminal) and its per-stage statistics; the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * epoll-bridge: gzip standard input to standard output from one event
  * loop, with the compression on a pipeline thread.

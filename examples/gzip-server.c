@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * gzip-server — an epoll server that streams each request body back to its
  * client gzipped, one pipeline per connection:

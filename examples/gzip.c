@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * gzip — compress or decompress a file through a sluice pipeline.
  *

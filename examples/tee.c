@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * tee — one read of a file, two consumers at once: gzip it into a file and
  * compute its CRC-32, each branch on its own thread.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * upper — stdin -> upper-case -> stdout, on three threads.
  *

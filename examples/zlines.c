@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * zlines — count the lines of a gzip'd log, as `zcat FILE | wc -l` does,
  * with reading, inflating, splitting and counting on four threads:

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The shared driver of the libFuzzer targets (the .c files beside it).
  *

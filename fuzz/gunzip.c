@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * libFuzzer target: the gunzip stage (sl_gunzip_new), every member of the
  * input, against zlib's inflate() of the same bytes (fuzz/fuzz.h). Also

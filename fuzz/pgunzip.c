@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * libFuzzer target: sgzip's decompression path. sgzip -d and -t run
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * libFuzzer target: the auto-detecting decompressor (sl_unzip_new): gzip,
  * zlib or raw deflate told apart by the first two bytes, against zlib's

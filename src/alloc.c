@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The allocator hook. Every allocation the library makes goes through
  * sl__malloc and friends, so a test can fail the Nth one. The hook is the

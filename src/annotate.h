@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Happens-before annotations for valgrind's race checkers (helgrind, DRD),
  * compiled in only when configured with --enable-valgrind-annotations,

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * sl_writer and sl_reader — the bridges between an event loop and a
  * pipeline.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The one clock the library reads: monotonic, in nanoseconds. */
 #include "sluice-int.h"
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Status and error names and messages, generated from SL_ERRNO_MAP in the
  * public header so that the enum, the names and the messages cannot drift.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The engine behind the map stage and the parallel gzip stage: a pool of
  * worker threads fed by the stage's own thread, a bounded number of jobs

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The ordered parallel map: the engine (sl__map) and the public stage.
  *

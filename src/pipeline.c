@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * sl_pipeline — owns stages, rings and threads.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * sl_ring — the bounded queue between two stage threads.
  *

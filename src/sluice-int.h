@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Internal declarations shared by the library's files and its tests. Not
  * installed. Internal non-static names start with sl__.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The stage and pipeline structures, shared by stage.c (the loops a stage
  * thread runs), pipeline.c (building, starting, failing, joining) and

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * sl_stage — a node and the loops its thread(s) run.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Counters of a running pipeline, the bottleneck, and the table that
  * shows them.

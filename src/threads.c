@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * sl_threads — stage threads kept for reuse by the pipelines that share
  * them.

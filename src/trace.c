@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Watching a running pipeline: thread states, the stall report, the
  * watchdog and the trace timeline.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Check suite for backpressure across a pipeline: a held sink pauses the
  * stages upstream at their high marks, every pause ends with one drain,

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The writer and reader bridges (include/sluice/bridge.h) and the ring
  * notes under them.

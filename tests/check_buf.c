@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * sl_buf and sl_pool: chunks and the pool that recycles them.
  *

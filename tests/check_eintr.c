@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * EINTR and short counts, injected into the system calls of the fd, file
  * and socket stages.

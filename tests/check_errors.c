@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Check suite for bad input and allocation failure: NULL and out of range
  * arguments get SL_EINVAL (never a crash), every status code has a name and

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Faults from outside a pipeline: memory that runs out and descriptors
  * that fail.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Check suite for the descriptor and file stages (sluice/fd.h): byte-exact
  * copies file to file, pipe to pipe and socket to socket; short writes,

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Pipeline graphs beyond a chain, and what travels with the data.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Check suite for watching a pipeline: the stats name the stage that
  * holds the others back, the stall report of a held pipeline names the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Check suite for the parallel gzip stage and the two-stage gunzip:
  * round trips at the edge sizes (0, 1, 2, 3 bytes, a block less one, a

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Check suite for sl_pipeline and sl_stage: bytes and objects through
  * chains of stages, failure reporting, the finished callback, cancellation,

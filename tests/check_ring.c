@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * sl_ring: the bounded single-producer single-consumer queue.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Check suite for the socket stage (sl_socket_new in sluice/fd.h) and the
  * duplex rule of the pipeline's acyclicity check.

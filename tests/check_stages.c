@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Check suite for the stock stages of sluice/stages.h: the memory sources
  * and sinks, the callback sink, the line splitter, the crc32 and adler32

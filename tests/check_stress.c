@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Randomized stress: many small pipelines, each built from a seeded
  * generator, each run once and checked against every promise the library

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Check suite for the zlib stages: round trips through every compressor
  * and decompressor pair at the edge sizes and at 50 MiB, every level,

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # The examples, run as a user would, checked against the system's tools:
 # copy (byte-exact), tee (gzip -dc of its output, CRC-32 from Python's
 # zlib), zlines (awk's line count of the same text), backpressure (the

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # Only the public API may leave the shared library: every symbol that
 # libsluice.so defines and exports must be an sl_ name (and never an
 # internal sl__ one). Run by `make check` from the build directory;

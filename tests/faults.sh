@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # sgzip when the disk fills up: every write error ends the command with a
 # non-zero status and a message, leaves no partial output and no
 # temporary, and keeps the input as it was.

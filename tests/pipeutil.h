@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Stages shared by the pipeline suites (check_pipeline, check_backpressure,
  * check_errors): a memory source, transforms, a memory sink and an object

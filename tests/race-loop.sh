@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # Run the suites whose tests race threads against each other N times in a
 # row (default 1000), in a build configured with --enable-sanitizer=thread,
 # stopping at the first failure. Loop counts inside the suites are scaled

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # Run the suites whose threads race each other under one of valgrind's race
 # checkers, helgrind or DRD, and fail on any report.
 #

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # examples/gzip-server under load from bench/server-client, on loopback:
 #
 #   slow     one client sends 256 MiB of random bytes (the response is as

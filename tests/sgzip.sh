@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # The sgzip command, run as a user would and checked against gzip(1),
 # pigz and Python's gzip module:
 #

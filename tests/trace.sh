@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # The trace timeline, as a user gets it: sgzip --trace writes a Chrome
 # trace-event JSON file for its compression pipeline and for its
 # decompression pipeline; each must parse (python3 -m json.tool), hold a

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # Interoperability of the zlib stages with other gzip implementations,
 # through examples/gzip (file -> sl_gzip / sl_gunzip -> file). Inputs are
 # made here: 0, 1, 2, 3, 65536 and 65537 bytes and 5 MiB of mixed text,

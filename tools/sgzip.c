@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * sgzip — a parallel gzip on sluice pipelines.
  *
@@ -1421,7 +1422,11 @@ int main(int argc, char **argv) {
       opt.quiet = 0;
       break;
     case 'V':
-      printf("%s (sluice) %s\n", PROG, sl_version());
+      printf("%s (sluice) %s\n"
+             "Copyright (c) 2024-2026 The sluice authors.\n"
+             "Released under the MIT licence: free to use, copy, modify and\n"
+             "distribute, with no warranty.\n",
+             PROG, sl_version());
       return EXIT_OK;
     case OPT_STATS:
       opt.stats = 1;

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * sluice/bridge.h — feeding a pipeline from an event loop, and reading its
  * output there, without ever blocking.

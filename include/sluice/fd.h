@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * sluice/fd.h — stages that read and write file descriptors and files.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * sluice/pgzip.h — parallel gzip: pigz's scheme on a pool of workers, and
  * a gunzip whose check runs on a thread of its own.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * sluice/stages.h — stock stages: memory sources and sinks, a callback
  * sink, a line splitter, crc32 and adler32 pass-through checksums, and a

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * sluice/zlib.h — compression stages: gzip, zlib and raw deflate.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * crc32 and adler32 — pass-through transforms that checksum the stream.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * File-descriptor and file stages: sources and sinks on any descriptor,
  * and on a path, with an atomic file sink.

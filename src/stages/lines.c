@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * lines — a transform that emits one chunk per line (Node's readline,
  * split2).

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Memory stages: a source from one buffer, a source from an array of
  * chunks, a sink into a growable buffer and a sink into a callback.

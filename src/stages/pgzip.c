@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Parallel gzip: pigz's scheme on the ordered map engine (map-int.h), and
  * a gunzip whose CRC-32 check runs on a thread of its own.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The socket stage: one connected stream socket as a duplex stage.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * throttle — a pass-through transform that limits throughput to a rate.
  *

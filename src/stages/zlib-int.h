@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * What the zlib stages share with the other compression stages inside the
  * library: the gzip header writer, so that sl_gzip_new and sl_pgzip_new

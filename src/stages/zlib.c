@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * zlib stages: gzip, zlib and raw deflate, in both directions, and unzip,
  * which tells the three apart.
