@@ -26,6 +26,16 @@
  * Thread-safety is stated for each function; "any thread" means the
  * function may be called concurrently with any other function on the same
  * object except its *_free.
+ *
+ * Misuse the library detects and refuses rather than hang or corrupt
+ * (each function says which): waiting for or freeing a pipeline from one
+ * of its own stage threads or its finished callback (SL_EDEADLK), pushing
+ * onto a stage from a thread other than the stage's own (SL_EINVAL), a
+ * NULL stage given to sl_pipeline_chain (SL_EINVAL). What stays undefined,
+ * as with free(3): using a handle after its *_free, freeing it twice,
+ * releasing a buffer reference one does not hold (a second sl_buf_unref),
+ * and calling a function that names one thread (the writer's, the
+ * reader's, the building thread) from another.
  */
 #ifndef SLUICE_H
 #define SLUICE_H
@@ -100,12 +110,14 @@ SL_EXTERN unsigned sl_version_number(void);
   XX(ECLOSED, -4001, "write after end of stream")       \
   XX(EDATA, -4002, "invalid or corrupt data")           \
   XX(ESTAGE, -4003, "stage failed")                     \
-  XX(ETHREAD, -4004, "cannot create thread")
+  XX(ETHREAD, -4004, "cannot create thread")            \
+  XX(EDEADLK, -EDEADLK, "deadlock avoided: a thread would wait for itself")
 
 typedef enum sl_status {
   SL_OK = 0,
   SL_AGAIN = 1, /* would block: the ring is full (write) or empty (read) */
   SL_EOF = 2,   /* end of stream: the writer closed and all chunks were read */
+  SL_DONE = 3,  /* no more input wanted: an op finished early (sl_stage_ops) */
 #define SL_XX_(name, value, msg) SL_##name = (value),
   SL_ERRNO_MAP(SL_XX_)
 #undef SL_XX_
@@ -405,12 +417,34 @@ SL_EXTERN int sl_ring_stats_get(sl_ring *ring, sl_ring_stats *st);
  * writes what the op pushes to the output ring(s); at end of stream it calls
  * flush or final exactly once and closes the output. An op returns 0 or a
  * negative SL_E* code (a source's read returns SL_EOF at its end; any other
- * positive return counts as 0) and may explain a failure with
+ * positive return but SL_DONE counts as 0) and may explain a failure with
  * sl_stage_set_error(). An op that gets an errno from a system call returns
- * sl_err_from_errno(errno). Ops run on the stage's own
- * thread, named "sl:<name>" (cut to 15 bytes; the name is set before the
- * first op runs and before sl_pipeline_start returns), with every async
- * signal blocked.
+ * sl_err_from_errno(errno).
+ *
+ * Finishing early with success (Node's `for await ... break`, take(n)):
+ * an op that wants no more input returns SL_DONE. The stage then ends as
+ * if its input had ended there: the chunks it was not given are released,
+ * flush or final still runs exactly once, and its output, if any, is
+ * closed normally, so the stages after it see an ordinary end of stream.
+ * The stages before it are stopped, as a cancel would stop them but
+ * without failing the pipeline: the rings into the stage are aborted
+ * (their chunks released), and a producer whose every consumer is gone is
+ * stopped in turn: its sl_stage_push returns SL_ECANCELED, its
+ * sl_stage_cancelled returns 1 and its sl_stage_cancel_fd turns readable,
+ * so a source blocked on an idle pipe wakes; whatever it then returns
+ * ends it quietly (sl_stage_status SL_DONE), and the stop goes on up to
+ * its own producers. A producer with several consumers (a tee) goes on
+ * feeding those that still read, and is stopped only when all are gone.
+ * A duplex stopped on its read side keeps its write side running. The
+ * pipeline ends with 0 unless something else failed: a stage's error,
+ * before or after, and a cancel still win. SL_DONE from a source's read
+ * is SL_EOF; from sync it ends the stage as from transform or write (the
+ * marker is dropped; flush or final then runs); from flush, final or
+ * anywhere else it counts as 0.
+ *
+ * Ops run on the stage's own thread, named "sl:<name>" (cut to 15 bytes;
+ * the name is set before the first op runs and before sl_pipeline_start
+ * returns), with every async signal blocked.
  * ---------------------------------------------------------------------- */
 
 typedef struct sl_stage sl_stage;
@@ -492,9 +526,20 @@ SL_EXTERN void *sl_stage_ctx(const sl_stage *stage);
 
 /* Push a chunk downstream, waiting while the output ring is full (this is
  * where backpressure pauses the stage). Always takes ownership of buf.
- * Returns 0, or SL_ECANCELED when the pipeline is failing or cancelled: the
- * op should then return that code at once. SL_EINVAL when stage has no
- * output or buf is NULL. From the stage's own ops only. */
+ * With several consumers (a tee) each gets a reference, in turn; one that
+ * finished early (SL_DONE, see sl_stage_ops) is skipped.
+ *
+ * Only the stage's own thread may push, the one running its ops (for a
+ * stage of several input threads, the one whose op is running; for a
+ * duplex, its read side): a ring has one writer. A push from any other
+ * thread is refused with SL_EINVAL and buf released, before the ring is
+ * touched.
+ *
+ * Returns 0; SL_ECANCELED when the pipeline is failing or cancelled, or
+ * when every consumer of the stage finished early and the stage is
+ * stopped: the op should then return that code at once; SL_EINVAL when
+ * stage has no output, buf is NULL, or the calling thread is not the
+ * stage's own. */
 SL_EXTERN int sl_stage_push(sl_stage *stage, sl_buf *buf);
 
 /* A byte buffer of at least cap bytes from the pipeline's pool, owned by
@@ -513,18 +558,24 @@ SL_EXTERN sl_pool *sl_stage_pool(const sl_stage *stage);
 SL_EXTERN void sl_stage_set_error(sl_stage *stage, const char *fmt, ...)
     SL_PRINTF(2, 3);
 
-/* 1 once the pipeline is failing or cancelled: a long-running op (a source
- * waiting on something the framework does not see) should poll it and
- * return SL_ECANCELED. Any thread. */
+/* 1 once the pipeline is failing or cancelled, or once the stage is
+ * stopped because every consumer of its output finished early (SL_DONE;
+ * on a duplex this concerns its read side only, so its write side's
+ * thread still sees 0 then): a long-running op (a source waiting on
+ * something the framework does not see) should poll it and return
+ * SL_ECANCELED. Any thread. */
 SL_EXTERN int sl_stage_cancelled(const sl_stage *stage);
 
 /* A descriptor that becomes readable (POLLIN) once the pipeline is failing
- * or cancelled, and stays readable: an op that blocks in poll() on its own
- * descriptor adds this one and returns SL_ECANCELED when it fires, so a
- * source reading an idle pipe or socket is woken by sl_pipeline_cancel.
- * Made on first use, owned by the pipeline; never read or close it.
- * Returns the descriptor, or SL_EINVAL (no pipeline), SL_ENOMEM / SL_EIO
- * (none could be made). From the stage's ops. */
+ * or cancelled, or once sl_stage_cancelled turns 1 for the calling op's
+ * thread (the stage stopped because its consumers finished early), and
+ * stays readable: an op that blocks in poll() on its own descriptor adds
+ * this one and returns SL_ECANCELED when it fires, so a source reading an
+ * idle pipe or socket is woken by sl_pipeline_cancel and by a consumer
+ * that had enough. One per stage (two for a duplex, one per side), made
+ * on first use, owned by the pipeline; never read or close it. Returns
+ * the descriptor, or SL_EINVAL (no pipeline), SL_ENOMEM / SL_EIO (none
+ * could be made). From the stage's ops. */
 SL_EXTERN int sl_stage_cancel_fd(sl_stage *stage);
 
 /* Push a flush marker downstream, in order with the data: every stage's
@@ -535,10 +586,12 @@ SL_EXTERN int sl_stage_cancel_fd(sl_stage *stage);
 SL_EXTERN int sl_stage_push_flush(sl_stage *stage);
 
 /* How the stage ended: 0 when it finished its stream (also when that was
- * before another stage failed), its own error when it failed first, or
- * SL_ECANCELED when it was stopped by another stage's failure or a cancel;
- * SL_EINVAL for NULL. Final after sl_pipeline_wait; before, 0 or the
- * outcome so far. Any thread. */
+ * before another stage failed, and when it finished early with SL_DONE),
+ * its own error when it failed first, SL_ECANCELED when it was stopped by
+ * another stage's failure or a cancel, or SL_DONE when it was stopped
+ * because every consumer of its output finished early; SL_EINVAL for
+ * NULL. Final after sl_pipeline_wait; before, 0 or the outcome so far.
+ * Any thread. */
 SL_EXTERN int sl_stage_status(const sl_stage *stage);
 
 /* ------------------------------------------------------------------------
@@ -644,15 +697,44 @@ SL_EXTERN int sl_pipeline_new(sl_pipeline **out, const sl_pipeline_opts *opts);
  * and have no producer yet. A stage already added to p may be named again
  * to link onto it; a stage belongs to one pipeline. On 0 the pipeline owns
  * the stages; on failure nothing changed and the caller still owns them.
- * Returns 0, SL_EINVAL (NULL, fewer than two stages, a stage twice, a stage
- * in another pipeline, kinds or links that do not fit), SL_EBUSY once
- * started, SL_ENOMEM. The thread that builds the pipeline. */
-SL_EXTERN int sl_pipeline_chain(sl_pipeline *p, sl_stage *first, ...);
+ *
+ * The list ends with NULL, and that is the only NULL it may hold: a NULL
+ * stage (a constructor that failed, its error not checked) is SL_EINVAL
+ * and builds nothing, never a shorter pipeline. sl_pipeline_chain is a
+ * macro that hands its whole argument list, as an array, to
+ * sl_pipeline_chain_list, so it can see past a NULL: any number of stages,
+ * each argument evaluated once. A list whose last argument is not NULL is
+ * SL_EINVAL too (it could not be told from a list ending in a failed
+ * stage).
+ *
+ * Returns 0, SL_EINVAL (p NULL, fewer than two stages, a NULL stage, no
+ * NULL at the end, a stage twice, a stage in another pipeline, kinds or
+ * links that do not fit), SL_EBUSY once started, SL_ENOMEM. The thread
+ * that builds the pipeline. */
+#if !defined(__cplusplus) && !defined(SL_NO_CHAIN_MACRO)
+#define sl_pipeline_chain(p, ...)                                   \
+  sl_pipeline_chain_list((p), (sl_stage *const[]){__VA_ARGS__},     \
+                         sizeof((sl_stage *const[]){__VA_ARGS__}) / \
+                             sizeof(sl_stage *))
+#endif
+
+/* What the sl_pipeline_chain macro calls: v holds n entries, the stages
+ * and, last, a NULL (v[n - 1]); as sl_pipeline_chain otherwise. Returns
+ * as sl_pipeline_chain. The thread that builds the pipeline. */
+SL_EXTERN int sl_pipeline_chain_list(sl_pipeline *p, sl_stage *const *v,
+                                     size_t n);
+
+/* The function sl_pipeline_chain was before it became a macro, kept for
+ * programs built against that header and for C++ (which has no compound
+ * literals): it takes the stages up to the first NULL, at most 64, so a
+ * NULL stage ends the list there. Prefer sl_pipeline_chainv, or the
+ * macro. Write the name in parentheses to call it from C. */
+SL_EXTERN int(sl_pipeline_chain)(sl_pipeline *p, sl_stage *first, ...);
 
 /* Add the n stages of the array stages, in order, and link each to the
  * next, as sl_pipeline_chain does with its arguments, with the same rules
- * and for any n (sl_pipeline_chain takes at most 64). The array is only
- * read and stays the caller's. On 0 the pipeline owns the stages; on
+ * (and no NULL at the end). The array is only read and stays the
+ * caller's. On 0 the pipeline owns the stages; on
  * failure nothing changed and the caller still owns them. Returns 0,
  * SL_EINVAL (p or stages NULL, n below 2, a NULL stage, or as
  * sl_pipeline_chain), SL_EBUSY once started, SL_ENOMEM. The thread that
@@ -700,10 +782,16 @@ SL_EXTERN int sl_pipeline_on_finished(sl_pipeline *p, sl_finished_cb cb,
 SL_EXTERN int sl_pipeline_start(sl_pipeline *p);
 
 /* Wait until every stage thread has ended, join them, and return the first
- * error (0 when all went well, SL_ECANCELED after sl_pipeline_cancel). May
- * be called again, from several threads at once: it returns the same. Any
- * thread except a stage's, once sl_pipeline_start has returned; SL_EINVAL
- * when start was never called or returned SL_EINVAL. */
+ * error (0 when all went well, also when a stage finished early with
+ * SL_DONE; SL_ECANCELED after sl_pipeline_cancel). May be called again,
+ * from several threads at once: it returns the same. Any thread once
+ * sl_pipeline_start has returned, except one of p's own: called from a
+ * thread running one of p's stages (its ops, a thread it reuses from an
+ * sl_threads set) or from p's finished callback, it would wait for itself,
+ * and returns SL_EDEADLK at once, changing nothing. SL_EINVAL when start
+ * was never called or returned SL_EINVAL. (A thread the library cannot
+ * tell is p's, a map's worker or the watchdog's, still must not call it.)
+ * After any non-zero return sl_pipeline_error is not NULL. */
 SL_EXTERN int sl_pipeline_wait(sl_pipeline *p);
 
 /* Fail the pipeline with SL_ECANCELED unless it already failed or every
@@ -716,14 +804,24 @@ SL_EXTERN int sl_pipeline_wait(sl_pipeline *p);
 SL_EXTERN void sl_pipeline_cancel(sl_pipeline *p);
 
 /* Cancel if running, wait, call every stage's destroy once, release every
- * buffer and free the pipeline. NULL is a no-op. Not from a stage thread
- * or the finished callback. */
-SL_EXTERN void sl_pipeline_free(sl_pipeline *p);
+ * buffer and free the pipeline. Returns 0 (also for NULL, a no-op), or
+ * SL_EDEADLK, having done nothing at all, when called from one of p's own
+ * stage threads or its finished callback (see sl_pipeline_wait): it would
+ * wait for itself, then free the thread's own stage under it. Another
+ * thread must free p then. Freeing p twice is undefined. Any thread but
+ * p's own, once; no other call on p may run or follow. */
+SL_EXTERN int sl_pipeline_free(sl_pipeline *p);
 
 /* The first error as "<stage>: <message>" (the message given with
  * sl_stage_set_error, else sl_strerror of the code), or the bare message
- * when no stage caused it (cancel, a failed start); NULL while there is
- * none. Once set it does not change; it lives as long as p. Any thread. */
+ * when no stage caused it (cancel, a failed start). Once set it does not
+ * change. While there is none: why the latest refused sl_pipeline_start
+ * or sl_pipeline_wait was refused ("start: a stage that produces has no
+ * consumer", "wait: called from one of the pipeline's own threads", ...),
+ * else NULL. So after sl_pipeline_start or sl_pipeline_wait returned
+ * non-zero it is never NULL, and a program may print it without a check
+ * (a refused sl_pipeline_chain sets nothing: print sl_strerror of its
+ * code). The string lives as long as p. Any thread; NULL for p NULL. */
 SL_EXTERN const char *sl_pipeline_error(sl_pipeline *p);
 
 /* The pipeline's buffer pool (for sources that fill pooled buffers and for

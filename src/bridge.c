@@ -45,6 +45,13 @@
  * failure (its on_fail, called after every ring was aborted). A reader
  * counts for nothing; its ring's leftovers stay readable.
  *
+ * Finishing early. sl_reader_done is a consumer's SL_DONE: it walks the
+ * stop up the graph as a stage's op would (sl__stage_consume_end). A
+ * writer stopped by such a walk (every stage after it finished early) is
+ * told by its on_stop, after its ring was aborted: its descriptor turns
+ * readable for good and its part of the pipeline ends, so the pipeline
+ * can finish before sl_writer_end; its calls then return SL_DONE.
+ *
  * Lock order: a bridge's mu is never held while calling into a ring, the
  * pipeline or user code.
  */
@@ -122,6 +129,12 @@ static bool pipeline_failing(sl_pipeline *p) {
   return atomic_load_explicit(&p->failing, memory_order_acquire) != 0;
 }
 
+/* Every stage after s finished early (see sl_stage_ops): nothing wants
+ * what it would produce. */
+static bool stage_stopped(sl_stage *s) {
+  return atomic_load_explicit(&s->stopped, memory_order_acquire) != 0;
+}
+
 static int never_called(sl_stage *s, void *ctx) {
   (void)s;
   (void)ctx;
@@ -158,7 +171,9 @@ struct sl_writer {
   bool note_owns;  /* armed: the producer role is the note's */
   bool drained;    /* the note fired as a drain, not yet taken */
   bool ended;      /* sl_writer_end or _abort was called */
-  bool fail_poked; /* the descriptor was poked for a failure */
+  bool fail_poked; /* the descriptor was poked for a failure or a stop */
+
+  int abort_err; /* sl_writer_abort's code, 0 before; the writer's thread */
 };
 
 static void writer_destroy(void *ctx) {
@@ -254,7 +269,8 @@ static void writer_close(sl_writer *w) {
  * always taken. */
 static void writer_note(void *arg) {
   sl_writer *w = arg;
-  if (!pipeline_failing(w->s->p)) {
+  bool stop = stage_stopped(w->s);
+  if (!stop && !pipeline_failing(w->s->p)) {
     int rc = writer_pump(w);
     if (rc == 0)
       rc = writer_check_level(w);
@@ -263,7 +279,7 @@ static void writer_note(void *arg) {
   }
   bool call = false, close_now = false;
   pthread_mutex_lock(&w->mu);
-  if (pipeline_failing(w->s->p)) {
+  if (stop || pipeline_failing(w->s->p)) {
     if (!w->fail_poked) {
       w->fail_poked = true;
       notify_fd_poke(&w->fd);
@@ -307,6 +323,15 @@ static void writer_fail(sl_stage *s) {
   sl__pipeline_participant_end(s);
 }
 
+/* Every stage after the writer finished early, after its ring was
+ * aborted (whose note, if armed, called the drain callback): the same,
+ * without a failure. Idempotent, as on_stop must be. */
+static void writer_stop(sl_stage *s) {
+  sl_writer *w = s->ctx;
+  writer_poke_fail(w);
+  sl__pipeline_participant_end(s);
+}
+
 int sl_writer_new(sl_stage **stage, sl_writer **out, const char *name) {
   static const sl_stage_ops ops = {.read = never_called,
                                    .destroy = writer_destroy};
@@ -332,6 +357,7 @@ int sl_writer_new(sl_stage **stage, sl_writer **out, const char *name) {
   w->s->threadless = true;
   w->s->on_start = writer_start;
   w->s->on_fail = writer_fail;
+  w->s->on_stop = writer_stop;
   *out = w;
   return 0;
 
@@ -344,17 +370,29 @@ fail_w:
   return rc;
 }
 
+/* After sl_writer_abort(w, err): the pipeline's error when it failed (err
+ * itself when the abort failed it), else err (the pipeline had finished):
+ * as a ring returns its abort code. */
+static int writer_aborted(sl_writer *w) {
+  return pipeline_failing(w->s->p) ? pipeline_err(w->s->p) : w->abort_err;
+}
+
 /* Where a call stands before it queues anything: 0 to go on; `busy`
- * while paused and the drain has not come; SL_ECLOSED; the pipeline's
- * error; SL_EINVAL before start. Takes a drain that came, clearing the
- * descriptor. The writer's thread. */
+ * while paused and the drain has not come; the abort's code; SL_ECLOSED;
+ * the pipeline's error; SL_DONE once stopped; SL_EINVAL before start.
+ * Takes a drain that came, clearing the descriptor. The writer's
+ * thread. */
 static int writer_enter(sl_writer *w, int busy) {
   if (!w->ring)
     return SL_EINVAL;
+  if (w->abort_err)
+    return writer_aborted(w);
   if (w->ended)
     return SL_ECLOSED;
   if (pipeline_failing(w->s->p))
     return pipeline_err(w->s->p);
+  if (stage_stopped(w->s))
+    return SL_DONE;
   if (w->paused) {
     pthread_mutex_lock(&w->mu);
     bool drained = w->drained;
@@ -415,6 +453,8 @@ static int writer_queue(sl_writer *w, sl_buf *head, bool give_back) {
     pthread_mutex_lock(&w->s->p->mu);
     int err = w->s->p->first_err;
     pthread_mutex_unlock(&w->s->p->mu);
+    if (!err && stage_stopped(w->s))
+      return SL_DONE; /* its ring was aborted by the stop, not a failure */
     return err ? err : rc;
   }
   /* Below the mark; or all of it was queued and a stop came after, which
@@ -517,7 +557,7 @@ int sl_writer_on_drain(sl_writer *w, void (*cb)(sl_writer *w, void *arg),
 int sl_writer_end(sl_writer *w) {
   if (!w || !w->ring)
     return SL_EINVAL;
-  if (w->ended)
+  if (w->ended) /* also after an abort, which ended the writer */
     return SL_ECLOSED;
   pthread_mutex_lock(&w->mu);
   w->ended = true;
@@ -542,6 +582,8 @@ int sl_writer_abort(sl_writer *w, int err) {
   pthread_mutex_lock(&w->mu);
   w->ended = true;
   pthread_mutex_unlock(&w->mu);
+  if (!w->abort_err)
+    w->abort_err = err;
   sl_pipeline *p = w->s->p;
   pthread_mutex_lock(&p->mu);
   bool over = p->ended || p->first_err;
@@ -569,6 +611,7 @@ struct sl_reader {
   sl_buf *cur; /* a chunk read in part by sl_reader_read_bytes */
   size_t cur_off;
   bool closed, eof;
+  bool done; /* closed by sl_reader_done: reads then say SL_EOF */
 
   pthread_mutex_t mu;
   bool poked; /* the descriptor holds a poke */
@@ -695,7 +738,7 @@ int sl_reader_read(sl_reader *r, sl_buf **out) {
   if (!r || !r->ring || r->cur)
     return SL_EINVAL;
   if (r->closed)
-    return SL_EPIPE;
+    return r->done ? SL_EOF : SL_EPIPE;
   return reader_next(r, out);
 }
 
@@ -705,7 +748,7 @@ int sl_reader_read_bytes(sl_reader *r, void *dst, size_t cap, size_t *n) {
   if (!r || !r->ring || !dst || !n || cap == 0)
     return SL_EINVAL;
   if (r->closed)
-    return SL_EPIPE;
+    return r->done ? SL_EOF : SL_EPIPE;
   unsigned char *d = dst;
   size_t got = 0;
   int rc = 0;
@@ -772,5 +815,22 @@ int sl_reader_close(sl_reader *r) {
   }
   /* Release what waits unread, also after a finished stream. */
   sl_ring_abort(r->ring, SL_EPIPE);
+  return 0;
+}
+
+int sl_reader_done(sl_reader *r) {
+  if (!r || !r->ring)
+    return SL_EINVAL;
+  if (r->closed)
+    return 0;
+  r->closed = r->done = true;
+  sl_buf_unref(r->cur);
+  r->cur = NULL;
+  /* A consumer's SL_DONE: stop what feeds it (a no-op once the pipeline
+   * failed or finished, or after the end of the stream). */
+  if (!r->eof)
+    sl__stage_consume_end(r->s);
+  /* Release what waits unread, also after a finished stream. */
+  sl_ring_abort(r->ring, SL_ECANCELED);
   return 0;
 }

@@ -13,6 +13,8 @@ const char *sl_strerror(int code) {
     return "would block";
   case SL_EOF:
     return "end of stream";
+  case SL_DONE:
+    return "no more input wanted";
 #define SL_XX_(name, value, msg) \
   case SL_##name:                \
     return msg;
@@ -31,6 +33,8 @@ const char *sl_err_name(int code) {
     return "SL_AGAIN";
   case SL_EOF:
     return "SL_EOF";
+  case SL_DONE:
+    return "SL_DONE";
 #define SL_XX_(name, value, msg) \
   case SL_##name:                \
     return "SL_" #name;

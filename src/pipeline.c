@@ -19,7 +19,22 @@
  * to end sets ended (from then on nothing can change the outcome: a late
  * cancel is a no-op), calls the finished callback with no lock held, then
  * sets finished and broadcasts done_cv. sl_pipeline_wait waits for that
- * and joins the threads exactly once, whoever calls it first.
+ * and joins the threads exactly once, whoever calls it first. A wait or a
+ * free from one of the pipeline's own threads (a stage's, known by the
+ * thread-local stage.c keeps, or the finished callback's, marked here)
+ * would wait for itself: it is refused with SL_EDEADLK.
+ *
+ * Finishing early. An op that returns SL_DONE wants no more input: its
+ * stage walks up the graph under mu (sl__stage_consume_end), marking each
+ * ring into it gone (out_gone of the producer's side of the edge); a
+ * producer left with every output gone is stopped (stopped set, its
+ * cancel descriptor poked) and, unless it is a duplex, whose two sides
+ * are independent, abandons its own inputs in turn. Then, with mu
+ * released, every gone ring is aborted with SL_ECANCELED, which releases
+ * its chunks and wakes both its sides. Nothing fails: first_err stays 0,
+ * a stopped stage's thread ends quietly whatever its op returns, a push
+ * skips a gone branch of a tee, and a failure that comes first, or
+ * after, still decides the outcome.
  *
  * Lock order: p->mu is never held while taking a ring's or the pool's
  * lock, nor while calling user code.
@@ -62,7 +77,6 @@ int sl_pipeline_new(sl_pipeline **out, const sl_pipeline_opts *opts) {
   if (!p)
     return SL_ENOMEM;
   p->opts = o;
-  p->cancel_rfd = p->cancel_wfd = -1;
   int rc = 0;
   if (o.pool)
     p->pool = sl_pool_ref(o.pool);
@@ -190,7 +204,15 @@ int sl_pipeline_link(sl_pipeline *p, sl_stage *from, sl_stage *to) {
   return sl_pipeline_chainv(p, v, 2);
 }
 
-int sl_pipeline_chain(sl_pipeline *p, sl_stage *first, ...) {
+int sl_pipeline_chain_list(sl_pipeline *p, sl_stage *const *v, size_t n) {
+  /* The last entry must be the NULL that ends the list: without it a
+   * list whose last stage failed to be made would look complete. */
+  if (!p || !v || n == 0 || v[n - 1])
+    return SL_EINVAL;
+  return sl_pipeline_chainv(p, v, n - 1);
+}
+
+int(sl_pipeline_chain)(sl_pipeline *p, sl_stage *first, ...) {
   sl_stage *v[64];
   size_t n = 0;
   va_list ap;
@@ -225,28 +247,36 @@ static void abort_rings(sl_pipeline *p) {
       p->stages[i]->on_fail(p->stages[i]);
 }
 
-/* Make the cancel descriptor readable. A failed write can only mean it is
+/* Make a cancel descriptor readable. A failed write can only mean it is
  * already full of wake-ups, which is as readable as it gets. */
-static void poke_cancel_fd_locked(sl_pipeline *p) {
-  if (p->cancel_wfd < 0)
+static void poke_wake(int wfd) {
+  if (wfd < 0)
     return;
 #ifdef __linux__
   uint64_t one = 1;
-  ssize_t n = write(p->cancel_wfd, &one, sizeof one);
+  ssize_t n = write(wfd, &one, sizeof one);
 #else
-  ssize_t n = write(p->cancel_wfd, "x", 1);
+  ssize_t n = write(wfd, "x", 1);
 #endif
   (void)n;
 }
 
-int sl__pipeline_cancel_fd(sl_pipeline *p) {
+/* The pipeline fails: every stage's cancel descriptors. */
+static void poke_cancel_fds_locked(sl_pipeline *p) {
+  for (size_t i = 0; i < p->nstages; i++)
+    for (int k = 0; k < 2; k++)
+      poke_wake(p->stages[i]->wake[k].wfd);
+}
+
+int sl__stage_wake_fd(sl_stage *s, int idx) {
+  sl_pipeline *p = s->p;
   int rc;
   pthread_mutex_lock(&p->mu);
-  if (p->cancel_rfd < 0) {
+  if (s->wake[idx].rfd < 0) {
 #ifdef __linux__
     int fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (fd >= 0)
-      p->cancel_rfd = p->cancel_wfd = fd;
+      s->wake[idx].rfd = s->wake[idx].wfd = fd;
 #else
     int fds[2];
     if (pipe(fds) == 0) {
@@ -254,16 +284,17 @@ int sl__pipeline_cancel_fd(sl_pipeline *p) {
         fcntl(fds[i], F_SETFD, FD_CLOEXEC);
         fcntl(fds[i], F_SETFL, O_NONBLOCK);
       }
-      p->cancel_rfd = fds[0];
-      p->cancel_wfd = fds[1];
+      s->wake[idx].rfd = fds[0];
+      s->wake[idx].wfd = fds[1];
     }
 #endif
-    if (p->cancel_rfd >= 0 && p->first_err)
-      poke_cancel_fd_locked(p);
+    if (s->wake[idx].rfd >= 0 &&
+        (p->first_err || (idx == 0 && atomic_load(&s->stopped))))
+      poke_wake(s->wake[idx].wfd);
   }
-  rc = p->cancel_rfd >= 0 ? p->cancel_rfd
-       : errno == ENOMEM  ? SL_ENOMEM
-                          : SL_EIO;
+  rc = s->wake[idx].rfd >= 0 ? s->wake[idx].rfd
+       : errno == ENOMEM     ? SL_ENOMEM
+                             : SL_EIO;
   pthread_mutex_unlock(&p->mu);
   return rc;
 }
@@ -274,7 +305,7 @@ static bool record_first_locked(sl_pipeline *p, sl_stage *s, int err) {
     return false;
   p->first_err = err;
   atomic_store_explicit(&p->failing, 1, memory_order_release);
-  poke_cancel_fd_locked(p);
+  poke_cancel_fds_locked(p);
   if (!s) {
     snprintf(p->errbuf, sizeof p->errbuf, "%s", sl_strerror(err));
   } else {
@@ -291,10 +322,75 @@ void sl__pipeline_fail(sl_pipeline *p, sl_stage *s, int err) {
   bool first = record_first_locked(p, s, err);
   bool ready = p->rings_ready;
   pthread_mutex_unlock(&p->mu);
-  int none = 0;
-  atomic_compare_exchange_strong(&s->status, &none, first ? err : SL_ECANCELED);
+  /* A stage stopped early that fails after all still shows its own
+   * outcome. */
+  int was = 0;
+  if (!atomic_compare_exchange_strong(&s->status, &was,
+                                      first ? err : SL_ECANCELED) &&
+      was == SL_DONE)
+    atomic_compare_exchange_strong(&s->status, &was,
+                                   first ? err : SL_ECANCELED);
   if (first && ready)
     abort_rings(p);
+}
+
+/* ---- finishing early ---- */
+
+static void consume_end_locked(sl_pipeline *p, sl_stage *s);
+
+/* Every output of s is gone: stop its producing side. */
+static void produce_stop_locked(sl_pipeline *p, sl_stage *s) {
+  if (atomic_load(&s->stopped))
+    return;
+  atomic_store(&s->stopped, 1);
+  poke_wake(s->wake[0].wfd);
+  /* A duplex's write side goes on: its input is not its output's. */
+  if (s->kind != KIND_DUPLEX)
+    consume_end_locked(p, s);
+}
+
+/* s reads no more: every ring into it is gone, and a producer left with
+ * no consumer is stopped. */
+static void consume_end_locked(sl_pipeline *p, sl_stage *s) {
+  if (s->inputs_gone)
+    return;
+  s->inputs_gone = true;
+  for (size_t k = 0; k < s->nprods; k++) {
+    sl_stage *q = s->prods[k];
+    bool all = true;
+    for (size_t c = 0; c < q->ncons; c++) {
+      if (q->cons[c] == s)
+        atomic_store_explicit(&q->out_gone[c], 1, memory_order_release);
+      all = all && atomic_load_explicit(&q->out_gone[c], memory_order_relaxed);
+    }
+    if (all)
+      produce_stop_locked(p, q);
+  }
+}
+
+void sl__stage_consume_end(sl_stage *s) {
+  sl_pipeline *p = s->p;
+  pthread_mutex_lock(&p->mu);
+  bool go = p->rings_ready && !p->first_err && !p->ended && !s->inputs_gone;
+  if (go)
+    consume_end_locked(p, s);
+  pthread_mutex_unlock(&p->mu);
+  if (!go)
+    return;
+  /* The stages and their edges are fixed once the rings exist. An abort
+   * is idempotent, so aborting a ring some earlier walk marked costs
+   * nothing. */
+  for (size_t i = 0; i < p->nstages; i++) {
+    sl_stage *q = p->stages[i];
+    for (size_t c = 0; c < q->ncons; c++)
+      if (atomic_load_explicit(&q->out_gone[c], memory_order_acquire))
+        sl_ring_abort(q->outs[c], SL_ECANCELED);
+  }
+  for (size_t i = 0; i < p->nstages; i++) {
+    sl_stage *q = p->stages[i];
+    if (q->on_stop && atomic_load(&q->stopped))
+      q->on_stop(q);
+  }
 }
 
 void sl_pipeline_cancel(sl_pipeline *p) {
@@ -310,10 +406,21 @@ void sl_pipeline_cancel(sl_pipeline *p) {
 
 /* Every thread has ended (ended set under the lock, status read with it):
  * tell the callback, then let waiters in. */
+static _Thread_local const sl_pipeline *finishing; /* in p's callback */
+
+bool sl__pipeline_own_thread(const sl_pipeline *p) {
+  sl_stage *s = sl__stage_current(NULL);
+  return (s && s->p == p) || finishing == p;
+}
+
 static void finish(sl_pipeline *p, int status) {
   sl__obs_stop(p);
-  if (p->finished_cb)
+  if (p->finished_cb) {
+    const sl_pipeline *outer = finishing;
+    finishing = p;
     p->finished_cb(p, status, p->finished_arg);
+    finishing = outer;
+  }
   pthread_mutex_lock(&p->mu);
   p->finished = true;
   pthread_cond_broadcast(&p->done_cv);
@@ -371,13 +478,18 @@ void sl__pipeline_participant_end(sl_stage *s) {
  * for. That accepts sock -> gzip -> sock. A sink has no outputs, so it
  * cannot close a cycle, and a cycle that avoids every duplex still leaves
  * its stages unseen. */
-static int validate(const sl_pipeline *p) {
+static int validate(const sl_pipeline *p, const char **why) {
+  *why = "start: the pipeline has no stage";
   if (p->nstages == 0)
     return SL_EINVAL;
   sl_stage *ready = NULL;
   for (size_t i = 0; i < p->nstages; i++) {
     sl_stage *s = p->stages[i];
-    if ((consumes(s) && s->nprods == 0) || (produces(s) && s->ncons == 0))
+    *why = "start: a stage that consumes has no producer";
+    if (consumes(s) && s->nprods == 0)
+      return SL_EINVAL;
+    *why = "start: a stage that produces has no consumer";
+    if (produces(s) && s->ncons == 0)
       return SL_EINVAL;
     s->topo_left = s->kind == KIND_DUPLEX ? 0 : s->nprods;
     if (s->topo_left == 0) {
@@ -398,7 +510,14 @@ static int validate(const sl_pipeline *p) {
       }
     }
   }
+  *why = "start: the stages form a cycle";
   return seen == p->nstages ? 0 : SL_EINVAL;
+}
+
+/* A refused call says why, for sl_pipeline_error. */
+static int refuse(sl_pipeline *p, int rc, const char *why) {
+  atomic_store_explicit(&p->refusal, why, memory_order_release);
+  return rc;
 }
 
 /* The ring of every edge, and each stage's thread bookkeeping. Whatever
@@ -417,11 +536,13 @@ static int prepare(sl_pipeline *p) {
     if (p->opts.threads && !(s->jobs = sl__calloc(nin + 1, sizeof *s->jobs)))
       return SL_ENOMEM;
     s->inputs = sl__calloc(nin ? nin : 1, sizeof *s->inputs);
-    if (s->ncons)
+    if (s->ncons) {
       s->outs = sl__calloc(s->ncons, sizeof *s->outs);
+      s->out_gone = sl__calloc(s->ncons, sizeof *s->out_gone);
+    }
     if (s->nprods)
       s->ins = sl__calloc(s->nprods, sizeof *s->ins);
-    if (!s->threads || !s->inputs || (s->ncons && !s->outs) ||
+    if (!s->threads || !s->inputs || (s->ncons && (!s->outs || !s->out_gone)) ||
         (s->nprods && !s->ins))
       return SL_ENOMEM;
     if (nin > 1) {
@@ -488,11 +609,13 @@ int sl_pipeline_start(sl_pipeline *p) {
   if (!p)
     return SL_EINVAL;
   if (p->started)
-    return SL_EBUSY;
-  int rc = validate(p);
+    return refuse(p, SL_EBUSY, "start: started before");
+  const char *why;
+  int rc = validate(p, &why);
   if (rc != 0)
-    return rc;
+    return refuse(p, rc, why);
   p->started = true;
+  atomic_store_explicit(&p->refusal, NULL, memory_order_release);
 
   rc = prepare(p);
   int planned = 0;
@@ -562,8 +685,13 @@ int sl_pipeline_start(sl_pipeline *p) {
 }
 
 int sl_pipeline_wait(sl_pipeline *p) {
-  if (!p || !p->started)
+  if (!p)
     return SL_EINVAL;
+  if (!p->started)
+    return refuse(p, SL_EINVAL, "wait: the pipeline was not started");
+  if (sl__pipeline_own_thread(p))
+    return refuse(p, SL_EDEADLK,
+                  "wait: called from one of the pipeline's own threads");
   pthread_mutex_lock(&p->mu);
   while (!p->finished)
     pthread_cond_wait(&p->done_cv, &p->mu);
@@ -592,9 +720,12 @@ int sl_pipeline_wait(sl_pipeline *p) {
   return status;
 }
 
-void sl_pipeline_free(sl_pipeline *p) {
+int sl_pipeline_free(sl_pipeline *p) {
   if (!p)
-    return;
+    return 0;
+  /* It would wait for itself, then free the stage it runs. */
+  if (sl__pipeline_own_thread(p))
+    return SL_EDEADLK;
   if (p->started) {
     sl_pipeline_cancel(p);
     sl_pipeline_wait(p);
@@ -608,20 +739,19 @@ void sl_pipeline_free(sl_pipeline *p) {
   sl__free(p->stages);
   sl_pool_free(p->pool);
   sl_threads_free(p->opts.threads);
-  if (p->cancel_rfd >= 0)
-    close(p->cancel_rfd);
-  if (p->cancel_wfd >= 0 && p->cancel_wfd != p->cancel_rfd)
-    close(p->cancel_wfd);
   pthread_cond_destroy(&p->done_cv);
   pthread_mutex_destroy(&p->mu);
   sl__free(p);
+  return 0;
 }
 
 const char *sl_pipeline_error(sl_pipeline *p) {
   if (!p)
     return NULL;
   pthread_mutex_lock(&p->mu);
-  const char *msg = p->first_err ? p->errbuf : NULL;
+  const char *msg =
+      p->first_err ? p->errbuf
+                   : atomic_load_explicit(&p->refusal, memory_order_acquire);
   pthread_mutex_unlock(&p->mu);
   return msg;
 }

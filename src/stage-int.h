@@ -117,6 +117,28 @@ struct sl_stage {
   int (*on_start)(sl_stage *s);
   void (*on_fail)(sl_stage *s);
   _Atomic int participating;
+  /* A threadless producer stopped because every consumer finished early
+   * (see "Finishing early" in pipeline.c); on the thread that stopped it,
+   * after the rings were aborted, no lock held. Called again on every
+   * later stop of the pipeline: it must be idempotent. */
+  void (*on_stop)(sl_stage *s);
+
+  /* Finishing early (pipeline.c). out_gone[i]: the consumer of outs[i]
+   * wants no more, and the ring is (being) aborted; set under p->mu, read
+   * by the pushing thread without it. stopped: every output is gone, so
+   * the stage's producing side (the whole stage, or a duplex's read side)
+   * is stopped; set under p->mu. in_done: an op of the stage returned
+   * SL_DONE, set by the thread that ran it under op_mu when there is one;
+   * inputs_gone: the walk up from this stage was made (under p->mu). */
+  _Atomic int *out_gone;
+  _Atomic int stopped, in_done;
+  bool inputs_gone;
+  /* The cancel descriptors (sl_stage_cancel_fd), -1 until first asked
+   * for, under p->mu: [0] for the stage's thread(s) or a duplex's read
+   * side, [1] for a duplex's write side. */
+  struct {
+    int rfd, wfd;
+  } wake[2];
 
   size_t topo_left; /* scratch of the acyclicity check */
   sl_stage *topo_next;
@@ -157,8 +179,10 @@ struct sl_pipeline {
   int live_threads;
   int first_err;
   char errbuf[SL_ERRMSG_MAX + 64];
-  int cancel_rfd, cancel_wfd; /* -1 until sl_stage_cancel_fd */
-  _Atomic int failing;        /* fast check for sl_stage_cancelled */
+  _Atomic int failing; /* fast check for sl_stage_cancelled */
+  /* Why the latest refused start or wait was refused (a static string),
+   * for sl_pipeline_error while there is no failure; NULL if none. */
+  const char *_Atomic refusal;
   /* Set (release) by sl__obs_start once the rings and every thread record
    * exist, before any thread of the pipeline runs. From then on the stage
    * list, every stage's edges, rings and records are fixed until
@@ -174,7 +198,16 @@ struct sl_pipeline {
 void sl__pipeline_fail(sl_pipeline *p, sl_stage *s, int err);
 void sl__pipeline_thread_done(sl_pipeline *p);
 void sl__pipeline_participant_end(sl_stage *s);
-int sl__pipeline_cancel_fd(sl_pipeline *p);
+/* The cancel descriptor of s for side idx (see sl_stage.wake). */
+int sl__stage_wake_fd(sl_stage *s, int idx);
+/* The stage's op returned SL_DONE (or a threadless consumer finished
+ * early): abandon every input of s and stop every producer left with no
+ * consumer, up the graph. Idempotent; a no-op once the pipeline fails or
+ * has ended. Any thread, no lock of the pipeline held. */
+void sl__stage_consume_end(sl_stage *s);
+/* Whether the calling thread is one of p's own: it runs one of p's
+ * stages, or p's finished callback. */
+bool sl__pipeline_own_thread(const sl_pipeline *p);
 /* Stage i of p, NULL past the end, for readers on any thread: without a
  * lock once ready (p->prepared seen set), else under p->mu, since chain
  * may be growing the list. The stage itself stays where it is until
@@ -185,6 +218,11 @@ sl_stage *sl__pipeline_stage_at(sl_pipeline *p, size_t i, bool ready);
 static inline bool sl__pipeline_ready(sl_pipeline *p) {
   return atomic_load_explicit(&p->prepared, memory_order_acquire) != 0;
 }
+
+/* stage.c: the stage the calling thread runs, NULL on any other thread;
+ * *side (when not NULL) is 0 on a source's thread or a duplex's read side,
+ * 1 on an input thread. */
+sl_stage *sl__stage_current(int *side);
 
 /* stage.c: thread entry points; input_main takes a struct sl_input. */
 void *sl__stage_source_main(void *arg);

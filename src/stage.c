@@ -19,6 +19,17 @@
  * the first error and aborts every ring; every other loop then sees
  * SL_ECANCELED from its ring and winds down. Chunks a loop holds are
  * released on every exit path.
+ *
+ * Finishing early: an op's SL_DONE ends the stage's input there (the
+ * chunks not delivered are released, flush or final runs, the output is
+ * closed) and hands the stop upstream to sl__stage_consume_end
+ * (pipeline.c). A loop that then finds its input aborted, or its own
+ * stage stopped, ends as at the end of its stream, failing nothing.
+ *
+ * Whose thread: a thread-local names the stage the calling thread runs
+ * (set by the loops below, so also on a thread reused from a set), which
+ * lets sl_stage_push refuse a foreign thread and the pipeline refuse a
+ * wait or a free from its own threads.
  */
 #include "stage-int.h"
 
@@ -27,6 +38,36 @@
 #include <signal.h>
 #include <stdarg.h>
 #include <string.h>
+#include <unistd.h>
+
+/* The stage the calling thread runs, and its side (0: source or read
+ * side, 1: an input thread); NULL between stages. Initial-exec: read on
+ * every push, so no call to find it. */
+#if defined(__GNUC__)
+#define SL_TLS_FAST __attribute__((tls_model("initial-exec")))
+#else
+#define SL_TLS_FAST
+#endif
+static _Thread_local sl_stage *cur_stage SL_TLS_FAST;
+static _Thread_local int cur_side SL_TLS_FAST;
+
+sl_stage *sl__stage_current(int *side) {
+  if (side)
+    *side = cur_side;
+  return cur_stage;
+}
+
+/* Whether the calling thread is the one that may push for s: one of its
+ * own, and for a duplex its read side. */
+static bool own_pusher(const sl_stage *s) {
+  return cur_stage == s && (s->kind != KIND_DUPLEX || cur_side == 0);
+}
+
+/* Which cancel descriptor the calling thread of s uses: a duplex's write
+ * side its own, everyone else the stage's first. */
+static int wake_index(const sl_stage *s) {
+  return s->kind == KIND_DUPLEX && cur_stage == s && cur_side == 1;
+}
 
 /* Chunks taken from the input ring under one lock. Bounds what a stage
  * holds outside its ring; the ring itself holds at most hwm + one chunk. */
@@ -66,6 +107,8 @@ int sl_stage_new(sl_stage **out, const char *name, const sl_stage_ops *ops,
   s->ops = *ops;
   s->ctx = ctx;
   s->kind = kind;
+  for (int k = 0; k < 2; k++)
+    s->wake[k].rfd = s->wake[k].wfd = -1;
   *out = s;
   return 0;
 }
@@ -76,6 +119,13 @@ void sl__stage_destroy(sl_stage *s) {
     s->ops.destroy(s->ctx);
   if (s->op_mu_ready)
     pthread_mutex_destroy(&s->op_mu);
+  for (int k = 0; k < 2; k++) {
+    if (s->wake[k].rfd >= 0)
+      close(s->wake[k].rfd);
+    if (s->wake[k].wfd >= 0 && s->wake[k].wfd != s->wake[k].rfd)
+      close(s->wake[k].wfd);
+  }
+  sl__free(s->out_gone);
   sl__free(s->cons);
   sl__free(s->prods);
   sl__free(s->outs);
@@ -165,26 +215,48 @@ static int push_ring(sl_stage *s, sl_ring *r, sl_buf *buf) {
   return rc;
 }
 
+/* Whether the consumer of output i finished early; its ring is aborted or
+ * about to be. Pairs with the release in pipeline.c's walk. */
+static bool out_gone(const sl_stage *s, size_t i) {
+  return atomic_load_explicit(&s->out_gone[i], memory_order_acquire) != 0;
+}
+
 int sl_stage_push(sl_stage *s, sl_buf *buf) {
   if (!buf)
     return SL_EINVAL;
-  if (!s || !s->outs) {
+  /* One writer per ring: a push from another thread would race the
+   * stage's own on the ring's producer side. */
+  if (!s || !s->outs || !own_pusher(s)) {
     sl_buf_unref(buf);
     return SL_EINVAL;
   }
-  size_t len = buf->len, n = s->ncons;
+  size_t len = buf->len, n = s->ncons, sent = 0;
   /* Fan-out: every branch gets the same buffer, one reference each, and
-   * the writes go in turn, so the slowest branch governs. */
+   * the writes go in turn, so the slowest branch governs. A branch whose
+   * consumer finished early is skipped, also when that happens while the
+   * write waits on it (the abort wakes it). */
   for (size_t i = 1; i < n; i++)
     sl_buf_ref(buf);
   for (size_t i = 0; i < n; i++) {
+    if (out_gone(s, i)) {
+      sl_buf_unref(buf);
+      continue;
+    }
     int rc = push_ring(s, s->outs[i], buf);
+    if (rc != 0 && out_gone(s, i) &&
+        !atomic_load_explicit(&s->p->failing, memory_order_acquire)) {
+      sl_buf_unref(buf);
+      continue;
+    }
     if (rc != 0) {
       for (; i < n; i++) /* the references not handed over */
         sl_buf_unref(buf);
       return rc;
     }
+    sent++;
   }
+  if (sent == 0) /* every consumer is gone: the stage is stopped */
+    return SL_ECANCELED;
   ctr_add(&s->out_ctr.chunks, 1);
   ctr_add(&s->out_ctr.bytes, len);
   return 0;
@@ -208,7 +280,7 @@ void sl_stage_set_error(sl_stage *s, const char *fmt, ...) {
 int sl_stage_cancel_fd(sl_stage *s) {
   if (!s || !s->p)
     return SL_EINVAL;
-  return sl__pipeline_cancel_fd(s->p);
+  return sl__stage_wake_fd(s, wake_index(s));
 }
 
 int sl__stage_poll(sl_stage *s, int fd, short events, int *cancel_fd,
@@ -249,8 +321,12 @@ int sl_stage_push_flush(sl_stage *s) {
 }
 
 int sl_stage_cancelled(const sl_stage *s) {
-  return s && s->p &&
-         atomic_load_explicit(&s->p->failing, memory_order_acquire);
+  if (!s || !s->p)
+    return 0;
+  if (atomic_load_explicit(&s->p->failing, memory_order_acquire))
+    return 1;
+  return atomic_load_explicit(&s->stopped, memory_order_acquire) &&
+         !wake_index(s);
 }
 
 int sl_stage_status(const sl_stage *s) {
@@ -288,27 +364,47 @@ void sl__stage_thread_name(const sl_stage *s, pthread_t t,
 }
 
 /* A stage thread names itself before it runs an op (its creator names it
- * too, once pthread_create returns: see sl__thread_name). */
+ * too, once pthread_create returns: see sl__thread_name), and marks
+ * itself as the stage's. */
 static void thread_begin(sl_stage *s, const struct sl_input *in) {
+  cur_stage = s;
+  cur_side = in != NULL;
   sl__stage_thread_name(s, pthread_self(), in);
   uint64_t zero = 0;
   atomic_compare_exchange_strong(&s->start_ns, &zero, sl__now_ns());
 }
 
+/* Whether the calling thread's part of s was stopped because nothing
+ * downstream wants its output: the whole stage, or a duplex's read side
+ * (its write side is not stopped by that). */
+static bool side_stopped(const sl_stage *s) {
+  return atomic_load_explicit(&s->stopped, memory_order_acquire) &&
+         !(s->kind == KIND_DUPLEX && cur_side == 1);
+}
+
 /* A loop ended with rc: on success close the outputs if this thread was
- * the stage's last producer of output, fail the pipeline otherwise. */
+ * the stage's last producer of output; a stopped stage ends quietly,
+ * whatever its op returned (nobody wants what it would say); fail the
+ * pipeline otherwise. The finished callback may run in here, from the
+ * last thread to end, which is still marked as the stage's; it is cleared
+ * after. */
 static void thread_end(sl_stage *s, struct sl_tobs *o, bool close_outputs,
                        int rc) {
   if (rc == 0) {
     if (close_outputs)
       for (size_t i = 0; i < s->ncons; i++)
         sl_ring_close(s->outs[i]);
+  } else if (side_stopped(s) &&
+             !atomic_load_explicit(&s->p->failing, memory_order_acquire)) {
+    int none = 0;
+    atomic_compare_exchange_strong(&s->status, &none, SL_DONE);
   } else {
     sl__pipeline_fail(s->p, s, rc);
   }
   atomic_store(&s->end_ns, sl__now_ns());
   sl__tobs_end(o);
   sl__pipeline_thread_done(s->p);
+  cur_stage = NULL;
 }
 
 /* Source, and the read side of a duplex. */
@@ -324,7 +420,7 @@ void *sl__stage_source_main(void *arg) {
       break;
     }
     rc = s->ops.read(s, s->ctx);
-    if (rc == SL_EOF) {
+    if (rc == SL_EOF || rc == SL_DONE) {
       rc = 0;
       break;
     }
@@ -336,18 +432,20 @@ void *sl__stage_source_main(void *arg) {
 }
 
 /* A flush marker: let the stage push out what it holds, then pass the
- * marker on (a sink drops it). Owns mark. */
+ * marker on (a sink drops it, and so does a stage whose sync said
+ * SL_DONE: its flush or final comes next). Owns mark. */
 static int pass_marker(sl_stage *s, sl_buf *mark, bool transform) {
   int rc = s->ops.sync ? s->ops.sync(s, s->ctx) : 0;
-  if (rc < 0 || !transform) {
+  if (rc < 0 || rc == SL_DONE || !transform) {
     sl_buf_unref(mark);
-    return rc;
+    return rc < 0 || rc == SL_DONE ? rc : 0;
   }
   return sl_stage_push(s, mark);
 }
 
-/* Hand n chunks to the op, which owns each one it is given; on failure
- * release the ones it never got. */
+/* Hand n chunks to the op, which owns each one it is given; on failure,
+ * or when the op wants no more (SL_DONE, returned), release the ones it
+ * never got. */
 static int deliver(sl_stage *s, sl_buf **batch, size_t n) {
   bool transform = s->kind == KIND_TRANSFORM;
   uint64_t bytes = 0;
@@ -363,13 +461,27 @@ static int deliver(sl_stage *s, sl_buf **batch, size_t n) {
     else
       rc = transform ? s->ops.transform(s, s->ctx, b)
                      : s->ops.write(s, s->ctx, b);
-    if (rc < 0) {
+    if (rc < 0 || rc == SL_DONE) {
       for (i++; i < n; i++)
         sl_buf_unref(batch[i]);
       return rc;
     }
   }
   return 0;
+}
+
+static void release_batch(sl_buf **batch, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    sl_buf_unref(batch[i]);
+}
+
+/* Whether a read that failed with rc is the end of this stage's input
+ * after all: an op of the stage (on another input thread) said SL_DONE,
+ * which aborted this input, and the pipeline is not failing. (A stage
+ * stopped from downstream ends by its error instead: see thread_end.) */
+static bool input_ended_early(const sl_stage *s, int rc) {
+  return rc < 0 && atomic_load_explicit(&s->in_done, memory_order_acquire) &&
+         !atomic_load_explicit(&s->p->failing, memory_order_acquire);
 }
 
 /* Take a batch; when the ring is empty now, the read will wait: mark it
@@ -404,13 +516,29 @@ static int arrival_loop(sl_stage *s, struct sl_tobs *o, sl_ring *in,
   *last = false;
   while ((rc = take(o, in, batch, STAGE_BATCH, &n)) == 0) {
     pthread_mutex_lock(&s->op_mu);
+    if (atomic_load_explicit(&s->in_done, memory_order_relaxed)) {
+      /* Another input's op said SL_DONE: no op sees more input. */
+      pthread_mutex_unlock(&s->op_mu);
+      release_batch(batch, n);
+      rc = SL_EOF;
+      break;
+    }
     if (pushes)
       s->push_obs = o;
     rc = deliver(s, batch, n);
+    if (rc == SL_DONE)
+      atomic_store_explicit(&s->in_done, 1, memory_order_release);
     pthread_mutex_unlock(&s->op_mu);
+    if (rc == SL_DONE) {
+      sl__stage_consume_end(s);
+      rc = SL_EOF;
+      break;
+    }
     if (rc < 0)
       return rc;
   }
+  if (input_ended_early(s, rc))
+    rc = SL_EOF;
   if (rc != SL_EOF)
     return rc;
   pthread_mutex_lock(&s->op_mu);
@@ -442,6 +570,11 @@ static int turn_loop(sl_stage *s, struct sl_tobs *o) {
       open--;
       rc = 0;
     } else if (rc < 0 || (rc = deliver(s, batch, n)) < 0) {
+      break;
+    } else if (rc == SL_DONE) {
+      atomic_store_explicit(&s->in_done, 1, memory_order_release);
+      sl__stage_consume_end(s);
+      rc = 0;
       break;
     }
     if (!one)

@@ -1084,6 +1084,82 @@ START_TEST(test_reader_close_early) {
 }
 END_TEST
 
+/* The consumer has had enough (sl_reader_done): the gate feeding it and
+ * the writer feeding that are stopped, the writer's part ends by itself
+ * (its calls say SL_DONE, its descriptor turns readable), and the
+ * pipeline ends with 0, every buffer released. Loop 1: the writer is
+ * paused at the mark with the gate holding a chunk: the stop wakes both,
+ * and the drain callback hears of it once. */
+START_TEST(test_reader_done_early_succeeds) {
+  wgr t;
+  sl_buf *b;
+  wgr_start(&t);
+  if (_i == 0) {
+    gate_open(&t.g);
+    ck_assert_int_eq(sl_writer_write(t.w, kib, 100), 1);
+    ck_assert_int_eq(read_chunks(t.r, 1), 100);
+    ck_assert_int_eq(sl_writer_write(t.w, kib, 100), 1);
+  } else {
+    fill_to_mark(&t, 0);
+  }
+  ck_assert_int_eq(sl_reader_done(t.r), 0);
+  ck_assert_int_eq(sl_reader_done(t.r), 0);
+  gate_poke(&t.g); /* a held chunk sees the stop */
+  ck_assert_int_eq(sl_pipeline_wait(t.p), 0);
+  ck_assert_ptr_null(sl_pipeline_error(t.p));
+  ck_assert(wait_readable(sl_writer_fd(t.w)));
+  ck_assert_int_eq(sl_writer_write(t.w, kib, 1), SL_DONE);
+  ck_assert_int_eq(sl_writer_flush(t.w), SL_DONE);
+  ck_assert_int_eq(sl_writer_end(t.w), 0);
+  ck_assert_int_eq(sl_reader_read(t.r, &b), SL_EOF);
+  ck_assert_int_eq(sl_reader_close(t.r), 0); /* too late to fail it */
+  ck_assert_int_eq(sl_pipeline_wait(t.p), 0);
+  ck_assert_int_eq(sl_stage_status(t.rs), 0);
+  ck_assert_int_eq(sl_stage_status(t.gs), SL_DONE);
+  ck_assert_int_eq(counter_get(&t.drains), _i);
+  ck_assert_uint_eq(pu_pool_stats(t.p).outstanding, 0);
+  wgr_free(&t);
+}
+END_TEST
+
+/* After sl_writer_abort(w, err) the writer's calls return err, as a ring
+ * returns its abort code after sl_ring_abort, not SL_ECLOSED. Loop 0: the
+ * abort fails the pipeline; 1: the pipeline failed before (its error is
+ * the one); 2: it had finished (its outcome stays 0; the writer still
+ * says err). */
+START_TEST(test_writer_calls_after_abort_return_err) {
+  wgr t;
+  sl_buf *b;
+  int rc;
+  wgr_start(&t);
+  if (_i == 1)
+    sl_pipeline_cancel(t.p);
+  if (_i == 2) {
+    gate_open(&t.g);
+    ck_assert_int_eq(sl_writer_write(t.w, kib, 10), 1);
+    ck_assert_int_eq(sl_writer_end(t.w), 0);
+    ck_assert_int_eq(read_chunks(t.r, 1), 10);
+    while ((rc = sl_reader_read(t.r, &b)) == SL_AGAIN)
+      ck_assert(wait_readable(sl_reader_fd(t.r)));
+    ck_assert_int_eq(rc, SL_EOF);
+    ck_assert_int_eq(sl_pipeline_wait(t.p), 0);
+  }
+  ck_assert_int_eq(sl_writer_abort(t.w, SL_EMSGSIZE), 0);
+  gate_poke(&t.g);
+  int want = _i == 1 ? SL_ECANCELED : SL_EMSGSIZE;
+  ck_assert_int_eq(sl_writer_write(t.w, kib, 1), want);
+  ck_assert_int_eq(sl_writer_write(t.w, kib, 0), want);
+  ck_assert_int_eq(sl_writer_flush(t.w), want);
+  ck_assert_int_eq(sl_writer_ack(t.w), want);
+  ck_assert_int_eq(sl_writer_buf(t.w, 1, &b), 0);
+  ck_assert_int_eq(sl_writer_write_buf(t.w, b), want);
+  sl_buf_unref(b); /* still the caller's */
+  ck_assert_int_eq(sl_writer_end(t.w), SL_ECLOSED);
+  ck_assert_int_eq(sl_pipeline_wait(t.p), _i == 2 ? 0 : want);
+  wgr_free(&t);
+}
+END_TEST
+
 /* Close after the whole stream was read changes nothing. */
 START_TEST(test_reader_close_after_eof) {
   sl_pipeline *p = small_pipeline();
@@ -1245,6 +1321,8 @@ static Suite *bridge_suite(void) {
   tcase_add_loop_test(tc, test_writer_abort_after_end, 0, 3);
   tcase_add_test(tc, test_writer_stop_while_queueing);
   tcase_add_test(tc, test_reader_close_early);
+  tcase_add_loop_test(tc, test_reader_done_early_succeeds, 0, 2);
+  tcase_add_loop_test(tc, test_writer_calls_after_abort_return_err, 0, 3);
   tcase_add_test(tc, test_reader_close_after_eof);
   suite_add_tcase(s, tc);
 

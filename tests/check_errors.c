@@ -339,12 +339,16 @@ START_TEST(test_status_codes_named) {
   ck_assert_str_eq(sl_err_name(SL_OK), "SL_OK");
   ck_assert_str_eq(sl_err_name(SL_AGAIN), "SL_AGAIN");
   ck_assert_str_eq(sl_err_name(SL_EOF), "SL_EOF");
+  ck_assert_str_eq(sl_err_name(SL_DONE), "SL_DONE");
+  ck_assert_str_eq(sl_strerror(SL_DONE), "no more input wanted");
+  ck_assert_int_gt(SL_DONE, SL_EOF);
+  ck_assert_int_eq(SL_EDEADLK, -EDEADLK);
   ck_assert_int_eq(SL_OK, 0);
   ck_assert_int_gt(SL_AGAIN, 0);
   ck_assert_int_gt(SL_EOF, 0);
   ck_assert_int_ne(SL_AGAIN, SL_EOF);
   ck_assert_str_eq(sl_strerror(SL_EOF), "end of stream");
-  for (int c = SL_OK; c <= SL_EOF; c++) {
+  for (int c = SL_OK; c <= SL_DONE; c++) {
     ck_assert_ptr_nonnull(sl_strerror(c));
     ck_assert_str_ne(sl_strerror(c), "unknown error");
     ck_assert_str_ne(sl_strerror(c), "");

@@ -252,7 +252,8 @@ START_TEST(test_shared_pool) {
 }
 END_TEST
 
-/* An op's positive return other than a source's SL_EOF counts as 0. */
+/* An op's positive return other than a source's SL_EOF and SL_DONE counts
+ * as 0 (a final's or a flush's SL_DONE too). */
 static int pos_read(sl_stage *st, void *ctx) {
   int rc = pu_src_read(st, ctx);
   return rc == 0 ? SL_AGAIN : rc;
@@ -270,12 +271,12 @@ static int pos_flush(sl_stage *st, void *ctx) {
 
 static int pos_write(sl_stage *st, void *ctx, sl_buf *in) {
   int rc = pu_sink_write(st, ctx, in);
-  return rc == 0 ? 3 : rc;
+  return rc == 0 ? 4 : rc;
 }
 
 static int pos_final(sl_stage *st, void *ctx) {
   int rc = pu_sink_final(st, ctx);
-  return rc == 0 ? 9 : rc;
+  return rc == 0 ? SL_DONE : rc;
 }
 
 START_TEST(test_positive_op_return_is_success) {
@@ -1383,6 +1384,112 @@ START_TEST(test_chain_rejects_null) {
 }
 END_TEST
 
+/* A NULL stage anywhere in the list (a constructor that failed) is an
+ * error, never the end of a shorter list: nothing is built. So is a list
+ * that does not end with NULL. And any number of stages is taken. */
+START_TEST(test_chain_null_stage_never_shortens) {
+  kit k;
+  sl_pipeline *p = NULL;
+  sl_stage *failed = NULL; /* what a failed sl_*_new leaves */
+
+  kit_init(&k);
+  ck_assert_int_eq(sl_pipeline_new(&p, NULL), 0);
+  /* The README's gzip program with its output missing: in -> gz -> NULL
+   * used to build in -> gz and report success. */
+  ck_assert_int_eq(sl_pipeline_chain(p, k.s_src, k.s_xf, failed, NULL),
+                   SL_EINVAL);
+  ck_assert_uint_eq(sl_pipeline_stage_count(p), 0);
+  ck_assert_int_eq(sl_pipeline_chain(p, k.s_src, failed, k.s_sink, NULL),
+                   SL_EINVAL);
+  ck_assert_int_eq(sl_pipeline_chain(p, failed, k.s_xf, k.s_sink, NULL),
+                   SL_EINVAL);
+  ck_assert_int_eq(sl_pipeline_chain(p, failed, NULL), SL_EINVAL);
+  /* No NULL at the end: it could not be told from a failed last stage. */
+  ck_assert_int_eq(sl_pipeline_chain(p, k.s_src, k.s_sink), SL_EINVAL);
+  ck_assert_int_eq(sl_pipeline_chain_list(p, NULL, 3), SL_EINVAL);
+  ck_assert_uint_eq(sl_pipeline_stage_count(p), 0);
+  /* The same stages, given right, run. */
+  ck_assert_int_eq(sl_pipeline_chain(p, k.s_src, k.s_xf, k.s_sink, NULL), 0);
+  ck_assert_uint_eq(sl_pipeline_stage_count(p), 3);
+  ck_assert_int_eq(sl_pipeline_start(p), 0);
+  ck_assert_int_eq(sl_pipeline_wait(p), 0);
+  ck_assert_uint_eq(k.sink.got.len, sizeof k.data);
+  ck_assert_int_eq(sl_pipeline_free(p), 0);
+  sl_stage_free(k.s_src2);
+  sl_stage_free(k.s_sink2);
+  pu_sink_fini(&k.sink);
+  pu_sink_fini(&k.sink2);
+}
+END_TEST
+
+/* The macro takes more stages than the old function's 64. */
+START_TEST(test_chain_many_stages) {
+  static const size_t sizes[] = {100};
+  unsigned char data[1000];
+  sl_pipeline *p = NULL;
+  pu_src src;
+  pu_xf xf[70];
+  pu_sink sink;
+  sl_stage *x[70];
+
+  memset(data, 'q', sizeof data);
+  ck_assert_int_eq(sl_pipeline_new(&p, NULL), 0);
+  pu_src_init(&src, data, sizeof data, sizes, 1);
+  pu_sink_init(&sink);
+  for (int i = 0; i < 70; i++) {
+    pu_xf_init(&xf[i], PU_IDENTITY);
+    x[i] = pu_xf_stage("x", &xf[i], false);
+    ck_assert_ptr_nonnull(x[i]);
+  }
+#define X10(b)                                                                \
+  x[b], x[b + 1], x[b + 2], x[b + 3], x[b + 4], x[b + 5], x[b + 6], x[b + 7], \
+      x[b + 8], x[b + 9]
+  ck_assert_int_eq(sl_pipeline_chain(p, pu_src_stage("src", &src), X10(0),
+                                     X10(10), X10(20), X10(30), X10(40),
+                                     X10(50), X10(60),
+                                     pu_sink_stage("sink", &sink), NULL),
+                   0);
+#undef X10
+  ck_assert_uint_eq(sl_pipeline_stage_count(p), 72);
+  ck_assert_int_eq(sl_pipeline_start(p), 0);
+  ck_assert_int_eq(sl_pipeline_wait(p), 0);
+  ck_assert_uint_eq(sink.got.len, sizeof data);
+  sl_pipeline_free(p);
+  pu_sink_fini(&sink);
+}
+END_TEST
+
+/* After a refused start or wait, sl_pipeline_error says why: a program
+ * that prints it on any non-zero return never prints "(null)". */
+START_TEST(test_error_says_why_refused) {
+  kit k;
+  sl_pipeline *p = NULL;
+
+  kit_init(&k);
+  ck_assert_int_eq(sl_pipeline_new(&p, NULL), 0);
+  ck_assert_ptr_null(sl_pipeline_error(p));
+  ck_assert_int_eq(sl_pipeline_wait(p), SL_EINVAL);
+  ck_assert_str_eq(sl_pipeline_error(p), "wait: the pipeline was not started");
+  ck_assert_int_eq(sl_pipeline_start(p), SL_EINVAL);
+  ck_assert_str_eq(sl_pipeline_error(p), "start: the pipeline has no stage");
+  ck_assert_int_eq(sl_pipeline_chain(p, k.s_src, k.s_xf, NULL), 0);
+  ck_assert_int_eq(sl_pipeline_start(p), SL_EINVAL);
+  ck_assert_str_eq(sl_pipeline_error(p),
+                   "start: a stage that produces has no consumer");
+  ck_assert_int_eq(sl_pipeline_chain(p, k.s_xf, k.s_sink, NULL), 0);
+  ck_assert_int_eq(sl_pipeline_start(p), 0);
+  ck_assert_ptr_null(sl_pipeline_error(p)); /* a start that went through */
+  ck_assert_int_eq(sl_pipeline_start(p), SL_EBUSY);
+  ck_assert_str_eq(sl_pipeline_error(p), "start: started before");
+  ck_assert_int_eq(sl_pipeline_wait(p), 0);
+  sl_pipeline_free(p);
+  sl_stage_free(k.s_src2);
+  sl_stage_free(k.s_sink2);
+  pu_sink_fini(&k.sink);
+  pu_sink_fini(&k.sink2);
+}
+END_TEST
+
 START_TEST(test_chain_rejects_sink_first) {
   kit k;
   sl_pipeline *p = NULL;
@@ -2155,6 +2262,9 @@ static Suite *pipeline_suite(void) {
 
   tc = tcase("chain", 60);
   tcase_add_test(tc, test_chain_rejects_null);
+  tcase_add_test(tc, test_chain_null_stage_never_shortens);
+  tcase_add_test(tc, test_chain_many_stages);
+  tcase_add_test(tc, test_error_says_why_refused);
   tcase_add_test(tc, test_chain_rejects_sink_first);
   tcase_add_test(tc, test_chain_rejects_source_last);
   tcase_add_test(tc, test_chain_rejects_same_stage_twice);

@@ -15,12 +15,14 @@
 # A second argument numbers the first round (default 1), so that two loops
 # can share a machine's cores with different seeds:
 #   sh ../tests/race-loop.sh 500 & sh ../tests/race-loop.sh 500 501
+# SL_RACE_SUITES names other suites to loop (default: all of them below):
+#   SL_RACE_SUITES=tests/check_done sh ../tests/race-loop.sh 300
 set -eu
 n=${1:-1000}
 first=${2:-1}
 case $n$first in *[!0-9]*) echo "race-loop: counts must be numbers" >&2; exit 2 ;; esac
 log=race-loop.$$.log
-suites="tests/check_ring tests/check_pipeline tests/check_backpressure tests/check_graph tests/check_map tests/check_buf tests/check_bridge tests/check_socket tests/check_observe tests/check_stress"
+suites=${SL_RACE_SUITES:-"tests/check_ring tests/check_pipeline tests/check_backpressure tests/check_graph tests/check_map tests/check_buf tests/check_bridge tests/check_done tests/check_socket tests/check_observe tests/check_stress"}
 for s in $suites; do
   [ -x "$s" ] || { echo "race-loop: $s not built (run make check first)" >&2; exit 2; }
 done

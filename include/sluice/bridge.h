@@ -63,6 +63,14 @@
  * wait in the reader's ring; they stay readable, then sl_reader_read
  * returns SL_EOF. What is never read is released by sl_pipeline_free.
  *
+ * Finishing early. A consumer that has had enough calls sl_reader_done:
+ * as a stage whose op returned SL_DONE (see sl_stage_ops), the stages
+ * feeding it are stopped and the pipeline ends with 0 unless something
+ * else failed; sl_reader_close is the consumer going away, a failure.
+ * When every stage after a writer finished early, the writer is stopped:
+ * its part ends by itself, its descriptor turns readable for good, and
+ * its calls return SL_DONE.
+ *
  * Flush markers (sl_writer_flush, sl_stage_push_flush) travel with the
  * data and make every stage they pass push out what it holds; a reader
  * drops them: its caller never sees one.
@@ -116,7 +124,17 @@ SL_EXTERN int sl_writer_new(sl_stage **stage, sl_writer **w, const char *name);
  *   SL_EBUSY    refused, nothing taken: called after a 0 and before the
  *               drain. The pipeline is not affected. (Not SL_AGAIN, which
  *               is 1.)
+ *   SL_DONE     nothing taken, nor ever will be: every stage after the
+ *               writer finished early (SL_DONE) and the writer is stopped
+ *               (what it had queued is released). Its part of the
+ *               pipeline has ended; sl_writer_end still may be called
+ *               and returns 0. Not an error: the pipeline ends with 0
+ *               unless something else failed.
  *   SL_ECLOSED  after sl_writer_end.
+ *   < 0         after sl_writer_abort(w, err): the pipeline's error, err
+ *               itself when the abort failed the pipeline, or err when
+ *               the pipeline had finished before the abort (as a ring
+ *               returns its abort code after sl_ring_abort).
  *   < 0         the pipeline's error (sl_pipeline_wait's code: the
  *               failing stage's, SL_ECANCELED after a cancel) once it
  *               failed, also when the failure comes while this call
@@ -158,7 +176,8 @@ SL_EXTERN int sl_writer_fd(const sl_writer *w);
 /* Take a drain without writing (a loop that saw the descriptor readable
  * but has nothing to write yet): clears the descriptor. Returns 0 when
  * writes are taken again (or never stopped), SL_AGAIN while the drain has
- * not come, SL_ECLOSED after end, or the pipeline's error. The writer's
+ * not come, SL_DONE once stopped, SL_ECLOSED after end, or the error as
+ * sl_writer_write returns it (after an abort, or a failure). The writer's
  * thread. */
 SL_EXTERN int sl_writer_ack(sl_writer *w);
 
@@ -180,10 +199,10 @@ SL_EXTERN int sl_writer_flush(sl_writer *w);
 
 /* End of stream: the writer's part of the pipeline ends (see "The
  * pipeline's outcome"), once what a paused write left waiting is queued.
- * Allowed while writes are refused for want of a drain. Returns 0;
- * SL_ECLOSED when already ended; the pipeline's error when it failed (the
- * writer has ended too); SL_EINVAL (w NULL, not started). The writer's
- * thread. */
+ * Allowed while writes are refused for want of a drain. Returns 0 (also
+ * once stopped, see SL_DONE); SL_ECLOSED when already ended (by an end
+ * or an abort); the pipeline's error when it failed (the writer has ended
+ * too); SL_EINVAL (w NULL, not started). The writer's thread. */
 SL_EXTERN int sl_writer_end(sl_writer *w);
 
 /* Fail the pipeline with err (negative), reported as "<writer>: <message
@@ -197,6 +216,10 @@ SL_EXTERN int sl_writer_end(sl_writer *w);
  * stream had got; as in Node, where destroy(err) after end() but before
  * 'finish' destroys the stream: 'error' comes, 'finish' never does. Once
  * it has finished, an abort changes nothing: its outcome stays 0.
+ *
+ * From then on sl_writer_write, _write_buf, _flush and _ack return err
+ * (or the pipeline's own error, when it had failed before), and
+ * sl_writer_end SL_ECLOSED.
  *
  * Returns 0 (also when the pipeline had already failed or finished),
  * SL_EINVAL (w NULL, err >= 0, not started). The writer's thread. */
@@ -258,6 +281,17 @@ SL_EXTERN int sl_reader_on_ready(sl_reader *r,
  * Chunks not read are released. Later reads return SL_EPIPE. Returns 0,
  * or SL_EINVAL (NULL, not started). The reader's thread. */
 SL_EXTERN int sl_reader_close(sl_reader *r);
+
+/* The consumer has had enough and stops early with success (Node's
+ * `for await ... break`, take(n)): the reader's SL_DONE. The chunks not
+ * read are released, and the stages feeding the reader are stopped as
+ * sl_stage_ops describes for an op returning SL_DONE; the pipeline ends
+ * with 0 unless something else failed (before, or while the stages
+ * stop). A no-op on the pipeline when the stream was read to SL_EOF or
+ * the pipeline already failed or finished. Later reads return SL_EOF; a
+ * later sl_reader_close or sl_reader_done does nothing. Returns 0, or
+ * SL_EINVAL (NULL, not started). The reader's thread. */
+SL_EXTERN int sl_reader_done(sl_reader *r);
 
 #ifdef __cplusplus
 }
