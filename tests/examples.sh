@@ -2,14 +2,16 @@
 # SPDX-License-Identifier: MIT
 # The examples, run as a user would, checked against the system's tools:
 # copy (byte-exact), tee (gzip -dc of its output, CRC-32 from Python's
-# zlib), zlines (awk's line count of the same text), backpressure (the
+# zlib), zlines (awk's line count of the same text), head (the first
+# lines as sed prints them, having read only part of its input, with
+# success, from a file and from a pipe), backpressure (the
 # writer pauses, the output is intact) and epoll-bridge (gzip -dc of its
 # output, from a file and from a pipe). Run by make check from the build
 # directory; $1 may name another build directory.
 set -eu
 top=${1:-.}
 ex=$top/examples
-for p in copy tee zlines backpressure epoll-bridge; do
+for p in copy tee zlines head backpressure epoll-bridge; do
   [ -x "$ex/$p" ] || { echo "examples.sh: $ex/$p not built" >&2; exit 99; }
 done
 command -v gzip > /dev/null || { echo "examples.sh: gzip not found, skipped"; exit 77; }
@@ -63,6 +65,40 @@ elif grep -q 'gunzip' "$dir/err"; then
   ok "zlines: $(cat "$dir/err")"
 else
   bad "zlines: unclear error: $(cat "$dir/err")"
+fi
+
+# head: the first lines, as sed prints them, with success; it reads only
+# part of its input (the rings bound how far the source reads ahead: a
+# few hundred KiB of the log's 1.5 MB), from a file and from a pipe.
+size=$(wc -c < "$dir/log.gz")
+for n in 1 10 1000; do
+  sed "${n}q" "$dir/log" > "$dir/want"
+  if "$ex/head" -n "$n" -v "$dir/log.gz" > "$dir/got" 2> "$dir/err" &&
+    cmp -s "$dir/got" "$dir/want"; then
+    read_=$(sed -n 's/^head: read \([0-9]*\) of.*/\1/p' "$dir/err")
+    if [ -n "$read_" ] && [ "$read_" -lt "$size" ]; then
+      ok "head -n $n: $(cat "$dir/err")"
+    else
+      bad "head -n $n read it all: $(cat "$dir/err")"
+    fi
+  else
+    bad "head -n $n: status or output differ: $(cat "$dir/err")"
+  fi
+done
+# The writer of the pipe may see SIGPIPE once head has stopped reading.
+if gzip -1 < "$dir/log" | "$ex/head" -n 2 > "$dir/got"; then
+  if sed 2q "$dir/log" | cmp -s - "$dir/got"; then
+    ok "head from a pipe"
+  else
+    bad "head from a pipe: output differs"
+  fi
+else
+  bad "head from a pipe: failed"
+fi
+if "$ex/head" -n 2 "$dir/bad.gz" > /dev/null 2> "$dir/err"; then
+  bad "head accepted a file that is not gzip"
+else
+  ok "head: $(cat "$dir/err")"
 fi
 
 # backpressure: a fast writer paused by a throttled reader.
