@@ -711,7 +711,7 @@ SL_EXTERN int sl_pipeline_new(sl_pipeline **out, const sl_pipeline_opts *opts);
  * NULL at the end, a stage twice, a stage in another pipeline, kinds or
  * links that do not fit), SL_EBUSY once started, SL_ENOMEM. The thread
  * that builds the pipeline. */
-#if !defined(__cplusplus) && !defined(SL_NO_CHAIN_MACRO)
+#ifndef __cplusplus
 #define sl_pipeline_chain(p, ...)                                   \
   sl_pipeline_chain_list((p), (sl_stage *const[]){__VA_ARGS__},     \
                          sizeof((sl_stage *const[]){__VA_ARGS__}) / \

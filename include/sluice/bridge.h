@@ -57,8 +57,8 @@
  * stage thread and the writer have ended, so "finished with 0" means every
  * byte given to the writer was processed. Never call sl_pipeline_wait on
  * the loop's thread before ending the writer: it would wait for itself.
- * The finished callback may then run on the thread that ends the writer
- * or cancels the pipeline.
+ * The finished callback may then run on the thread that ends the writer,
+ * cancels the pipeline or calls sl_reader_done.
  * The reader is not a participant: the pipeline may finish while chunks
  * wait in the reader's ring; they stay readable, then sl_reader_read
  * returns SL_EOF. What is never read is released by sl_pipeline_free.
