@@ -608,6 +608,14 @@ SL_EXTERN void sl_threads_free(sl_threads *t);
  * SL_EINVAL. Any thread. */
 SL_EXTERN int sl_threads_stats_get(sl_threads *t, sl_threads_stats *st);
 
+/* End the waiting threads beyond the `keep` that ran last, and join them
+ * before returning: their stacks go back to the system. For an owner
+ * that gives memory back after a quiet period (see sl_pool_trim); threads
+ * running a stage are not touched, and later stages start new threads
+ * where none waits. Not from a thread of the set (a stage's op or a
+ * finished callback). Returns 0, or SL_EINVAL (t NULL). */
+SL_EXTERN int sl_threads_trim(sl_threads *t, size_t keep);
+
 /* ------------------------------------------------------------------------
  * sl_pipeline — stages, rings and threads
  * ---------------------------------------------------------------------- */
