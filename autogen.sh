@@ -4,12 +4,21 @@
 # installed (Debian and Ubuntu package names), run `autoreconf -fi`, then
 # `./configure` with this script's arguments.
 #
-# Anything missing is installed with apt-get when run as root; otherwise the
-# one apt-get line to run is printed and the script fails.
+# Two kinds of dependency: required ones (`need`: the build and `make
+# check` cannot do without them) and optional ones (`want`: only a test
+# part, a benchmark peer or a CI step uses them, and skips without them).
+# Run as root, the script installs whatever is missing of both with
+# apt-get (CI runs it so, and gets everything). As another user it fails
+# only when a required one is missing, printing the one apt-get line to
+# run; for missing optional ones it prints their line and goes on.
 #
 #   ./autogen.sh                       bootstrap and configure in the source tree
 #   ./autogen.sh --enable-sanitizer=thread
 #   NOCONFIGURE=1 ./autogen.sh         bootstrap only (then configure elsewhere)
+#   AUTOGEN_CHECK_ONLY=1 ./autogen.sh  say what is missing, as to a user who
+#                                      is not root, and stop: install
+#                                      nothing, run nothing (exit 1 when a
+#                                      required one is missing)
 set -eu
 
 cd "$(dirname "$0")"
@@ -99,12 +108,23 @@ fuzz_packages() {
   fi
 }
 
-missing=()
-need() { # need "PACKAGE..." TEST...: the packages when the test fails
+missing=()  # required
+optional=() # optional: each entry "PACKAGES|what they are for"
+
+# need "PACKAGE..." TEST...: required; the packages when the test fails.
+need() {
   local pkgs
   read -r -a pkgs <<<"$1"
   shift
   "$@" || missing+=("${pkgs[@]}")
+}
+
+# want "PACKAGE..." "WHAT FOR" TEST...: optional; the packages when the
+# test fails. One line per optional dependency: add yours below.
+want() {
+  local pkgs=$1 why=$2
+  shift 2
+  "$@" || optional+=("$pkgs|$why")
 }
 
 need build-essential have_toolchain
@@ -116,21 +136,42 @@ need autoconf-archive have_archive_macro ax_pthread.m4
 need zlib1g-dev have_module zlib zlib1g-dev
 need check have_module check check
 need gzip have gzip
-need python3 have python3
-need pigz have pigz
-need "$(fuzz_packages)" have_fuzz_clang # make fuzz (.ci/run)
-need valgrind have valgrind             # make helgrind, make drd (.ci/run)
 
-if test ${#missing[@]} -gt 0; then
-  if test "$(id -u)" -eq 0 && have apt-get; then
-    echo "autogen.sh: installing ${missing[*]}" >&2
+want python3 "interop tests, make fuzz" have python3
+want pigz "interop tests, bench peer" have pigz
+want "$(fuzz_packages)" "make fuzz (.ci/run)" have_fuzz_clang
+want valgrind "make helgrind, make drd (.ci/run)" have valgrind
+
+opt_pkgs=() opt_why=()
+for o in ${optional[@]+"${optional[@]}"}; do
+  read -r -a pkgs <<<"${o%%|*}"
+  opt_pkgs+=("${pkgs[@]}")
+  opt_why+=("${o%%|*} (${o#*|})")
+done
+
+if test "$(id -u)" -eq 0 && have apt-get && test -z "${AUTOGEN_CHECK_ONLY:-}"; then
+  if test ${#missing[@]} -gt 0 || test ${#opt_pkgs[@]} -gt 0; then
+    echo "autogen.sh: installing ${missing[*]} ${opt_pkgs[*]}" >&2
     apt-get update
-    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
-  else
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+      ${missing[@]+"${missing[@]}"} ${opt_pkgs[@]+"${opt_pkgs[@]}"}
+  fi
+else
+  if test ${#opt_pkgs[@]} -gt 0; then
+    echo "autogen.sh: optional, not installed (what needs them skips):" >&2
+    printf '  %s\n' "${opt_why[@]}" >&2
+    echo "sudo apt-get install -y ${opt_pkgs[*]}" >&2
+  fi
+  if test ${#missing[@]} -gt 0; then
     echo "autogen.sh: missing build dependencies: ${missing[*]}" >&2
     echo "sudo apt-get install -y ${missing[*]}" >&2
     exit 1
   fi
+fi
+
+if test -n "${AUTOGEN_CHECK_ONLY:-}"; then
+  echo "autogen.sh: every required dependency is installed"
+  exit 0
 fi
 
 autoreconf -fi

@@ -69,6 +69,33 @@
  * response has all been sent is left to finish), frees everything and
  * exits 0.
  *
+ * Limits, for clients that stay or come in crowds:
+ *
+ *   slots     a connection holds its socket, and once its client sends its
+ *             first byte (or its end) a pipeline, whose bridges hold two
+ *             descriptors more, and a gzip thread; before that, the socket
+ *             alone. --max-connections (by default what the descriptor
+ *             limit holds at three each, less a reserve of 32) bounds the
+ *             connections at once: beyond it the listener is not polled
+ *             and new connections wait in the kernel's backlog, unless
+ *             the oldest connection that has sent nothing yet can be
+ *             closed to make room (a client that connects and stays
+ *             silent must not keep out those that talk). An accept that
+ *             finds no descriptor (EMFILE, ENFILE) does the same, or stops
+ *             accepting until a connection closes: a live client never
+ *             loses a descriptor to a new one.
+ *   idle      --idle-timeout SECONDS (60; 0: none): a connection that has
+ *             moved no byte either way for that long is closed, its
+ *             pipeline cancelled: a client that neither sends nor reads.
+ *   memory    --trim-after SECONDS (5; 0: never): once the loop has had no
+ *             event for that long it trims the shared pool down to one
+ *             connection's worth (3R + 2C, below; --stats prints it as
+ *             pool_floor_bytes), ends the gzip threads waiting in the set
+ *             and has malloc give back what it holds free; the first
+ *             connections after pay to fault memory in and start threads
+ *             again. With --stats each trim that freed something prints a
+ *             "trimmed:" line with the resident size then and at start.
+ *
  * --inline runs the same server without sluice: zlib's deflate on the
  * event loop's thread, one connection at a time (the usual single-threaded
  * event-loop server; the benchmark's peer). --stats prints, on exit, the
@@ -82,10 +109,14 @@
  * stop; response_pauses: gzip found the ring to the reader full), how
  * often the loop stopped reading a client for a writer that said stop
  * (recv_paused) and how often a send would block, so that the loop stopped
- * reading the reader until EPOLLOUT (send_blocked).
+ * reading the reader until EPOLLOUT (send_blocked); and the limits at work:
+ * max_connections, the silent connections closed to make room (evicted)
+ * or for idling (idle_closed), how often accepting stopped (accept_stops)
+ * and met EMFILE (emfile), and the trims.
  *
  * Usage: gzip-server [--inline] [--stats] [--level N] [--hwm BYTES]
- *                    [--buf BYTES] [--idle-threads N] PORT
+ *                    [--buf BYTES] [--idle-threads N] [--max-connections N]
+ *                    [--idle-timeout SECONDS] [--trim-after SECONDS] PORT
  * --idle-threads: how many finished gzip threads wait for the next
  * connection (256 by default; 0: each connection's thread ends with it).
  * Listens on 127.0.0.1:PORT (0 picks a free port) and prints the port on
@@ -115,8 +146,12 @@
 #include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 #include <zlib.h>
+#ifdef __GLIBC__
+#include <malloc.h> /* malloc_trim */
+#endif
 
 #define IO_BUDGET 16          /* recvs or sends per event: fairness */
 #define INLINE_BUF (64 << 10) /* --inline: input and output buffers */
@@ -142,6 +177,10 @@ struct conn {
   bool reader_on;       /* reader descriptor registered for EPOLLIN */
   bool writer_on;       /* writer descriptor registered for EPOLLIN */
 
+  bool active;      /* the client has sent a byte, or its end */
+  bool counted;     /* holds one of the --max-connections slots */
+  bool listed;      /* on the server's idle list (and maybe its new list) */
+  uint64_t last_ms; /* its last recv or send (the loop's clock) */
   bool in_paused;   /* the writer said 0: not reading the client */
   bool in_done;     /* the client's end of file reached the writer */
   bool out_blocked; /* send would block: waiting for EPOLLOUT */
@@ -162,9 +201,11 @@ struct conn {
   unsigned char *zin, *zout;
   size_t zout_len, zout_off;
 
-  struct conn *prev, *next; /* live connections */
-  struct conn *done_next;   /* finished, queued for the loop */
-  struct conn *reap_next;   /* to be freed after this batch */
+  struct conn *prev, *next;           /* live connections */
+  struct conn *idle_prev, *idle_next; /* open sockets, least recent first */
+  struct conn *new_prev, *new_next;   /* not active yet, oldest first */
+  struct conn *done_next;             /* finished, queued for the loop */
+  struct conn *reap_next;             /* to be freed after this batch */
 };
 
 struct server {
@@ -177,6 +218,18 @@ struct server {
   size_t idle_threads;
   struct conn *conns;
 
+  /* Limits. held: connections holding descriptors (a slot each);
+   * accepting stops at max_conns, and an accept that finds no descriptor
+   * (EMFILE) makes room by closing the oldest connection that has sent
+   * nothing yet, or stops until one closes. */
+  size_t held, max_conns;
+  uint64_t idle_timeout_ms; /* 0: none */
+  uint64_t trim_after_ms;   /* 0: never */
+  size_t pool_floor;        /* what a trim leaves cached: one connection */
+  uint64_t now_ms, last_event_ms;
+  bool trimmed; /* since the last event */
+  struct conn *idle_head, *idle_tail, *new_head, *new_tail;
+
   pthread_mutex_t done_mu; /* guards done, filled by stage threads */
   struct conn *done;
   /* Connections to free once the current batch of events is handled: an
@@ -185,6 +238,10 @@ struct server {
 
   /* --stats */
   size_t live, peak_live, peak_pool_bytes, req_peak, resp_peak;
+  size_t pipes, peak_pipes; /* connections with a pipeline */
+  bool pipes_new_peak;
+  long start_rss_kib;
+  unsigned long long idle_closed, evicted, accept_stops, emfile, trims;
   size_t conn_bound; /* 3R + 2C (see the top), the largest of any conn */
   long threads_at_peak, stage_threads_at_peak;
   unsigned long long served, failed;
@@ -283,8 +340,8 @@ static void conn_update(struct conn *c) {
     watch_mod(s, c->fd, &c->on_sock, want);
     c->sock_events = want;
   }
-  if (s->inline_mode)
-    return;
+  if (s->inline_mode || !c->p)
+    return; /* no pipeline yet: nothing but the socket */
   bool reader_on = !c->out_blocked;
   if (reader_on != c->reader_on) {
     watch_mod(s, sl_reader_fd(c->r), &c->on_reader, reader_on ? EPOLLIN : 0);
@@ -294,6 +351,121 @@ static void conn_update(struct conn *c) {
   if (writer_on != c->writer_on) {
     watch_mod(s, sl_writer_fd(c->w), &c->on_writer, writer_on ? EPOLLIN : 0);
     c->writer_on = writer_on;
+  }
+}
+
+/* ------------------------------------------------------------------------
+ * Limits: slots, the idle list, the loop's clock, memory
+ * ---------------------------------------------------------------------- */
+
+static uint64_t mono_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* The process's resident memory now, in KiB; -1 when /proc cannot say. */
+static long rss_kib(void) {
+  long size, resident = -1;
+  FILE *f = fopen("/proc/self/statm", "re");
+  if (!f)
+    return -1;
+  if (fscanf(f, "%ld %ld", &size, &resident) != 2)
+    resident = -1;
+  fclose(f);
+  return resident < 0 ? -1 : resident * (sysconf(_SC_PAGESIZE) / 1024);
+}
+
+/* Two lists thread the open connections: idle_*, every open socket, least
+ * recently active first (the next to time out at its head), and new_*,
+ * those whose client has sent nothing yet, oldest first (the first to go
+ * when room must be made). */
+static void idle_unlink(struct server *s, struct conn *c) {
+  if (c->idle_prev)
+    c->idle_prev->idle_next = c->idle_next;
+  else
+    s->idle_head = c->idle_next;
+  if (c->idle_next)
+    c->idle_next->idle_prev = c->idle_prev;
+  else
+    s->idle_tail = c->idle_prev;
+  c->idle_prev = c->idle_next = NULL;
+}
+
+static void idle_append(struct server *s, struct conn *c) {
+  c->idle_prev = s->idle_tail;
+  c->idle_next = NULL;
+  if (s->idle_tail)
+    s->idle_tail->idle_next = c;
+  else
+    s->idle_head = c;
+  s->idle_tail = c;
+}
+
+static void new_unlink(struct server *s, struct conn *c) {
+  if (c->new_prev)
+    c->new_prev->new_next = c->new_next;
+  else
+    s->new_head = c->new_next;
+  if (c->new_next)
+    c->new_next->new_prev = c->new_prev;
+  else
+    s->new_tail = c->new_prev;
+  c->new_prev = c->new_next = NULL;
+}
+
+static void conn_list(struct conn *c) {
+  struct server *s = c->srv;
+  c->listed = true;
+  c->last_ms = s->now_ms;
+  idle_append(s, c);
+  c->new_prev = s->new_tail;
+  c->new_next = NULL;
+  if (s->new_tail)
+    s->new_tail->new_next = c;
+  else
+    s->new_head = c;
+  s->new_tail = c;
+}
+
+static void conn_unlist(struct conn *c) {
+  if (!c->listed)
+    return;
+  c->listed = false;
+  idle_unlink(c->srv, c);
+  if (!c->active)
+    new_unlink(c->srv, c);
+}
+
+/* A recv or send moved bytes (or the end): c is the most recent now. */
+static void conn_touch(struct conn *c) {
+  struct server *s = c->srv;
+  c->last_ms = s->now_ms;
+  if (c->listed && s->idle_tail != c) {
+    idle_unlink(s, c);
+    idle_append(s, c);
+  }
+}
+
+/* Stop polling the listener: new connections wait in the backlog. */
+static void accept_stop(struct server *s) {
+  if (s->accept_paused || s->stopping)
+    return;
+  s->accept_paused = true;
+  s->accept_stops++;
+  watch_mod(s, s->lfd, &listen_watch, 0);
+}
+
+/* c's descriptors are closed: its slot is free, so accept again. */
+static void conn_uncount(struct conn *c) {
+  struct server *s = c->srv;
+  if (!c->counted)
+    return;
+  c->counted = false;
+  s->held--;
+  if (s->accept_paused && !s->stopping && s->held < s->max_conns) {
+    s->accept_paused = false;
+    watch_mod(s, s->lfd, &listen_watch, EPOLLIN);
   }
 }
 
@@ -359,8 +531,11 @@ static void conn_free(struct conn *c) {
       s->served++;
     else
       s->failed++;
-    sl_pipeline_free(c->p);
+    sl_pipeline_free(c->p); /* closes the bridges' descriptors */
+    s->pipes--;
   }
+  conn_unlist(c);
+  conn_uncount(c);
   if (c->z_ready)
     deflateEnd(&c->z);
   free(c->zin);
@@ -373,10 +548,6 @@ static void conn_free(struct conn *c) {
     c->next->prev = c->prev;
   s->live--;
   free(c);
-  if (s->accept_paused && !s->stopping) { /* a descriptor is free again */
-    s->accept_paused = false;
-    watch_mod(s, s->lfd, &listen_watch, EPOLLIN);
-  }
 }
 
 /* Free c after the current batch of events. */
@@ -397,6 +568,9 @@ static void conn_close_socket(struct conn *c) {
   epoll_ctl(s->ep, EPOLL_CTL_DEL, c->fd, NULL);
   close(c->fd);
   c->fd = -1;
+  conn_unlist(c);
+  if (!c->p)
+    conn_uncount(c); /* the socket was all it held */
   if (c->p) {
     epoll_ctl(s->ep, EPOLL_CTL_DEL, sl_writer_fd(c->w), NULL);
     epoll_ctl(s->ep, EPOLL_CTL_DEL, sl_reader_fd(c->r), NULL);
@@ -420,6 +594,18 @@ static void conn_abort(struct conn *c) {
   conn_close_socket(c);
 }
 
+/* Make room: close the oldest connection whose client has sent nothing
+ * yet (it holds its socket alone, no pipeline). false when there is none:
+ * then new connections wait in the backlog. */
+static bool evict_one(struct server *s) {
+  struct conn *c = s->new_head;
+  if (!c)
+    return false;
+  s->evicted++;
+  conn_abort(c);
+  return true;
+}
+
 /* ------------------------------------------------------------------------
  * The pipeline's two ends
  * ---------------------------------------------------------------------- */
@@ -436,6 +622,8 @@ static void pump_in(struct conn *c) {
       return;
     }
     ssize_t n = recv(c->fd, sl_buf_data(b), sl_buf_cap(b), 0);
+    if (n >= 0)
+      conn_touch(c);
     if (n > 0) {
       sl_buf_set_len(b, (size_t)n);
       int rc = sl_writer_write_buf(c->w, b);
@@ -512,6 +700,7 @@ static void pump_out(struct conn *c) {
       conn_abort(c); /* EPIPE, ECONNRESET: the client has gone */
       return;
     }
+    conn_touch(c);
     c->out_off += (size_t)n;
     if (c->out_off == len) {
       sl_buf_unref(c->out);
@@ -542,6 +731,7 @@ static void inline_work(struct conn *c) {
         conn_abort(c);
         return;
       }
+      conn_touch(c);
       c->zout_off += (size_t)n;
       continue;
     }
@@ -568,6 +758,8 @@ static void inline_work(struct conn *c) {
     if (reads-- == 0)
       break; /* fairness: come back on the next event */
     ssize_t n = recv(c->fd, c->zin, INLINE_BUF, 0);
+    if (n >= 0)
+      conn_touch(c);
     if (n > 0) {
       c->z.next_in = c->zin;
       c->z.avail_in = (uInt)n;
@@ -595,6 +787,7 @@ static int conn_start_pipeline(struct conn *c) {
   zo.level = s->level;
   if (sl_pipeline_new(&c->p, &s->popts) != 0)
     return -1;
+  s->pipes++; /* conn_free counts it out */
   if (sl_writer_new(&ws, &c->w, "request") != 0 || sl_gzip_new(&gz, &zo) != 0 ||
       sl_reader_new(&rs, &c->r, "response") != 0 ||
       sl_pipeline_chain(c->p, ws, gz, rs, NULL) != 0) {
@@ -602,10 +795,15 @@ static int conn_start_pipeline(struct conn *c) {
     sl_stage_free(gz);
     sl_stage_free(rs);
     sl_pipeline_free(c->p);
+    s->pipes--;
     c->p = NULL;
     c->w = NULL;
     c->r = NULL;
     return -1;
+  }
+  if (s->pipes > s->peak_pipes) {
+    s->peak_pipes = s->pipes;
+    s->pipes_new_peak = true;
   }
   sl_pipeline_on_finished(c->p, on_finished, c);
   if (sl_pipeline_start(c->p) != 0)
@@ -619,17 +817,32 @@ static int conn_start_pipeline(struct conn *c) {
   return 0;
 }
 
+/* Accept what waits, within the slots. At max_conns, a connection that
+ * waits is taken only if the oldest one whose client has sent nothing
+ * can go to make room; else they wait in the backlog until a slot frees.
+ * An accept with no descriptor left (EMFILE, ENFILE: the limit is lower
+ * than max_conns assumed) makes room the same way, or stops accepting
+ * until a connection closes: live clients never lose a descriptor to a
+ * new one. */
 static void on_accept(struct server *s) {
-  bool new_peak = false;
   for (;;) {
+    bool full = s->held >= s->max_conns;
+    if (full && !s->new_head) {
+      accept_stop(s);
+      break;
+    }
     int fd = accept4(s->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd < 0) {
-      if (errno == EMFILE || errno == ENFILE) { /* wait for a close */
-        s->accept_paused = true;
-        watch_mod(s, s->lfd, &listen_watch, 0);
+      if (errno == EMFILE || errno == ENFILE) {
+        s->emfile++;
+        if (evict_one(s))
+          continue;
+        accept_stop(s); /* until a close */
       }
       break; /* EAGAIN, or an error on a connection that went */
     }
+    if (full)
+      evict_one(s); /* the oldest silent one gives this one its slot */
     struct conn *c = calloc(1, sizeof *c);
     if (!c) {
       close(fd);
@@ -645,6 +858,9 @@ static void on_accept(struct server *s) {
       s->conns->prev = c;
     s->conns = c;
     s->live++;
+    s->held++;
+    c->counted = true;
+    conn_list(c);
     c->sock_events = EPOLLIN;
     if (watch_add(s, fd, &c->on_sock, EPOLLIN) != 0) {
       close(fd);
@@ -663,21 +879,15 @@ static void on_accept(struct server *s) {
                : -1;
       c->z_ready = rc == 0;
     } else {
-      rc = conn_start_pipeline(c);
+      rc = 0; /* the pipeline starts with the first bytes (dispatch) */
     }
     if (rc != 0) {
       conn_abort(c);
       continue;
     }
-    if (s->live > s->peak_live) {
-      s->peak_live = s->live;
-      new_peak = true;
-    }
+    if (s->held > s->peak_live)
+      s->peak_live = s->held;
   }
-  /* Every connection of the burst has started its pipeline (and its
-   * threads carry their names): count them once, at the burst's peak. */
-  if (new_peak && s->stats)
-    s->threads_at_peak = thread_count(&s->stage_threads_at_peak);
 }
 
 /* ------------------------------------------------------------------------
@@ -732,6 +942,18 @@ static void dispatch(struct server *s, struct watch *wt, uint32_t ev) {
     pump_out(c);
     return;
   }
+  if (!c->active) {
+    /* The client's first bytes, its end or its reset: only now does it
+     * get a pipeline, a gzip thread and zlib's state (a reset fails
+     * that pipeline, as it would later); until then it held a socket
+     * and nothing else, and could be closed to make room. */
+    c->active = true;
+    new_unlink(s, c);
+    if (!s->inline_mode && conn_start_pipeline(c) != 0) {
+      conn_abort(c);
+      return;
+    }
+  }
   if ((ev & EPOLLERR) || ((ev & EPOLLHUP) && (c->in_paused || c->in_done))) {
     conn_abort(c); /* reset, or gone both ways: no one to answer */
     return;
@@ -748,15 +970,72 @@ static void dispatch(struct server *s, struct watch *wt, uint32_t ev) {
     pump_in(c);
 }
 
+/* How long the loop may sleep: until the least recent connection would
+ * be idle too long, or the quiet period ends; -1: no limit. */
+static int loop_timeout(struct server *s) {
+  uint64_t deadline = UINT64_MAX, now;
+  if (s->idle_timeout_ms && s->idle_head)
+    deadline = s->idle_head->last_ms + s->idle_timeout_ms;
+  if (s->trim_after_ms && !s->trimmed &&
+      s->last_event_ms + s->trim_after_ms < deadline)
+    deadline = s->last_event_ms + s->trim_after_ms;
+  if (deadline == UINT64_MAX)
+    return -1;
+  now = mono_ms();
+  return deadline <= now            ? 0
+         : deadline - now > 1000000 ? 1000000
+                                    : (int)(deadline - now);
+}
+
+/* Close every connection that has moved no byte for --idle-timeout. */
+static void expire_idle(struct server *s) {
+  while (s->idle_timeout_ms && s->idle_head &&
+         s->idle_head->last_ms + s->idle_timeout_ms <= s->now_ms) {
+    s->idle_closed++;
+    conn_abort(s->idle_head); /* unlists it */
+  }
+}
+
+/* After --trim-after without an event: give back what the shared pool
+ * caches beyond one connection's worth, the waiting gzip threads (their
+ * stacks), and what malloc holds free. */
+static void maybe_trim(struct server *s) {
+  size_t freed = 0;
+  if (!s->trim_after_ms || s->trimmed ||
+      s->now_ms - s->last_event_ms < s->trim_after_ms)
+    return;
+  s->trimmed = true;
+  if (s->pool)
+    sl_pool_trim(s->pool, s->pool_floor, &freed);
+  if (s->threads)
+    sl_threads_trim(s->threads, 0); /* their stacks; a new one is cheap */
+#ifdef __GLIBC__
+  malloc_trim(0);
+#endif
+  s->trims++;
+  if (s->stats && freed > 0) { /* tests/server.sh waits for this line */
+    printf("trimmed: trim_connections=%zu trim_pool_freed_bytes=%zu "
+           "pool_floor_bytes=%zu trim_start_rss_kib=%ld trim_rss_kib=%ld\n",
+           s->live, freed, s->pool_floor, s->start_rss_kib, rss_kib());
+    fflush(stdout);
+  }
+}
+
 static int run(struct server *s) {
   struct epoll_event evs[64];
+  s->now_ms = s->last_event_ms = mono_ms();
   while (!s->stopping || s->live > 0) {
-    int n = epoll_wait(s->ep, evs, 64, -1);
+    int n = epoll_wait(s->ep, evs, 64, loop_timeout(s));
     if (n < 0) {
       if (errno == EINTR)
         continue;
       perror("gzip-server: epoll_wait");
       return 1;
+    }
+    s->now_ms = mono_ms();
+    if (n > 0) {
+      s->last_event_ms = s->now_ms;
+      s->trimmed = false;
     }
     for (int i = 0; i < n; i++) {
       struct watch *wt = evs[i].data.ptr;
@@ -773,10 +1052,19 @@ static int run(struct server *s) {
         dispatch(s, wt, evs[i].events);
       }
     }
+    expire_idle(s);
+    if (n == 0)
+      maybe_trim(s);
     while (s->reap) {
       struct conn *c = s->reap;
       s->reap = c->reap_next;
       conn_free(c);
+    }
+    /* The batch's new pipelines have started (and their threads carry
+     * their names): count the threads once, at a new peak of them. */
+    if (s->pipes_new_peak && s->stats) {
+      s->pipes_new_peak = false;
+      s->threads_at_peak = thread_count(&s->stage_threads_at_peak);
     }
   }
   return 0;
@@ -788,13 +1076,20 @@ static int run(struct server *s) {
 
 static int usage(void) {
   fprintf(stderr, "usage: gzip-server [--inline] [--stats] [--level N] "
-                  "[--hwm BYTES] [--buf BYTES] [--idle-threads N] PORT\n");
+                  "[--hwm BYTES] [--buf BYTES] [--idle-threads N]\n"
+                  "                   [--max-connections N] "
+                  "[--idle-timeout SECONDS] [--trim-after SECONDS] PORT\n");
   return 2;
 }
 
 int main(int argc, char **argv) {
-  struct server s = {.level = 6, .lfd = -1, .idle_threads = 256};
+  struct server s = {.level = 6,
+                     .lfd = -1,
+                     .idle_threads = 256,
+                     .idle_timeout_ms = 60000,
+                     .trim_after_ms = 5000};
   const char *port_arg = NULL;
+  double secs;
   for (int i = 1; i < argc; i++) {
     if (strcmp(argv[i], "--inline") == 0)
       s.inline_mode = true;
@@ -808,15 +1103,46 @@ int main(int argc, char **argv) {
       s.popts.buf_size = strtoul(argv[++i], NULL, 10);
     else if (strcmp(argv[i], "--idle-threads") == 0 && i + 1 < argc)
       s.idle_threads = strtoul(argv[++i], NULL, 10);
-    else if (argv[i][0] != '-' && !port_arg)
+    else if (strcmp(argv[i], "--max-connections") == 0 && i + 1 < argc) {
+      if ((s.max_conns = strtoul(argv[++i], NULL, 10)) == 0)
+        return usage();
+    } else if ((strcmp(argv[i], "--idle-timeout") == 0 ||
+                strcmp(argv[i], "--trim-after") == 0) &&
+               i + 1 < argc) {
+      if ((secs = strtod(argv[i + 1], NULL)) < 0 || secs > 1e6)
+        return usage();
+      *(argv[i][2] == 'i' ? &s.idle_timeout_ms : &s.trim_after_ms) =
+          (uint64_t)(secs * 1000 + 0.5);
+      i++;
+    } else if (argv[i][0] != '-' && !port_arg)
       port_arg = argv[i];
     else
       return usage();
   }
   if (!port_arg || s.level < 0 || s.level > 9)
     return usage();
+
+  /* As many connections as the descriptor limit holds, each with its
+   * socket and its two bridges' descriptors (one socket --inline), less a
+   * reserve for the server's own (the listener, epoll, the signal and done
+   * descriptors, /proc, stdio). */
+  if (s.max_conns == 0) {
+    struct rlimit rl;
+    rlim_t per = s.inline_mode ? 1 : 3, fds = 1024;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY)
+      fds = rl.rlim_cur;
+    s.max_conns = fds > 32 + per ? (size_t)((fds - 32) / per) : 1;
+  }
   if (s.stats)
     sl_set_allocator(count_malloc, count_realloc, count_calloc, count_free);
+#ifdef __GLIBC__
+  /* One malloc arena. The server allocates per connection (zlib's state,
+   * a pool buffer the first time), never per chunk, so the gzip threads
+   * hardly contend for it; and what finished connections free stays in
+   * the one heap that malloc_trim gives back, where an arena per thread
+   * would keep a heap of its own each. */
+  mallopt(M_ARENA_MAX, 1);
+#endif
 
   /* One pool for every connection's pipeline: a new connection takes the
    * buffers finished ones gave back instead of fresh memory, which the
@@ -841,6 +1167,11 @@ int main(int argc, char **argv) {
       return 1;
     }
     s.popts.threads = s.threads;
+    /* A trim keeps one connection's worth, 3R + 2C (see the top). */
+    size_t buf = s.popts.buf_size ? s.popts.buf_size : 64 << 10;
+    size_t hwm = s.popts.hwm ? s.popts.hwm : 256 << 10;
+    size_t r = (hwm + buf - 1) / buf * buf;
+    s.pool_floor = 3 * r + 2 * buf;
   }
 
   /* SIGINT and SIGTERM arrive through a descriptor the loop watches;
@@ -876,6 +1207,7 @@ int main(int argc, char **argv) {
     perror("gzip-server: setup");
     return 1;
   }
+  s.start_rss_kib = rss_kib();
   printf("%u\n", (unsigned)ntohs(addr.sin_port));
   fflush(stdout);
 
@@ -906,7 +1238,12 @@ int main(int argc, char **argv) {
            s.send_blocked);
     printf("threads_created=%llu threads_reused=%llu\n",
            (unsigned long long)ts.created, (unsigned long long)ts.reused);
-    printf("peak_rss_kib=%ld\n", ru.ru_maxrss);
+    printf("peak_rss_kib=%ld start_rss_kib=%ld\n", ru.ru_maxrss,
+           s.start_rss_kib);
+    printf("max_connections=%zu idle_closed=%llu evicted=%llu "
+           "accept_stops=%llu emfile=%llu trims=%llu\n",
+           s.max_conns, s.idle_closed, s.evicted, s.accept_stops, s.emfile,
+           s.trims);
     printf("live_allocations=%ld\n", atomic_load(&live_blocks));
   }
   return rc;

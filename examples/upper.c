@@ -71,10 +71,24 @@ static int source_read(sl_stage *stage, void *ctx) {
 
 /* ---- transform: Node's Transform._transform --------------------------- */
 
+/* ASCII, as `LC_ALL=C tr a-z A-Z`: without a branch, c - 'a' wraps below
+ * 'a', so one unsigned compare tells a lower-case letter, and clearing
+ * bit 5 (0x20) upper-cases it. */
+static unsigned char upcase1(unsigned char c) {
+  return (unsigned char)(c - (((unsigned char)(c - 'a') < 26) << 5));
+}
+
+/* Blocks of 64 bytes: a loop whose count the compiler knows, which it
+ * turns into vector instructions at -O2 (16 or 32 bytes at a time); a
+ * branch per byte would cost several times tr's CPU and make this
+ * stage, not the I/O, the pipeline's bottleneck. */
 static void upcase(unsigned char *p, size_t n) {
-  for (size_t i = 0; i < n; i++)
-    if (p[i] >= 'a' && p[i] <= 'z')
-      p[i] = (unsigned char)(p[i] - 'a' + 'A'); /* ASCII, as tr a-z A-Z */
+  size_t i = 0;
+  for (; i + 64 <= n; i += 64)
+    for (size_t j = 0; j < 64; j++)
+      p[i + j] = upcase1(p[i + j]);
+  for (; i < n; i++)
+    p[i] = upcase1(p[i]);
 }
 
 /* We own in. When ours is its only reference nobody else can see it, so we

@@ -211,6 +211,27 @@ SL_EXTERN size_t sl_pool_buf_size(const sl_pool *pool);
  * Returns 0 or SL_EINVAL. */
 SL_EXTERN int sl_pool_stats_get(sl_pool *pool, sl_pool_stats *st);
 
+/* Give back memory the pool caches. A pool keeps every buffer returned to
+ * it (up to max_cached a class), so a pool shared by many pipelines, a
+ * server's, settles at the most they ever held at once and keeps it while
+ * they are gone. The pool has no thread and no clock: it never trims by
+ * itself. Its owner calls sl_pool_trim when things have been quiet for a
+ * while (a server's event loop after some seconds without an event); it
+ * frees cached buffers, the largest size classes first, until the free
+ * buffers left hold at most keep_bytes bytes of capacity; with keep_bytes
+ * 0 it frees every cached buffer and object header.
+ *
+ * What remains: the floor, keep_bytes of cached buffers (less when less
+ * was cached), every outstanding buffer (in rings or in a stage's hands,
+ * untouched: each returns to the cache as usual), and the pool's own few
+ * hundred bytes. Whether the freed memory leaves the process is the
+ * allocator's business (glibc's malloc_trim gives back freed pages).
+ * *freed_bytes, when not NULL, gets the capacity bytes freed. Any thread,
+ * while pipelines use the pool too; a take after a trim allocates again.
+ * Returns 0, or SL_EINVAL (pool NULL). */
+SL_EXTERN int sl_pool_trim(sl_pool *pool, size_t keep_bytes,
+                           size_t *freed_bytes);
+
 /* A byte buffer with room for at least cap bytes and len 0, reference count
  * one, owned by the caller. pool may be NULL (plain allocation of exactly
  * cap); from a pool, cap is rounded up to its size class, and a request
@@ -639,6 +660,14 @@ SL_EXTERN void sl_threads_free(sl_threads *t);
 /* Fill *st with the set's counters, read under its lock. Returns 0 or
  * SL_EINVAL. Any thread. */
 SL_EXTERN int sl_threads_stats_get(sl_threads *t, sl_threads_stats *st);
+
+/* End the waiting threads beyond the `keep` that ran last, and join them
+ * before returning: their stacks go back to the system. For an owner
+ * that gives memory back after a quiet period (see sl_pool_trim); threads
+ * running a stage are not touched, and later stages start new threads
+ * where none waits. Not from a thread of the set (a stage's op or a
+ * finished callback). Returns 0, or SL_EINVAL (t NULL). */
+SL_EXTERN int sl_threads_trim(sl_threads *t, size_t keep);
 
 /* ------------------------------------------------------------------------
  * sl_pipeline — stages, rings and threads

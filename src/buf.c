@@ -18,6 +18,12 @@
  * pipelines may share a pool) and sl_pool_free drops one; when the last
  * owner is gone the free lists are released, outstanding buffers keep the
  * pool alive, and the last one to return frees it.
+ *
+ * Trimming: a pool keeps what it is given back, so a long-lived shared
+ * pool settles at the most its users ever held at once. sl_pool_trim,
+ * called by its owner after a quiet period (the pool has no thread or
+ * clock of its own), frees cached buffers, the largest classes first,
+ * down to a floor the caller names; outstanding buffers are not touched.
  */
 #include "sluice-int.h"
 
@@ -138,6 +144,56 @@ void sl_pool_free(sl_pool *pool) {
     free_chain(chains[k]);
   if (last)
     pool_destroy(pool);
+}
+
+/* The capacity bytes a free list holds (object headers count none). */
+static size_t list_bytes(const sl_pool *pool, int k) {
+  return k == pool->nclasses ? 0 : pool->lists[k].n * class_size(pool, k);
+}
+
+int sl_pool_trim(sl_pool *pool, size_t keep_bytes, size_t *freed_bytes) {
+  if (freed_bytes)
+    *freed_bytes = 0;
+  if (!pool)
+    return SL_EINVAL;
+  sl_buf *chain = NULL;
+  size_t cached = 0, freed = 0;
+
+  pthread_mutex_lock(&pool->mu);
+  for (int k = 0; k < pool->nclasses; k++)
+    cached += list_bytes(pool, k);
+  /* Largest classes first: fewest blocks for the most bytes. Detach under
+   * the lock, free after it. */
+  for (int k = pool->nclasses - 1; k >= 0 && cached > keep_bytes; k--) {
+    size_t size = class_size(pool, k);
+    struct free_list *l = &pool->lists[k];
+    while (l->head && cached > keep_bytes) {
+      sl_buf *b = l->head;
+      l->head = b->next;
+      l->n--;
+      pool->cached--;
+      b->next = chain;
+      chain = b;
+      cached -= size;
+      freed += size;
+    }
+  }
+  /* With no floor the bare headers go too. */
+  if (keep_bytes == 0 && pool->lists[pool->nclasses].head) {
+    struct free_list *l = &pool->lists[pool->nclasses];
+    sl_buf *last = l->head;
+    while (last->next)
+      last = last->next;
+    last->next = chain;
+    chain = l->head;
+    pool->cached -= l->n;
+    *l = (struct free_list){0};
+  }
+  pthread_mutex_unlock(&pool->mu);
+  free_chain(chain);
+  if (freed_bytes)
+    *freed_bytes = freed;
+  return 0;
 }
 
 int sl_pool_stats_get(sl_pool *pool, sl_pool_stats *st) {

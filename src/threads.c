@@ -136,6 +136,27 @@ void sl_threads_free(sl_threads *t) {
   sl__free(t);
 }
 
+int sl_threads_trim(sl_threads *t, size_t keep) {
+  if (!t)
+    return SL_EINVAL;
+  /* The idle list is a stack: keep its first `keep`, the warmest; end the
+   * rest, which no run can take once they are off the list. */
+  pthread_mutex_lock(&t->mu);
+  struct worker **link = &t->idle, *quit;
+  for (size_t i = 0; i < keep && *link; i++)
+    link = &(*link)->next;
+  quit = *link;
+  *link = NULL;
+  for (struct worker *w = quit; w; w = w->next) {
+    w->quit = true;
+    pthread_cond_signal(&w->cv);
+    t->nidle--;
+  }
+  pthread_mutex_unlock(&t->mu);
+  bury(quit);
+  return 0;
+}
+
 int sl_threads_stats_get(sl_threads *t, sl_threads_stats *st) {
   if (!t || !st)
     return SL_EINVAL;

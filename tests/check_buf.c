@@ -529,6 +529,71 @@ START_TEST(test_pool_unbounded_cache_keeps_all) {
 }
 END_TEST
 
+/* sl_pool_trim frees cached buffers, largest class first, down to the
+ * floor it is given, and never an outstanding one: those still return to
+ * the cache, and a take after the trim allocates again. */
+START_TEST(test_pool_trim_to_floor) {
+  sl_pool *p = pool_make(4096, 0);
+  sl_buf *big[6], *small[4], *held, *obj;
+  test_counter c;
+  size_t freed = 1;
+  long live;
+
+  test_counter_init(&c);
+  for (int i = 0; i < 6; i++)
+    big[i] = buf_make(p, 4096);
+  for (int i = 0; i < 4; i++)
+    small[i] = buf_make(p, 64);
+  held = buf_make(p, 4096);
+  scribble(held, 0x5a);
+  obj = object_make(p, &c);
+  for (int i = 0; i < 6; i++)
+    sl_buf_unref(big[i]);
+  for (int i = 0; i < 4; i++)
+    sl_buf_unref(small[i]);
+  sl_buf_unref(obj);
+  ck_assert_uint_eq(pool_stats(p).cached, 11); /* 6 + 4 + one header */
+
+  /* A floor of two big buffers and a bit: four big ones go, the
+   * smallest class and the header stay. */
+  live = test_alloc_live();
+  ck_assert_int_eq(sl_pool_trim(p, 2 * 4096 + 4 * 64 + 100, &freed), 0);
+  ck_assert_uint_eq(freed, 4 * 4096);
+  ck_assert_uint_eq(pool_stats(p).cached, 7);
+  ck_assert_int_eq(test_alloc_live(), live - 4);
+
+  /* Under the smallest: the rest of the big ones, then small ones. */
+  ck_assert_int_eq(sl_pool_trim(p, 2 * 64, &freed), 0);
+  ck_assert_uint_eq(freed, 2 * 4096 + 2 * 64);
+  ck_assert_uint_eq(pool_stats(p).cached, 3); /* 2 small, the header */
+
+  /* Nothing above the floor: nothing freed. */
+  ck_assert_int_eq(sl_pool_trim(p, 1 << 20, &freed), 0);
+  ck_assert_uint_eq(freed, 0);
+  ck_assert_uint_eq(pool_stats(p).cached, 3);
+
+  /* Floor 0: everything cached, headers too; held is untouched. */
+  ck_assert_int_eq(sl_pool_trim(p, 0, NULL), 0);
+  ck_assert_uint_eq(pool_stats(p).cached, 0);
+  ck_assert_uint_eq(pool_stats(p).outstanding, 1);
+  for (size_t i = 0; i < sl_buf_cap(held); i++)
+    ck_assert_uint_eq(sl_buf_data(held)[i], 0x5a);
+  sl_buf_unref(held); /* returns to the cache as usual */
+  ck_assert_uint_eq(pool_stats(p).cached, 1);
+
+  uint64_t allocs = pool_stats(p).allocations;
+  ck_assert_int_eq(sl_pool_trim(p, 0, NULL), 0);
+  held = buf_make(p, 4096); /* allocated again */
+  ck_assert_uint_eq(pool_stats(p).allocations, allocs + 1);
+  sl_buf_unref(held);
+
+  ck_assert_int_eq(sl_pool_trim(NULL, 0, &freed), SL_EINVAL);
+  ck_assert_uint_eq(freed, 0);
+  ck_assert_int_eq(test_counter_get(&c), 1);
+  sl_pool_free(p);
+}
+END_TEST
+
 /* peak_outstanding and peak_bytes keep the high-water marks while the
  * current counters follow every take and release. */
 START_TEST(test_pool_peak_counters) {
@@ -1095,6 +1160,7 @@ static Suite *buf_suite(void) {
   tcase_add_test(tc, test_pool_big_requests_not_cached);
   tcase_add_test(tc, test_pool_cache_bounded_per_class);
   tcase_add_test(tc, test_pool_unbounded_cache_keeps_all);
+  tcase_add_test(tc, test_pool_trim_to_floor);
   tcase_add_test(tc, test_pool_peak_counters);
   tcase_add_test(tc, test_pool_free_with_outstanding);
   tcase_add_test(tc, test_pool_ref_shares_until_last_owner);

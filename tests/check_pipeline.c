@@ -2070,6 +2070,40 @@ START_TEST(test_thread_set_reuses_threads) {
 }
 END_TEST
 
+/* sl_threads_trim ends the waiting threads beyond the number kept, and
+ * joins them; the next pipeline starts threads anew where none waits. */
+START_TEST(test_thread_set_trim) {
+  static const char *const names[3] = {"src", "up", "sink"};
+  const sl_pipeline_opts o = {.hwm = 4096};
+  sl_threads *t;
+  sl_pipeline *p;
+  pu_common *rec[3];
+
+  ck_assert_int_eq(sl_threads_new(&t, 8, 0), 0);
+  sl_pipeline_opts with = o;
+  with.threads = t;
+  ck_assert_int_eq(sl_pipeline_new(&p, &with), 0);
+  ck_assert_int_eq(run_named(p, names, rec, NULL), 0);
+  sl_pipeline_free(p);
+  ck_assert_uint_eq(expect_set(t, 3, 3), 3);
+
+  ck_assert_int_eq(sl_threads_trim(t, 5), 0); /* fewer wait: none ends */
+  expect_set(t, 3, 3);
+  ck_assert_int_eq(sl_threads_trim(t, 1), 0);
+  expect_set(t, 3, 1);
+
+  ck_assert_int_eq(sl_pipeline_new(&p, &with), 0);
+  ck_assert_int_eq(run_named(p, names, rec, NULL), 0);
+  sl_pipeline_free(p);
+  /* One stage found a thread waiting, two started threads. */
+  ck_assert_uint_eq(expect_set(t, 6, 3), 5);
+  ck_assert_int_eq(sl_threads_trim(t, 0), 0);
+  expect_set(t, 6, 0);
+  ck_assert_int_eq(sl_threads_trim(NULL, 0), SL_EINVAL);
+  sl_threads_free(t);
+}
+END_TEST
+
 /* At most max_idle threads wait; the others end with their stage. A
  * failed pipeline gives its threads back like any other. */
 START_TEST(test_thread_set_max_idle) {
@@ -2286,6 +2320,7 @@ static Suite *pipeline_suite(void) {
   tc = tcase("thread sets", 120);
   tcase_add_test(tc, test_thread_set_reuses_threads);
   tcase_add_test(tc, test_thread_set_max_idle);
+  tcase_add_test(tc, test_thread_set_trim);
   tcase_add_test(tc, test_thread_set_references);
   tcase_add_test(tc, test_thread_set_shared_by_threads);
   suite_add_tcase(s, tc);

@@ -1,7 +1,8 @@
 #!/bin/sh
 # SPDX-License-Identifier: MIT
 # The examples, run as a user would, checked against the system's tools:
-# copy (byte-exact), tee (gzip -dc of its output, CRC-32 from Python's
+# upper (LC_ALL=C tr a-z A-Z, on text and on every byte value), copy
+# (byte-exact), tee (gzip -dc of its output, CRC-32 from Python's
 # zlib), zlines (awk's line count of the same text), head (the first
 # lines as sed prints them, having read only part of its input, with
 # success, from a file and from a pipe), backpressure (the
@@ -11,7 +12,7 @@
 set -eu
 top=${1:-.}
 ex=$top/examples
-for p in copy tee zlines head backpressure epoll-bridge; do
+for p in upper copy tee zlines head backpressure epoll-bridge; do
   [ -x "$ex/$p" ] || { echo "examples.sh: $ex/$p not built" >&2; exit 99; }
 done
 command -v gzip > /dev/null || { echo "examples.sh: gzip not found, skipped"; exit 77; }
@@ -27,6 +28,31 @@ awk 'BEGIN { for (i = 0; i < 200000; i++) {
   printf "%d GET /item/%d status=%d", i, i * 7919 % 100003, 200 + i % 5;
   for (j = 0; j < i % 13; j++) printf " x%d", j;
   if (i < 199999) printf "\n" } }' > "$dir/log"
+
+# upper: what tr makes of the log, and of every byte value (its loop has
+# no branch: one unsigned compare that must hold for a-z alone), in
+# blocks of 64 and in the tail after them.
+"$ex/upper" < "$dir/log" > "$dir/log.up"
+if LC_ALL=C tr a-z A-Z < "$dir/log" | cmp -s - "$dir/log.up"; then
+  ok "upper: as tr a-z A-Z"
+else
+  bad "upper differs from tr a-z A-Z"
+fi
+i=0
+while [ $i -lt 256 ]; do
+  # shellcheck disable=SC2059 # the format is the byte
+  printf "\\$(printf %o $i)"
+  i=$((i + 1))
+done > "$dir/bytes"
+cat "$dir/bytes" "$dir/bytes" "$dir/bytes" > "$dir/bytes3"
+printf 'az{`@[' >> "$dir/bytes3" # a tail shorter than a block
+"$ex/upper" < "$dir/bytes3" > "$dir/bytes3.up"
+if [ "$(wc -c < "$dir/bytes")" -eq 256 ] &&
+  LC_ALL=C tr a-z A-Z < "$dir/bytes3" | cmp -s - "$dir/bytes3.up"; then
+  ok "upper: every byte value as tr"
+else
+  bad "upper: byte values differ from tr a-z A-Z"
+fi
 
 # copy: byte-exact, atomic (no temporary left), refuses to overwrite.
 "$ex/copy" "$dir/log" "$dir/log.copy" 2> /dev/null

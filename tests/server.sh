@@ -16,6 +16,19 @@
 #   many     200 concurrent clients, all in the server at once (it
 #            reports 200 connections and 201 threads at its peak), every
 #            response byte-exact
+#   limits   with its descriptor limit at 64 (room for 10 connections),
+#            100 idle connections (bash's /dev/tcp) and then 3 rounds of
+#            4 normal clients: every normal client is served, the server
+#            closing the oldest connections that have sent nothing to make
+#            room, and it never exceeds its --max-connections
+#   idle     --idle-timeout 1: a client that connects and sends nothing
+#            sees the server close it (EOF), and the server counts it
+#   memory   --trim-after 1: after 32 clients at once, once nothing has
+#            happened for a second the server gives back what its pool
+#            caches beyond one connection's worth (the floor it reports)
+#            and its idle threads, and says so on a line of its output,
+#            which the test waits for; its resident size then is within
+#            twice its size at start plus that floor
 #
 # Each server runs with --stats and is stopped with SIGTERM; it must exit
 # 0 having freed everything. The port is read from the server's first line
@@ -51,11 +64,14 @@ bad() { echo "FAIL: $*"; fail=1; }
 
 # start_server ARGS...: run it, read its port into $port. Its output comes
 # through a FIFO held open on descriptor 3, so the read waits for the line
-# the server prints once it listens.
+# the server prints once it listens. With $nofile set, under that
+# descriptor limit.
 start_server() {
   rm -f "$dir/out"
   mkfifo "$dir/out"
-  "$server" --stats "$@" 0 > "$dir/out" 2> "$dir/server.err" &
+  # shellcheck disable=SC2016 # for the inner sh
+  sh -c 'ulimit -n "$1" || exit 1; shift; exec "$@"' limit "${nofile:-$(ulimit -n)}" \
+    "$server" --stats "$@" 0 > "$dir/out" 2> "$dir/server.err" &
   srv_pid=$!
   exec 3< "$dir/out"
   read -r port <&3 || { echo "server.sh: the server did not start" >&2; exit 1; }
@@ -224,5 +240,108 @@ else
 fi
 [ "$(stat_of served)" = 200 ] || bad "many: served $(stat_of served) of 200"
 check_freed many
+
+# --- limits: more idle connections than the descriptors allow ------------------
+# bash holds 100 connections open and sends nothing; the server, at 64
+# descriptors, has room for (64 - 32) / 3 = 10 connections. The normal
+# clients connect behind them, and each must be served: the server closes
+# the oldest silent connections to make room (counted as evicted).
+# Every wait is on an event: the FIFO line that says the 100 connected,
+# the clients' own ends; the guard (timeout) only bounds a hang.
+guard="timeout 120"
+command -v timeout > /dev/null || guard=
+if command -v bash > /dev/null; then
+  nofile=64
+  start_server
+  nofile=
+  mkfifo "$dir/idle.ready" "$dir/idle.go"
+  # shellcheck disable=SC2016 # for bash
+  bash -c 'i=0
+    while [ $i -lt 100 ]; do
+      exec {fd}<>"/dev/tcp/127.0.0.1/$1" || exit 1
+      i=$((i + 1))
+    done
+    echo "$i connected" > "$2"
+    read -r _ < "$3"' idle "$port" "$dir/idle.ready" "$dir/idle.go" &
+  idle_pid=$!
+  read -r held < "$dir/idle.ready" || held=
+  [ "$held" = "100 connected" ] || bad "limits: the idle connections: '$held'"
+  for round in 1 2 3; do
+    if $guard "$client" -c 4 -n $((1 << 20)) "$port" > "$dir/l.out" &&
+      grep -q 'ok=4 dropped=0 failed=0' "$dir/l.out"; then
+      ok "limits: round $round beside 100 idle connections: $(cat "$dir/l.out")"
+    else
+      bad "limits: round $round: $(cat "$dir/l.out")"
+    fi
+  done
+  echo go > "$dir/idle.go"
+  wait "$idle_pid" || bad "limits: the idle connections failed"
+  stop_server
+  max=$(stat_of max_connections)
+  peak=$(stat_of peak_connections)
+  evicted=$(stat_of evicted)
+  if [ "$max" = 10 ] && [ -n "$peak" ] && [ "$peak" -le 10 ]; then
+    ok "limits: at most $peak connections at once, the limit $max"
+  else
+    bad "limits: peak_connections '$peak', max_connections '$max' (want 10)"
+  fi
+  if [ -n "$evicted" ] && [ "$evicted" -ge 90 ]; then
+    ok "limits: $evicted silent connections closed to make room"
+  else
+    bad "limits: evicted '$evicted', want at least 90"
+  fi
+  check_freed limits
+
+  # --- idle: the idle timeout ---------------------------------------------------
+  start_server --idle-timeout 1
+  # shellcheck disable=SC2016
+  if $guard bash -c 'exec 5<>"/dev/tcp/127.0.0.1/$1" && cat <&5' idle "$port" \
+    > "$dir/i.out"; then
+    ok "idle: the server closed a client that sent nothing (EOF)"
+  else
+    bad "idle: the silent client was not closed"
+  fi
+  stop_server
+  if [ "$(stat_of idle_closed)" = 1 ]; then
+    ok "idle: idle_closed=1"
+  else
+    bad "idle: idle_closed '$(stat_of idle_closed)', want 1"
+  fi
+  check_freed idle
+else
+  echo "server.sh: bash not found: the limits and idle parts skipped"
+fi
+
+# --- memory: given back after a quiet second -------------------------------------
+start_server --trim-after 1
+if $guard "$client" --together --data random -c 32 -n $((1 << 20)) "$port" > "$dir/t.out"; then
+  ok "memory: $(cat "$dir/t.out")"
+else
+  bad "memory: $(cat "$dir/t.out")"
+fi
+# The server's own line, once it has trimmed with no connection left.
+# shellcheck disable=SC2016
+trim=$($guard sh -c 'while read -r l; do
+  case $l in trimmed:*trim_connections=0*) echo "$l"; exit 0 ;; esac
+done; exit 1' <&3) || trim=
+stop_server
+echo "memory: $trim"
+tv() { echo "$trim" | tr ' ' '\n' | sed -n "s/^$1=//p"; }
+start=$(tv trim_start_rss_kib)
+rss=$(tv trim_rss_kib)
+floor=$(tv pool_floor_bytes)
+pool_peak=$(stat_of peak_pool_bytes)
+if [ -z "$trim" ] || [ -z "$start" ] || [ -z "$rss" ] || [ -z "$floor" ]; then
+  bad "memory: no trim line from the server"
+elif [ "$(tv trim_pool_freed_bytes)" -le "$floor" ]; then
+  bad "memory: the trim freed $(tv trim_pool_freed_bytes) bytes of a peak of $pool_peak"
+elif [ "${SL_SANITIZER:-no}" != no ]; then
+  ok "memory: trimmed (resident size not compared under a sanitizer)"
+elif [ "$rss" -gt 0 ] && [ $((rss * 1024)) -le $((2 * start * 1024 + floor)) ]; then
+  ok "memory: resident $rss KiB after the trim <= 2 x $start KiB at start + the floor of $floor bytes (the pool's peak was $pool_peak bytes)"
+else
+  bad "memory: resident $rss KiB after the trim > 2 x $start KiB + $floor bytes"
+fi
+check_freed memory
 
 exit $fail
