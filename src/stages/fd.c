@@ -611,23 +611,23 @@ static int split_path(const char *path, char **dir, char **base) {
 
 /* An unnamed temporary in the target's directory, when the file system
  * makes one and /proc/self/fd leads to it (linkat names it through that
- * path): c->fd and c->unnamed set, 0. -1 when the temporary must be a
- * named one instead (errno kept for a real error, 0 otherwise). */
+ * path). Returns 0 (c->fd and c->unnamed set), 1 when the temporary must
+ * be a named one instead, -1 on a real error (errno: the directory is not
+ * writable, the disk is full, ...). */
 static int tmp_create_unnamed(struct fd_ctx *c, mode_t mode) {
 #ifdef O_TMPFILE
   char proc[64];
   struct stat a, b;
 
   if (sl__fd_no_tmpfile)
-    return errno = 0, -1;
+    return 1;
   c->fd =
       openat(c->dirfd, ".", O_TMPFILE | O_WRONLY | O_NOCTTY | O_CLOEXEC, mode);
-  if (c->fd < 0) {
-    if (errno == EOPNOTSUPP || errno == EISDIR || errno == EINVAL ||
-        errno == ENOTSUP)
-      errno = 0; /* refused by the kernel or the file system */
-    return -1;
-  }
+  if (c->fd < 0) /* refused by the kernel or the file system: fall back */
+    return errno == EOPNOTSUPP || errno == EISDIR || errno == EINVAL ||
+                   errno == ENOTSUP
+               ? 1
+               : -1;
   proc_path(proc, sizeof proc, c->fd);
   if (fstat(c->fd, &a) == 0 && stat(proc, &b) == 0 && a.st_dev == b.st_dev &&
       a.st_ino == b.st_ino) {
@@ -640,7 +640,7 @@ static int tmp_create_unnamed(struct fd_ctx *c, mode_t mode) {
   (void)c;
   (void)mode;
 #endif
-  return errno = 0, -1;
+  return 1;
 }
 
 /* Create the temporary beside the target: unnamed where possible, else
@@ -662,9 +662,10 @@ static int tmp_create(struct fd_ctx *c, unsigned mode, int keep_mode) {
   c->tmpname[1 + blen] = '.';
   c->tmpname[len] = '\0';
   mode_t first = keep_mode >= 0 ? 0600 : (mode_t)mode;
-  if (tmp_create_unnamed(c, first) == 0)
+  int u = tmp_create_unnamed(c, first);
+  if (u == 0)
     goto made;
-  if (errno != 0)
+  if (u < 0)
     return -1;
   uint64_t state = tmp_seed(c);
   for (int i = 0; i < TMP_TRIES; i++) {
