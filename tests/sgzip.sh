@@ -499,6 +499,7 @@ if test -f one.k.gz; then ok; else fail "the file after a missing one was not do
 
 # Standard input that is not a file has no time: MTIME 0, so the same
 # bytes give the same output on every run, as with gzip.
+# shellcheck disable=SC2002,SC2046 # standard input must be a pipe
 set -- $(cat one | "$sg" | od -An -tu1 -N8)
 if test "$5$6$7$8" = 0000; then ok; else fail "stdin from a pipe: MTIME $5 $6 $7 $8"; fi
 
