@@ -660,6 +660,7 @@ static int tmp_create(struct fd_ctx *c, unsigned mode, int keep_mode) {
   c->tmpname[0] = '.';
   memcpy(c->tmpname + 1, c->base, blen);
   c->tmpname[1 + blen] = '.';
+  memset(c->tmpname + 2 + blen, 'X', 6); /* tmp_fill picks them */
   c->tmpname[len] = '\0';
   mode_t first = keep_mode >= 0 ? 0600 : (mode_t)mode;
   int u = tmp_create_unnamed(c, first);
