@@ -4,9 +4,11 @@
  * copies file to file, pipe to pipe and socket to socket; short writes,
  * EINTR and EAGAIN; EPIPE as an error that never kills the process; a
  * source blocked on an idle pipe woken by cancel; the atomic file sink
- * (rename on success, nothing left behind on failure or cancel, no
- * overwrite unless told, modes); error codes and messages; bad arguments
- * and allocation failure in every constructor.
+ * (its name only on success, nothing left behind on failure, cancel or
+ * SIGKILL, no overwrite unless told, modes, the commit hook), with an
+ * unnamed temporary and with the named one it falls back to; error codes
+ * and messages; bad arguments and allocation failure in every
+ * constructor.
  *
  * Nothing here sleeps to synchronise. A test that needs a stage thread to
  * be blocked waits for it: on a ring (sl__ring_wait_blocked), or in poll(2)
@@ -25,7 +27,8 @@
 #endif
 
 #include "pipeutil.h"
-#include "stage-int.h" /* a sink's write op, called directly */
+#include "stage-int.h"     /* a sink's write op, called directly */
+#include "stages/fd-int.h" /* sl__fd_no_tmpfile */
 
 #include <sluice/fd.h>
 
@@ -36,6 +39,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 /* ------------------------------------------------------------------------
@@ -117,6 +121,27 @@ static int dir_entries(int *hidden) {
   }
   closedir(d);
   return n;
+}
+
+/* The hidden entries a file sink's temporary makes in dir while it is
+ * written: none when it is an unnamed file (O_TMPFILE works in dir and
+ * the "atomic" test case did not turn it off), else one. */
+static int temp_entries(void) {
+#ifdef O_TMPFILE
+  char proc[64];
+  struct stat sb;
+  if (sl__fd_no_tmpfile)
+    return 1;
+  int fd = open(dir, O_TMPFILE | O_WRONLY | O_CLOEXEC, 0600);
+  if (fd < 0)
+    return 1;
+  snprintf(proc, sizeof proc, "/proc/self/fd/%d", fd);
+  int named = stat(proc, &sb) != 0;
+  close(fd);
+  return named;
+#else
+  return 1;
+#endif
 }
 
 /* Open descriptors of this process (entries of /proc/self/fd). */
@@ -970,8 +995,8 @@ START_TEST(test_atomic_new_file_mode) {
   sl_fd_opts ko = {.mode = _i == 0 ? 0 : 0640};
   ck_assert_int_eq(sl_file_sink_new(&dst, path, &ko), 0);
   ck_assert_str_eq(sl_stage_name(dst), "file-sink");
-  ck_assert_int_eq(dir_entries(&hidden), 1); /* the temporary, hidden */
-  ck_assert_int_eq(hidden, 1);
+  ck_assert_int_eq(dir_entries(&hidden), temp_entries()); /* the temporary */
+  ck_assert_int_eq(hidden, temp_entries());
   sl_pipeline *p = chain2(pu_src_stage("src", &src), dst, NULL);
   ck_assert_ptr_nonnull(p);
   ck_assert_int_eq(start_wait(p), 0);
@@ -1023,7 +1048,7 @@ START_TEST(test_atomic_failure_leaves_nothing) {
   int rc = start_wait(p);
   if (_i == 2) {
     ck_assert_int_eq(rc, SL_ECANCELED);
-    ck_assert_int_eq(rec.hidden_then, 1); /* the temporary, while writing */
+    ck_assert_int_eq(rec.hidden_then, temp_entries()); /* while writing */
   } else {
     ck_assert_int_eq(rc, SL_EIO);
     ck_assert_str_eq(sl_pipeline_error(p), "src: boom at 3");
@@ -1052,8 +1077,8 @@ START_TEST(test_atomic_unused_sink_removes_temporary) {
   int hidden;
 
   ck_assert_int_eq(sl_file_sink_new(&dst, in_dir("out"), NULL), 0);
-  ck_assert_int_eq(dir_entries(&hidden), 1);
-  ck_assert_int_eq(hidden, 1);
+  ck_assert_int_eq(dir_entries(&hidden), temp_entries());
+  ck_assert_int_eq(hidden, temp_entries());
   sl_stage_free(dst);
   ck_assert_int_eq(dir_entries(&hidden), 0);
 }
@@ -1125,7 +1150,9 @@ START_TEST(test_atomic_target_appears_meanwhile) {
   sl_pipeline *p = chain2(pu_src_stage("src", &src), dst, NULL);
   ck_assert_ptr_nonnull(p);
   ck_assert_int_eq(start_wait(p), SL_EEXIST);
-  ck_assert_ptr_nonnull(strstr(sl_pipeline_error(p), "file-sink: rename "));
+  ck_assert_ptr_nonnull(
+      strstr(sl_pipeline_error(p),
+             temp_entries() == 0 ? "file-sink: link " : "file-sink: rename "));
   sl_pipeline_free(p);
   ck_assert(file_is(path, "first come"));
   ck_assert_int_eq(dir_entries(&hidden), 1);
@@ -1166,6 +1193,165 @@ START_TEST(test_in_place) {
   ck_assert_int_eq(dir_entries(&hidden), 1);
   ck_assert_int_eq(hidden, 0);
   free(data);
+}
+END_TEST
+
+/* SIGKILL while a file is written: with an unnamed temporary nothing is
+ * left in the directory; the named one it falls back to stays (the limit
+ * the header states). A child writes an endless stream and stops in the
+ * sink's progress callback once 1 MiB is out, after telling the parent
+ * through a pipe; the parent kills it there. */
+static void stop_here(sl_stage *stage, uint64_t bytes, uint64_t total,
+                      void *arg) {
+  int *fds = arg;
+  char c = 'x';
+
+  (void)stage;
+  (void)total;
+  if (bytes < ((uint64_t)1 << 20))
+    return;
+  if (write(fds[1], &c, 1) != 1)
+    _exit(3);
+  for (;;)
+    pause(); /* until killed */
+}
+
+START_TEST(test_atomic_sigkill_leaves_nothing) {
+  const size_t len = 1 << 16;
+  const char *path = in_dir("out");
+  int fds[2], hidden, status, expect = temp_entries();
+  char c;
+
+  ck_assert_int_eq(pipe(fds), 0);
+  pid_t pid = fork();
+  ck_assert_int_ge(pid, 0);
+  if (pid == 0) {
+    unsigned char *data = pu_pattern(len, 66);
+    pu_src src;
+    sl_stage *dst = NULL;
+    pu_src_init(&src, data, len, sizes_64k, 1);
+    src.forever = true;
+    sl_fd_opts ko = {.progress = stop_here, .progress_arg = fds};
+    if (sl_file_sink_new(&dst, path, &ko) != 0)
+      _exit(1);
+    sl_pipeline *p = chain2(pu_src_stage("src", &src), dst, NULL);
+    if (p == NULL)
+      _exit(1);
+    start_wait(p);
+    _exit(2); /* never: the sink stops for good */
+  }
+  close(fds[1]);
+  ck_assert_int_eq(read(fds[0], &c, 1), 1); /* 1 MiB written, stopped */
+  ck_assert_int_eq(dir_entries(&hidden), expect);
+  ck_assert_int_eq(kill(pid, SIGKILL), 0);
+  ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+  ck_assert(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+  close(fds[0]);
+  ck_assert_int_eq(access(path, F_OK), -1);
+  ck_assert_int_eq(dir_entries(&hidden), expect);
+  ck_assert_int_eq(hidden, expect);
+}
+END_TEST
+
+/* The commit hook: called once, with every byte in the file and (atomic)
+ * before the file has its name; what it sets through the descriptor
+ * (mode, times) is what the target has. Loops: 0 a new file, 1 replacing
+ * one, 2 in place, 3 the hook fails: the stream fails with its code and
+ * nothing is left. */
+typedef struct commit_rec {
+  const char *path;
+  size_t len;
+  bool in_place;
+  int fail;
+  int calls;
+  bool size_ok, unnamed_then;
+} commit_rec;
+
+static int commit_cb(sl_stage *stage, int fd, void *arg) {
+  commit_rec *r = arg;
+  struct stat sb;
+  struct timespec ts[2] = {{1000000000, 0}, {1234567890, 0}};
+
+  r->calls++;
+  r->size_ok = fstat(fd, &sb) == 0 && (size_t)sb.st_size == r->len;
+  /* Not yet at the target: absent, or still the old contents. */
+  r->unnamed_then =
+      r->in_place || access(r->path, F_OK) != 0 || file_is(r->path, "x");
+  if (r->fail) {
+    sl_stage_set_error(stage, "hook says no");
+    return r->fail;
+  }
+  if (fchmod(fd, 0604) != 0 || futimens(fd, ts) != 0)
+    return SL_EIO;
+  return 0;
+}
+
+START_TEST(test_commit_hook) {
+  const size_t len = 300000;
+  unsigned char *data = pu_pattern(len, 67);
+  const char *path = in_dir("out");
+  commit_rec rec = {.path = path, .len = len, .in_place = _i == 2};
+  struct stat sb;
+  pu_src src;
+  sl_stage *dst = NULL;
+  int hidden;
+
+  if (_i == 1)
+    ck_assert_int_eq(write_string_file(path, "x", 0600), 0);
+  if (_i == 3)
+    rec.fail = SL_EACCES;
+  pu_src_init(&src, data, len, sizes_64k, 1);
+  sl_fd_opts ko = {.flags = (_i == 1 ? SL_FILE_OVERWRITE : 0) |
+                            (_i == 2 ? SL_FILE_IN_PLACE : 0),
+                   .commit = commit_cb,
+                   .commit_arg = &rec};
+  ck_assert_int_eq(sl_file_sink_new(&dst, path, &ko), 0);
+  sl_pipeline *p = chain2(pu_src_stage("src", &src), dst, NULL);
+  ck_assert_ptr_nonnull(p);
+  ck_assert_int_eq(start_wait(p), _i == 3 ? SL_EACCES : 0);
+  if (_i == 3)
+    ck_assert_str_eq(sl_pipeline_error(p), "file-sink: hook says no");
+  sl_pipeline_free(p);
+  ck_assert_int_eq(rec.calls, 1);
+  ck_assert(rec.size_ok);
+  ck_assert(rec.unnamed_then);
+  if (_i == 3) {
+    ck_assert_int_eq(access(path, F_OK), -1);
+    ck_assert_int_eq(dir_entries(&hidden), 0);
+  } else {
+    ck_assert(check_pattern_file(path, len, 67));
+    ck_assert_int_eq(stat(path, &sb), 0);
+    ck_assert_uint_eq(sb.st_mode & 07777, 0604);
+    ck_assert_int_eq(sb.st_mtim.tv_sec, 1234567890);
+    ck_assert_int_eq(dir_entries(&hidden), 1);
+  }
+  ck_assert_int_eq(hidden, 0);
+  free(data);
+}
+END_TEST
+
+/* A FIFO at the path is written in place, and the hook is not called:
+ * it is not a file of the sink's to finish. */
+START_TEST(test_commit_hook_not_for_fifo) {
+  const char *path = in_dir("fifo");
+  commit_rec rec = {.path = path, .len = 5};
+  sl_stage *dst = NULL;
+
+  ck_assert_int_eq(mkfifo(path, 0600), 0);
+  int rd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+  ck_assert_int_ge(rd, 0);
+  sl_fd_opts ko = {.commit = commit_cb, .commit_arg = &rec};
+  ck_assert_int_eq(sl_file_sink_new(&dst, path, &ko), 0);
+  sl_stage *src = NULL;
+  ck_assert_int_eq(sl_mem_source_new(&src, "hello", 5, NULL), 0);
+  sl_pipeline *p = chain2(src, dst, NULL);
+  ck_assert_ptr_nonnull(p);
+  ck_assert_int_eq(start_wait(p), 0);
+  sl_pipeline_free(p);
+  char buf[8];
+  ck_assert_int_eq(read(rd, buf, sizeof buf), 5);
+  close(rd);
+  ck_assert_int_eq(rec.calls, 0);
 }
 END_TEST
 
@@ -1513,6 +1699,10 @@ END_TEST
 
 /* ------------------------------------------------------------------------ */
 
+static void named_temporaries(void) {
+  sl__fd_no_tmpfile = true;
+}
+
 static TCase *tcase(const char *name, double timeout) {
   TCase *tc = tcase_create(name);
 
@@ -1560,6 +1750,21 @@ static Suite *fd_suite(void) {
   tcase_add_loop_test(tc, test_overwrite_when_told, 0, 2);
   tcase_add_test(tc, test_atomic_target_appears_meanwhile);
   tcase_add_loop_test(tc, test_in_place, 0, 2);
+  tcase_add_test(tc, test_atomic_sigkill_leaves_nothing);
+  tcase_add_loop_test(tc, test_commit_hook, 0, 4);
+  tcase_add_test(tc, test_commit_hook_not_for_fifo);
+  suite_add_tcase(s, tc);
+
+  /* The same with the named temporary, as where O_TMPFILE is refused. */
+  tc = tcase("atomic-named", 60);
+  tcase_add_checked_fixture(tc, named_temporaries, NULL);
+  tcase_add_loop_test(tc, test_atomic_new_file_mode, 0, 2);
+  tcase_add_loop_test(tc, test_atomic_failure_leaves_nothing, 0, 3);
+  tcase_add_test(tc, test_atomic_unused_sink_removes_temporary);
+  tcase_add_loop_test(tc, test_overwrite_when_told, 0, 2);
+  tcase_add_test(tc, test_atomic_target_appears_meanwhile);
+  tcase_add_test(tc, test_atomic_sigkill_leaves_nothing);
+  tcase_add_loop_test(tc, test_commit_hook, 0, 4);
   suite_add_tcase(s, tc);
 
   tc = tcase("errors", 60);

@@ -1632,6 +1632,64 @@ START_TEST(test_split_trailing) {
 }
 END_TEST
 
+/* What sl_pgunzip_trailing tells of the bytes after the last member, read
+ * in chunks of one byte (loop 1) or mixed: where they began, and whether
+ * they were all zeros (padding) or not (garbage, a lone 1f among it). */
+START_TEST(test_split_trailing_report) {
+  static const struct {
+    const char *bytes;
+    size_t len;
+    int garbage;
+  } tails[] = {{"", 0, -1},
+               {"\x00", 1, 0},
+               {"\x00\x00\x00\x00\x00\x00\x00\x00\x00", 9, 0},
+               {"x", 1, 1},
+               {"\x1f", 1, 1},
+               {"\x1f\x00", 2, 1},
+               {"\x00\x00\x00junk", 7, 1}};
+  unsigned char *d = pu_mixed_data(5000, 6);
+  sl_zlib_opts zo;
+
+  ck_assert_ptr_nonnull(d);
+  ck_assert_int_eq(sl_zlib_opts_init(&zo), 0);
+  zo.ignore_trailing = 1;
+  for (size_t t = 0; t < NELEM(tails); t++) {
+    pu_bytes in = {0};
+    uint64_t off = 99;
+    int garbage = 99;
+    drun r;
+    zlib_gzip(&in, d, 5000, 6);
+    zlib_gzip(&in, d, 100, 1); /* two members */
+    size_t end = in.len;
+    ck_assert(pu_bytes_add(&in, tails[t].bytes, tails[t].len));
+    drun_go(&r, NULL, D_SPLIT, &zo, in.p, in.len, _i ? sizes_one : sizes_mixed,
+            _i ? 1 : NELEM(sizes_mixed), NULL, 0);
+    ck_assert_msg(r.rc == 0, "%s", r.err ? r.err : "?");
+    ck_assert_uint_eq(r.sink.got.len, 5100);
+    sl_stage *gun = sl_pipeline_stage(r.p, 1);
+    ck_assert_str_eq(sl_stage_name(gun), "gunzip");
+    int rc = sl_pgunzip_trailing(gun, &off, &garbage);
+    if (tails[t].garbage < 0) {
+      ck_assert_int_eq(rc, 0);
+      ck_assert_uint_eq(off, 0);
+      ck_assert_int_eq(garbage, 0);
+    } else {
+      ck_assert_int_eq(rc, 1);
+      ck_assert_uint_eq(off, end);
+      ck_assert_int_eq(garbage, tails[t].garbage);
+    }
+    ck_assert_int_eq(sl_pgunzip_trailing(gun, NULL, NULL), rc);
+    ck_assert_int_eq(
+        sl_pgunzip_trailing(sl_pipeline_stage(r.p, 0), &off, &garbage),
+        SL_EINVAL);
+    ck_assert_int_eq(sl_pgunzip_trailing(NULL, &off, &garbage), SL_EINVAL);
+    drun_free(&r);
+    pu_bytes_free(&in);
+  }
+  free(d);
+}
+END_TEST
+
 /* Bad header fields, named at their own byte: the magic (first member),
  * the method, the reserved flags; and an empty input. */
 START_TEST(test_split_bad_header) {
@@ -1920,6 +1978,7 @@ static Suite *pgzip_suite(void) {
   tcase_add_test(tc, test_split_isize_mismatch);
   tcase_add_loop_test(tc, test_split_truncated, 0, 2);
   tcase_add_loop_test(tc, test_split_trailing, 0, 4);
+  tcase_add_loop_test(tc, test_split_trailing_report, 0, 2);
   tcase_add_test(tc, test_split_bad_header);
   tcase_add_test(tc, test_split_corrupt_data);
   tcase_add_test(tc, test_split_header_crc);

@@ -8,19 +8,31 @@
 #   - the output does not depend on the thread count (-p 1, 2, 8)
 #   - interoperability both ways with gzip and pigz; Python reads ours
 #   - several members in one file decompress to the concatenation
-#   - -k -c -f -S -t -l -n -N -r, owner mode and times kept, exit codes
-#     (2 for a file skipped), SGZIP_THREADS, a closed pipe, SIGTERM
-#   - every malformed input (truncated, a flipped CRC byte, garbage,
-#     trailing garbage) fails with a message naming the file, leaves no
-#     output and no temporary, and keeps the input as it was
+#   - -k -c -f -S -t -l -n -N -r, owner mode and times kept (set through
+#     the descriptor, before the output has its name), exit codes (2 for
+#     a file skipped), SGZIP_THREADS, standard input's MTIME
+#   - FIFOs, devices and process substitution read with -c, -t, -l;
+#     symbolic link loops; a directory that links to itself under -r
+#   - every malformed input (truncated, a flipped CRC byte, garbage, a bad
+#     member after a good one) fails with a message naming the file,
+#     leaves no output and no temporary, and keeps the input as it was;
+#     on standard output, what could be decoded comes out first; zero
+#     padding after the data is accepted, other trailing garbage is
+#     delivered with a warning (status 2) and the input kept
+#   - an input that grows while it is compressed is kept (status 2), the
+#     output holding exactly what was read
+#   - a closed pipe ends sgzip by SIGPIPE, quietly; SIGTERM removes what
+#     was half made and ends it by SIGTERM; SIGKILL leaves nothing
+#   - the progress bar shows the end of a long name
 #
 # Usage: sh tests/sgzip.sh [BUILDDIR]
 #   BUILDDIR holds tools/sgzip; by default ./tools/sgzip (make check runs
 #   tests from the build directory), else tools/ beside this script's
 #   directory.
 #
-# Exit status: 0 pass, 1 fail, 77 skip (no gzip(1)). pigz and Python are
-# optional: without them their part is skipped with a message.
+# Exit status: 0 pass, 1 fail, 77 skip (no gzip(1)). pigz, Python, bash
+# and strace are optional: without them their part is skipped with a
+# message.
 
 set -u
 LC_ALL=C
@@ -386,11 +398,12 @@ b=$(od -An -tu1 -j $((n - 8)) -N1 good.gz | tr -d ' ')
 printf "$(printf '\\%03o' $((b ^ 255)))" |
   dd of=crc.gz bs=1 seek=$((n - 8)) conv=notrunc 2>/dev/null
 random 2 >garbage.gz
-cp good.gz trailing.gz
-printf 'trailing garbage' >>trailing.gz
+# A second member that starts like one (the magic) but is not one.
+cp good.gz badmember.gz
+printf '\037\213\000\000' >>badmember.gz
 : >zero.gz
 if cmp -s good.gz crc.gz; then fail "could not flip the CRC byte"; fi
-for bad in truncated crc garbage trailing zero; do
+for bad in truncated crc garbage badmember zero; do
   cp "$bad.gz" "$bad.copy"
   expect_rc 1 "$bad: -d" "$sg" -d "$bad.gz"
   if grep -q "$bad.gz" "$work/err"; then ok; else
@@ -409,40 +422,382 @@ fi
 "$sg" -d crc.gz 2>err
 if grep -q 'sgzip: crc.gz: .*crc' err; then ok; else fail "crc: message '$(cat err)'"; fi
 no_temporaries . "malformed input"
-rm -f truncated.gz crc.gz garbage.gz trailing.gz zero.gz err
+
+# On standard output, every byte that could be decoded comes out before
+# the error, as gzip writes it: a truncated stream, and (with Python) a
+# stream that ends in a sync flush without its last block.
+"$sg" -dc truncated.gz >part 2>err
+rc=$?
+gzip -dc truncated.gz >gpart 2>/dev/null
+if test "$rc" -eq 1 && grep -q 'truncated.gz: truncated input at byte' err; then
+  ok
+else
+  fail "truncated on stdout: status $rc, '$(cat err)'"
+fi
+n=$(size part)
+if test "$n" -gt 0 && test "$n" -ge "$(size gpart)" &&
+  head -c "$n" mixed | cmp -s - part; then
+  ok
+else
+  fail "truncated on stdout: $n bytes out, gzip $(size gpart)"
+fi
+if test $have_python = yes; then
+  python3 -c 'import sys, zlib
+c = zlib.compressobj(6, zlib.DEFLATED, 31)
+sys.stdout.buffer.write(c.compress(b"no last block\n" * 1000) +
+                        c.flush(zlib.Z_SYNC_FLUSH))' >sync.gz
+  expect_rc 1 "a sync flush and no last block" "$sg" -dc sync.gz
+  if test "$(size "$work/out")" -eq 14000; then ok; else
+    fail "sync flush on stdout: $(size "$work/out") bytes, want 14000"
+  fi
+  rm -f sync.gz
+fi
+rm -f part gpart
+
+# After the last member: zero padding is accepted without a word; other
+# bytes are ignored with a warning, status 2, as gzip does, every byte of
+# the data delivered, and the input kept (its last bytes are in no
+# output).
+cp good.gz padded.gz
+dd if=/dev/zero bs=512 count=3 2>/dev/null >>padded.gz
+cp good.gz trailing.gz
+printf 'trailing garbage' >>trailing.gz
+expect_rc 0 "zero padding: -dc" "$sg" -dc padded.gz
+if cmp -s "$work/out" mixed && test ! -s "$work/err"; then ok; else
+  fail "zero padding: -dc output or message '$(cat "$work/err")'"
+fi
+expect_rc "$(gzip -dc padded.gz >/dev/null 2>&1; echo $?)" \
+  "zero padding: the status gzip gives" "$sg" -t padded.gz
+expect_rc 0 "zero padding: -d" "$sg" -d padded.gz
+if cmp -s padded mixed && test ! -e padded.gz; then ok; else
+  fail "zero padding: -d did not replace padded.gz with its data"
+fi
+expect_rc 2 "trailing garbage: -dc" "$sg" -dc trailing.gz
+if cmp -s "$work/out" mixed &&
+  grep -q 'trailing.gz: decompression OK, trailing garbage ignored' \
+    "$work/err"; then ok; else
+  fail "trailing garbage: -dc output or message '$(cat "$work/err")'"
+fi
+expect_rc "$(gzip -dc trailing.gz >/dev/null 2>&1; echo $?)" \
+  "trailing garbage: the status gzip gives" "$sg" -dc trailing.gz
+cp trailing.gz trailing.copy
+expect_rc 2 "trailing garbage: -d" "$sg" -d trailing.gz
+if cmp -s trailing mixed && cmp -s trailing.gz trailing.copy; then ok; else
+  fail "trailing garbage: -d output differs or the input was not kept"
+fi
+expect_rc 2 "trailing garbage: -q" "$sg" -tq trailing.gz
+if test -s "$work/err"; then fail "-q printed '$(cat "$work/err")'"; else ok; fi
+rm -f padded padded.gz trailing trailing.gz trailing.copy
+rm -f truncated.gz crc.gz garbage.gz badmember.gz zero.gz err
 
 # A missing file is an error; the others still run.
 cp one one.k
 expect_rc 1 "a missing file" "$sg" -k no-such-file one.k
 if test -f one.k.gz; then ok; else fail "the file after a missing one was not done"; fi
 
-# ---- a closed pipe and a signal ----------------------------------------------
+# ---- streams, links, metadata -------------------------------------------------
 
-rc=$( ("$sg" -c rand1m 2>/dev/null; echo $? >rc.txt) |
-  dd bs=1 count=1 >/dev/null 2>&1
+# Standard input that is not a file has no time: MTIME 0, so the same
+# bytes give the same output on every run, as with gzip.
+# shellcheck disable=SC2002,SC2046 # standard input must be a pipe
+set -- $(cat one | "$sg" | od -An -tu1 -N8)
+if test "$5$6$7$8" = 0000; then ok; else fail "stdin from a pipe: MTIME $5 $6 $7 $8"; fi
+
+# FIFOs, devices and process substitution are read with -c (and -t, -l),
+# as gzip reads them; without -c they are skipped, as gzip skips them.
+mkfifo fifo
+gzip -c mixed >fifo &
+if "$sg" -dc fifo | cmp -s - mixed; then ok; else fail "-dc of a FIFO"; fi
+wait
+"$sg" -c mixed >fifo.src.gz
+cat fifo.src.gz >fifo &
+expect_rc 0 "-t of a FIFO" "$sg" -t fifo
+wait
+cat fifo.src.gz >fifo &
+expect_rc 0 "-l of a FIFO" "$sg" -l fifo
+wait
+if awk -v c="$(size fifo.src.gz)" -v u="$(size mixed)" \
+  'NR == 2 && $1 == c && $2 == u { ok = 1 } END { exit !ok }' "$work/out"; then
+  ok
+else
+  fail "-l of a FIFO: $(cat "$work/out")"
+fi
+cat mixed >fifo &
+if "$sg" -c fifo | gzip -dc | cmp -s - mixed; then ok; else fail "-c of a FIFO"; fi
+wait
+expect_rc 2 "a FIFO without -c: skipped, as gzip skips it" "$sg" fifo
+if test ! -e fifo.gz; then ok; else fail "a FIFO without -c was compressed"; fi
+if test "$("$sg" -c /dev/zero | gzip -dc 2>/dev/null | head -c 100000 | wc -c)" -eq 100000; then
+  ok
+else
+  fail "-c of /dev/zero"
+fi
+if command -v bash >/dev/null 2>&1; then
+  if bash -c '"$1" -dc <(cat "$2")' sh "$sg" fifo.src.gz | cmp -s - mixed; then ok; else
+    fail "-dc of a process substitution"
+  fi
+else
+  echo "sgzip.sh: no bash; skipping the process substitution"
+fi
+rm -f fifo fifo.src.gz
+
+# A loop of symbolic links is an error, as in gzip (exit 1, "Too many
+# levels of symbolic links"); with -r a directory that links back to
+# its parent is walked once.
+mkdir links
+ln -s b links/a
+ln -s a links/b
+want=$(gzip -f links/a 2>/dev/null; echo $?)
+expect_rc "$want" "-f on a symbolic link loop" "$sg" -f links/a
+if grep -q 'links/a: Too many levels of symbolic links' "$work/err"; then ok; else
+  fail "link loop: message '$(cat "$work/err")'"
+fi
+mkdir -p links/tree/sub
+cp one links/tree/x
+cp one links/tree/sub/y
+ln -s .. links/tree/sub/up
+expect_rc 2 "-rf over a directory cycle" "$sg" -rf links/tree
+if grep -q 'links/tree/sub/up: directory cycle -- ignored' "$work/err" &&
+  ! grep -q 'Too many levels' "$work/err" && test -f links/tree/x.gz &&
+  test -f links/tree/sub/y.gz; then ok; else
+  fail "-rf over a cycle: $(cat "$work/err") $(find links/tree | tr '\n' ' ')"
+fi
+rm -rf links
+
+# Owner, mode and times are set through the descriptor before the output
+# has its name (fchmod, futimens), never by path after it (the race of
+# CVE-2005-0988).
+if command -v strace >/dev/null 2>&1 && strace -o /dev/null true 2>/dev/null; then
+  cp one meta
+  chmod 640 meta
+  strace -f -o strace.log \
+    -e trace=%file,fchmod,fchown,utimensat \
+    "$sg" meta 2>/dev/null
+  if awk '/fchmod\(/ && !m { m = NR } /utimensat\([0-9]+, NULL/ && !t { t = NR }
+    /linkat\(|rename/ && !n { n = NR }
+    /[^f]chmod\(|fchmodat\(|utimensat\(AT_FDCWD|[^f]chown\(|fchownat\(/ { bad = 1 }
+    END { exit !(m && t && n && m < n && t < n && !bad) }' strace.log; then
+    ok
+  else
+    fail "metadata not set through the descriptor first:" \
+      "$(grep -E 'chmod|chown|utimensat|link|rename' strace.log | tr '\n' ';')"
+  fi
+  if test "$(stat -c %a meta.gz 2>/dev/null)" = 640; then ok; else fail "metadata: mode"; fi
+  rm -f meta.gz strace.log
+else
+  echo "sgzip.sh: no strace (or not permitted); skipping the metadata order"
+fi
+
+# ---- a file that grows while it is compressed ---------------------------------
+
+# The input is appended to while sgzip reads it. sgzip cannot end before
+# its output has been read, and the test reads it only after the append:
+# the append comes before sgzip's last look at the input, whatever the
+# timing. The input is kept, the status is 2, and the output holds exactly
+# the bytes read, a prefix of the input as it ends.
+random 256 >grow
+cp grow grow.orig
+rc=$( ("$sg" -c -p 1 grow 2>grow.err; echo $? >rc.txt) |
+  {
+    dd bs=1 count=1 2>/dev/null
+    text 1000000 >>grow
+    cat
+  } >grow.gz
   cat rc.txt)
-if test "$rc" = 1; then ok; else fail "a closed pipe: exit status $rc, want 1"; fi
+n=$(sed -n 's/.*the output holds the \([0-9]*\) bytes read.*/\1/p' grow.err)
+if test "$rc" = 2 && test -n "$n"; then ok; else
+  fail "-c of a growing file: status $rc, '$(cat grow.err)'"
+fi
+if gzip -dc grow.gz >grow.out && test "$(size grow.out)" = "${n:-x}" &&
+  head -c "$(size grow.out)" grow | cmp -s - grow.out &&
+  head -c "$(size grow.orig)" grow | cmp -s - grow.orig; then
+  ok
+else
+  fail "-c of a growing file: the output is not the $n bytes read"
+fi
+rm -f grow grow.gz grow.out grow.err
 
-# SIGTERM: a background job of a script ignores SIGINT, and so does sgzip
-# then, as gzip does; both signals take the same path.
-# 150 MiB at -9 on one thread: seconds of work, so the signal comes while
-# the output is half written.
-cat text50m text50m text50m >sig
-"$sg" -9 -p 1 sig 2>/dev/null &
+# In place, the output a FIFO that the test reads: the input stays.
+cp grow.orig grow
+mkfifo grow.gz
+exec 3<>grow.gz # a reader, so that sgzip may open it; and a writer
+"$sg" -f -p 1 grow 2>grow.err &
 pid=$!
-sleep 1
-kill -TERM "$pid" 2>/dev/null
+exec 4<grow.gz
+dd bs=1 count=1 <&4 2>/dev/null >grow.out.gz
+exec 3>&- # sgzip is the only writer now: its end is our end of file
+text 1000000 >>grow
+cat <&4 >>grow.out.gz
+exec 4<&-
 wait "$pid"
 rc=$?
-if test "$rc" -eq 1; then
-  if test ! -e sig.gz && cat text50m text50m text50m | cmp -s - sig; then ok; else
-    fail "SIGTERM: sig.gz left or sig changed"
+n=$(sed -n 's/.*the output holds the \([0-9]*\) bytes read.*/\1/p' grow.err)
+if test "$rc" = 2 && test -f grow && grep -q 'input kept' grow.err; then ok; else
+  fail "a growing file: status $rc, input $(test -f grow && echo kept || echo removed), '$(cat grow.err)'"
+fi
+if gzip -dc grow.out.gz >grow.out && test "$(size grow.out)" = "${n:-x}" &&
+  head -c "$(size grow.out)" grow | cmp -s - grow.out; then
+  ok
+else
+  fail "a growing file: the output is not the $n bytes read"
+fi
+rm -f grow grow.gz grow.orig grow.out grow.out.gz grow.err rc.txt
+
+# ---- a closed pipe and signals ------------------------------------------------
+
+# A closed pipe ends sgzip by SIGPIPE without a word, as it ends gzip.
+"$sg" -c rand1m >rand1m.gz
+for how in "-c rand1m" "-dc rand1m.gz"; do
+  # shellcheck disable=SC2086 # $how is a list of arguments
+  rc=$( ("$sg" $how 2>closed.err; echo $? >rc.txt) |
+    dd bs=1 count=1 >/dev/null 2>&1
+    cat rc.txt)
+  # shellcheck disable=SC2086
+  want=$( (gzip $how 2>/dev/null; echo $? >rc.txt) |
+    dd bs=1 count=1 >/dev/null 2>&1
+    cat rc.txt)
+  if test "$rc" = "$want" && test "$rc" -gt 128 && test ! -s closed.err; then
+    ok
+  else
+    fail "a closed pipe ($how): status $rc (gzip $want), '$(cat closed.err)'"
   fi
-  no_temporaries . "SIGTERM"
+done
+rm -f rand1m.gz closed.err rc.txt
+
+# Signals come while the output is being written: the test learns that
+# from the pipeline's trace (--trace to a FIFO), in which the writing
+# stage's first finished span means bytes written. 50 MiB at -9 on one
+# thread takes seconds more.
+mkfifo trace.fifo sync.fifo
+mkdir sig
+cp text50m sig/in
+signal_midway() { # $1: the signal; sets rc
+  "$sg" -9 -p 1 --trace=trace.fifo sig/in 2>/dev/null &
+  pid=$!
+  awk '/"thread_name"/ && /"sl:write"/ {
+         match($0, /"tid":[0-9]+/); w = substr($0, RSTART + 6, RLENGTH - 6) }
+       !done && w != "" && /"name":"busy"/ && index($0, "\"tid\":" w ",") {
+         print "writing"; fflush(); done = 1 }' <trace.fifo >sync.fifo &
+  apid=$!
+  read -r _ <sync.fifo
+  kill "-$1" "$pid" 2>/dev/null
+  wait "$pid"
+  rc=$?
+  wait "$apid"
+}
+# SIGTERM (a background job of a script ignores SIGINT, and so does sgzip
+# then, as gzip does; both take the same path): what was half made goes,
+# the input stays, and sgzip dies by the signal, so that a shell loop
+# over files stops.
+signal_midway TERM
+if test "$rc" -eq 143; then
+  if test "$(ls -A sig)" = in && cmp -s sig/in text50m; then ok; else
+    fail "SIGTERM: left $(ls -A sig | tr '\n' ' ')"
+  fi
 elif test "$rc" -eq 0; then
   echo "sgzip.sh: the SIGTERM came too late to check; skipped"
+  rm -f sig/in.gz
+  cp text50m sig/in
 else
-  fail "SIGTERM: exit status $rc, want 1"
+  fail "SIGTERM: exit status $rc, want 143 (killed by SIGTERM)"
+fi
+# SIGKILL: nothing can clean up, and nothing is left: the output has no
+# name until it is complete.
+signal_midway KILL
+if test "$rc" -eq 137; then
+  if test "$(ls -A sig)" = in && cmp -s sig/in text50m; then ok; else
+    fail "SIGKILL: left $(ls -A sig | tr '\n' ' ')"
+  fi
+elif test "$rc" -eq 0; then
+  echo "sgzip.sh: the SIGKILL came too late to check; skipped"
+else
+  fail "SIGKILL: exit status $rc, want 137"
+fi
+# SIGINT, as Ctrl-C sends it to a shell loop's foreground sgzip (a job
+# of this script could not get it: it runs with SIGINT ignored). Python
+# starts sgzip with SIGINT at its default, and waits the same way.
+if test $have_python = yes; then
+  if python3 - "$sg" <<'PY'; then ok; else fail "SIGINT: see above"; fi
+import os, signal, subprocess, sys
+sg = sys.argv[1]
+p = subprocess.Popen([sg, "-9", "-p", "1", "--trace=trace.fifo", "sig/in"],
+                     stderr=subprocess.DEVNULL,
+                     preexec_fn=lambda: signal.signal(signal.SIGINT,
+                                                      signal.SIG_DFL))
+w, sent = None, False
+with open("trace.fifo") as t:
+    for line in t:
+        if '"thread_name"' in line and '"sl:write"' in line:
+            w = line.split('"tid":')[1].split(",")[0]
+        if (not sent and w is not None and '"name":"busy"' in line and
+                '"tid":%s,' % w in line):
+            p.send_signal(signal.SIGINT)
+            sent = True
+rc = p.wait()
+left = sorted(os.listdir("sig"))
+if rc == 0:
+    print("sgzip.sh: the SIGINT came too late to check; skipped")
+    sys.exit(0)
+if rc != -signal.SIGINT or left != ["in"]:
+    print("sgzip.sh: SIGINT: status %d, left %s" % (rc, left), file=sys.stderr)
+    sys.exit(1)
+PY
+fi
+rm -rf sig trace.fifo sync.fifo
+
+# ---- the progress bar -----------------------------------------------------------
+
+# On a terminal (a pty) the bar shows the end of a long name, which is
+# what tells files apart. The name is a FIFO fed until the bar shows, so
+# that no timing decides when it does.
+if test $have_python = yes && python3 -c 'import pty' 2>/dev/null; then
+  d=a-directory-with-a-rather-long-name/and-another-one-below-it
+  mkdir -p "$d"
+  mkfifo "$d/the-end-tells-files-apart"
+  if python3 - "$sg" "$d/the-end-tells-files-apart" <<'PY'
+import os, pty, subprocess, sys, threading
+sg, path = sys.argv[1], sys.argv[2]
+master, slave = pty.openpty()
+p = subprocess.Popen([sg, "-cv", "-9", "-p", "1", path],
+                     stdout=subprocess.DEVNULL, stderr=slave)
+os.close(slave)
+stop = threading.Event()
+def feed():
+    chunk = b"".join(b"%08d sluice stream ring gzip\n" % i for i in range(4096))
+    with open(path, "wb") as f:
+        while not stop.is_set():
+            f.write(chunk)
+threading.Thread(target=feed, daemon=True).start()
+out = b""
+while b"MB/s" not in out:
+    try:
+        data = os.read(master, 4096)
+    except OSError:
+        break
+    if not data:
+        break
+    out += data
+stop.set()
+while True:
+    try:
+        data = os.read(master, 4096)
+    except OSError:
+        break
+    if not data:
+        break
+    out += data
+p.wait()
+bars = [b for b in out.split(b"\r") if b"MB/s" in b]
+want = b"..." + path.encode()[-37:] + b" "
+ok = bars and all(want in b for b in bars)
+if not ok:
+    print("bar:", out, file=sys.stderr)
+sys.exit(0 if ok else 1)
+PY
+  then ok; else fail "the progress bar cuts off the end of the name"; fi
+  rm -rf a-directory-with-a-rather-long-name
+else
+  echo "sgzip.sh: no python3 pty; skipping the progress bar"
 fi
 
 echo "sgzip.sh: $checks checks passed, $failures failed"

@@ -7,34 +7,45 @@
  *
  *   compress     read -> pgzip (N workers) -> write (atomic file sink)
  *   decompress   read -> gunzip -> gunzip-check (CRC-32) -> write
+ *   to stdout    read -> gate -> gunzip -> gunzip-check -> write
  *   test (-t)    read -> gunzip -> gunzip-check -> a sink that discards
  *
- * with standard input and output in place of the files where asked. The
+ * with standard input and output in place of the files where asked (the
+ * gate: every decoded byte is out before an error at the end of the input
+ * can abort the rings; see "decompressing to standard output"). The
  * output is gzip's: one standard member, the name and modification time
  * of a named input in its header (unless -n), the input's owner, mode and
- * times on the output file, and the input removed (unless -k) only once
- * the output is complete, synced and renamed into place. The file sink
- * writes a temporary beside the target and renames it only when the whole
- * stream made it, so a failure, a full disk or a Ctrl-C leaves the target
- * as it was and the input untouched. -l needs no pipeline: it reads the
- * first header and the last trailer, as gzip -l does.
+ * times on the output file, set through its descriptor before it has a
+ * name, and the input removed (unless -k) only once the output is
+ * complete, synced and in place, and only when every byte of the input
+ * is in it: not when the input changed while it was read (its size and
+ * time, through the open descriptor after the last read), not when bytes
+ * after the gzip data were ignored. The file sink writes an unnamed file
+ * beside the target and names it only when the whole stream made it, so a
+ * failure, a full disk, a Ctrl-C or a SIGKILL leaves the target as it was
+ * and the input untouched. -l needs no pipeline: it reads the first header
+ * and the last trailer, as gzip -l does (a stream: all of it).
  *
  * Threads. The main thread parses options, walks the named files and
  * builds, starts and waits for one pipeline at a time. A signal thread
  * waits in sigwait() for SIGINT, SIGTERM and SIGHUP, which every other
  * thread blocks: while a pipeline exists it cancels it (the sink then
- * removes its temporary) and the main thread exits with status 1 once the
- * pipeline is freed; while none exists nothing needs cleaning up and it
- * exits at once. The progress bar (-v on a terminal) is drawn by the
- * source's progress callback on the source's thread, with one write(2)
- * per redraw and at most ten a second; the main thread clears it after
+ * removes its temporary) and the main thread dies by the same signal once
+ * the pipeline is freed; while none exists nothing needs cleaning up and
+ * it dies at once. Dying by the signal (default action, raised again) is
+ * what lets a shell loop over files stop. SIGPIPE is left to its default:
+ * the stage writing standard output blocks it and sees EPIPE, and the
+ * main thread raises it once the pipeline is freed, so that a closed pipe
+ * ends sgzip quietly, as it ends gzip. The progress bar (-v on a terminal) is
+ * drawn by the source's progress callback on the source's thread, with one
+ * write(2) per redraw and at most ten a second; the main thread clears it after
  * the pipeline has been waited for, so the two never write at once.
  *
  * Exit status, as gzip's: 0 when all went well, 1 when an error occurred,
- * 2 when there was only a warning (a file skipped).
+ * 2 when there was only a warning (a file skipped or kept).
  */
 #ifndef _GNU_SOURCE
-#define _GNU_SOURCE 1 /* getopt_long, O_NOFOLLOW, utimensat */
+#define _GNU_SOURCE 1 /* getopt_long, O_NOFOLLOW, futimens */
 #endif
 
 #include <sluice.h>
@@ -44,11 +55,12 @@
 #include <sluice/stages.h>
 #include <sluice/zlib.h>
 
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <fts.h>
 #include <getopt.h>
 #include <limits.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -184,6 +196,28 @@ static sl_pipeline *sig_pipeline;
 static int sig_busy;
 static int sig_caught;
 
+/* SIGPIPE was not ignored when we started: a closed standard output then
+ * ends sgzip by SIGPIPE, quietly, as it ends gzip and pigz. */
+static int sigpipe_kills;
+
+/* Die by sig with its default action, so that whoever waits for us (a
+ * shell running a loop) sees the signal and not an exit status. Nothing
+ * half-made may exist any more. */
+static void die_by(int sig) {
+  struct sigaction sa;
+  sigset_t set;
+
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = SIG_DFL;
+  sigemptyset(&sa.sa_mask);
+  sigaction(sig, &sa, NULL);
+  sigemptyset(&set);
+  sigaddset(&set, sig);
+  pthread_sigmask(SIG_UNBLOCK, &set, NULL);
+  raise(sig);
+  _exit(128 + sig); /* not reached */
+}
+
 static void *signal_thread(void *arg) {
   const sigset_t *set = arg;
   int sig;
@@ -195,7 +229,7 @@ static void *signal_thread(void *arg) {
     if (sig_pipeline != NULL)
       sl_pipeline_cancel(sig_pipeline); /* the sink removes its temporary */
     else if (!sig_busy)
-      _exit(EXIT_ERROR); /* nothing half-made to remove */
+      die_by(sig); /* nothing half-made to remove */
     pthread_mutex_unlock(&sig_lock);
   }
   return NULL;
@@ -210,12 +244,14 @@ static void signals_init(void) {
   pthread_t t;
   struct sigaction sa;
 
-  /* Writing to a pipe whose reader has gone must be an error (EPIPE) that
-   * is reported, not a silent death. */
+  /* A closed standard output: the stage that writes it sees EPIPE (stage
+   * threads block every signal) and we die by SIGPIPE once the pipeline
+   * is freed; the main thread's own writes (-l) die of it at once. Where
+   * SIGPIPE was ignored by whoever started us, it is an error reported
+   * instead. */
   memset(&sa, 0, sizeof sa);
-  sa.sa_handler = SIG_IGN;
-  sigemptyset(&sa.sa_mask);
-  sigaction(SIGPIPE, &sa, NULL);
+  sigpipe_kills =
+      sigaction(SIGPIPE, NULL, &sa) == 0 && sa.sa_handler != SIG_IGN;
 
   /* A signal the process was started with ignored stays ignored, as in
    * gzip: nohup's SIGHUP, a background job's SIGINT. */
@@ -266,15 +302,18 @@ static void busy_end(void) {
   pthread_mutex_unlock(&sig_lock);
   if (caught) {
     fflush(stdout);
-    _exit(EXIT_ERROR);
+    die_by(caught);
   }
 }
 
 /* ---- the progress bar --------------------------------------------------- */
 
+/* The most characters of a file's name on the bar. */
+#define BAR_LABEL_MAX 40
+
 struct bar {
   int on;            /* draw at all: -v and stderr is a terminal */
-  const char *label; /* the file's name */
+  const char *label; /* the file's name, its end when it is long */
   double start;      /* seconds, monotonic */
   double last;       /* when last drawn; 0: never */
   size_t drawn;      /* characters on the line now */
@@ -314,6 +353,21 @@ static void fmt_eta(char *buf, size_t n, double secs) {
     snprintf(buf, n, "%lu:%02lu", s / 60, s % 60);
 }
 
+/* The part of name the bar shows: all of it, or "..." and its end, which
+ * is what tells files apart (dir/a/data.1.gz from dir/a/data.2.gz), cut
+ * so that it starts on a whole UTF-8 character. */
+static const char *bar_label(const char *name, int *dots) {
+  size_t n = strlen(name);
+  *dots = 0;
+  if (n <= BAR_LABEL_MAX)
+    return name;
+  const char *p = name + n - (BAR_LABEL_MAX - 3);
+  while (((unsigned char)*p & 0xc0) == 0x80)
+    p++;
+  *dots = 1;
+  return p;
+}
+
 /* On the source's thread, after every chunk read: redraw at most ten
  * times a second, starting a quarter second in (a small file shows no
  * bar), with one write(2) so that nothing else interleaves. */
@@ -322,7 +376,8 @@ static void bar_progress(sl_stage *stage, uint64_t bytes, uint64_t total,
   struct bar *b = arg;
   char line[512], eta[32], meter[24];
   double t = now(), secs = t - b->start;
-  int n;
+  int n, dots;
+  const char *label = bar_label(b->label, &dots);
   (void)stage;
 
   if (secs < 0.25 || t - b->last < 0.1)
@@ -339,11 +394,12 @@ static void bar_progress(sl_stage *stage, uint64_t bytes, uint64_t total,
       fmt_eta(eta, sizeof eta, (double)(total - bytes) / rate);
     else
       snprintf(eta, sizeof eta, "--:--");
-    n = snprintf(line, sizeof line, "\r%s: %.40s %3d%% [%s] %8.1f MB/s ETA %s",
-                 PROG, b->label, (int)(frac * 100.0), meter, rate / 1e6, eta);
+    n = snprintf(line, sizeof line, "\r%s: %s%s %3d%% [%s] %8.1f MB/s ETA %s",
+                 PROG, dots ? "..." : "", label, (int)(frac * 100.0), meter,
+                 rate / 1e6, eta);
   } else {
-    n = snprintf(line, sizeof line, "\r%s: %.40s %10.1f MB %8.1f MB/s", PROG,
-                 b->label, (double)bytes / 1e6, rate / 1e6);
+    n = snprintf(line, sizeof line, "\r%s: %s%s %10.1f MB %8.1f MB/s", PROG,
+                 dots ? "..." : "", label, (double)bytes / 1e6, rate / 1e6);
   }
   if (n < 0)
     return;
@@ -497,17 +553,28 @@ static char *restored_name(const char *path, const char *stored) {
 
 /* ---- one pipeline ------------------------------------------------------- */
 
+/* What the output file gets from the input, set through its descriptor
+ * by the file sink's commit hook (on the sink's thread, before the file
+ * has its name); the errno of each failure, reported afterwards. */
+struct meta {
+  const struct stat *st;   /* the input's; NULL: nothing to copy */
+  uint32_t mtime_override; /* -N: the header's time instead */
+  int owner_err, mode_err, times_err;
+};
+
 struct job {
   const char *label;            /* the input's name in messages */
-  int in_fd;                    /* the input, owned by the job */
-  int own_fd;                   /* close in_fd (a file, not standard input) */
+  int in_fd;                    /* the input; the caller closes it */
   const char *out;              /* the output file; NULL: standard output */
   unsigned out_flags;           /* SL_FILE_OVERWRITE */
   const sl_gzip_header *header; /* compress: the header to write */
+  struct meta meta;             /* the output file's owner, mode, times */
   /* results */
   uint64_t in_bytes, out_bytes;
-  size_t hdr_len; /* decompress: the first header's length, for -v */
-  char *stats;    /* --stats: the table, to print */
+  size_t hdr_len;     /* decompress: the first header's length, for -v */
+  int trailing;       /* decompress: bytes after the last member: 1 zeros, */
+  uint64_t trail_off; /* 2 garbage (at trail_off), 0 none */
+  char *stats;        /* --stats: the table, to print */
 };
 
 /* --stats: the pipeline's table, kept for the caller to print after the
@@ -562,28 +629,170 @@ static const char *plain_error(sl_pipeline *p, int rc) {
   return msg;
 }
 
+/* ---- decompressing to standard output: every byte before an error ---- */
+
+/* A stage's failure aborts every ring of the pipeline, and with them the
+ * decoded bytes still on their way to the output. On standard output,
+ * where gzip writes every byte it could decode before it reports the
+ * error, two stages of ours prevent that loss at the end of the input
+ * (a truncated stream, a sync flush and no last block: the errors the
+ * decoder finds only there):
+ *
+ *   read -> gate -> gunzip -> gunzip-check -> out (standard output)
+ *
+ * The gate passes the input on; at its end it pushes a flush marker
+ * after it, which the decoder answers by pushing all it decoded, and
+ * waits until "out" has written everything before the marker and says
+ * so through a pipe. Only then does the gate end, and with it the
+ * decoder's input: whatever the decoder then finds wrong, there is
+ * nothing left to lose. A wait that the pipeline's cancel ends. */
+struct outgate {
+  int pipe[2];    /* out writes a byte here when the marker reached it */
+  uint64_t bytes; /* written to standard output, by out's thread */
+};
+
+static int wait_readable(sl_stage *st, int fd, short events) {
+  int cfd = sl_stage_cancel_fd(st);
+  if (cfd < 0)
+    return cfd;
+  for (;;) {
+    struct pollfd pfd[2] = {{.fd = fd, .events = events},
+                            {.fd = cfd, .events = POLLIN}};
+    if (poll(pfd, 2, -1) < 0) {
+      if (errno == EINTR)
+        continue;
+      return sl_err_from_errno(errno);
+    }
+    if (pfd[1].revents)
+      return SL_ECANCELED;
+    if (pfd[0].revents)
+      return 0;
+  }
+}
+
+static int gate_transform(sl_stage *st, void *ctx, sl_buf *in) {
+  (void)ctx;
+  return sl_stage_push(st, in);
+}
+
+static int gate_flush(sl_stage *st, void *ctx) {
+  struct outgate *g = ctx;
+  char c;
+  int rc = sl_stage_push_flush(st);
+  if (rc == 0)
+    rc = wait_readable(st, g->pipe[0], POLLIN);
+  if (rc == 0 && read(g->pipe[0], &c, 1) != 1)
+    rc = SL_EIO;
+  return rc;
+}
+
+static int out_write(sl_stage *st, void *ctx, sl_buf *in) {
+  struct outgate *g = ctx;
+  const unsigned char *p = sl_buf_data(in);
+  size_t left = sl_buf_len(in);
+  int rc = 0;
+
+  while (left > 0) {
+    ssize_t n = write(STDOUT_FILENO, p, left);
+    if (n > 0) {
+      p += n;
+      left -= (size_t)n;
+      g->bytes += (uint64_t)n;
+      continue;
+    }
+    int e = n == 0 ? EIO : errno;
+    if (e == EINTR)
+      continue;
+    if (e == EAGAIN || e == EWOULDBLOCK) {
+      if ((rc = wait_readable(st, STDOUT_FILENO, POLLOUT)) != 0)
+        break;
+      continue;
+    }
+    /* EPIPE: the SIGPIPE it raised is pending on this thread, which
+     * blocks it, and goes with the thread. */
+    sl_stage_set_error(st, "write fd %d: %s", STDOUT_FILENO, strerror(e));
+    rc = sl_err_from_errno(e);
+    break;
+  }
+  sl_buf_unref(in);
+  return rc;
+}
+
+/* The gate's marker: everything before it is written. */
+static int out_sync(sl_stage *st, void *ctx) {
+  struct outgate *g = ctx;
+  char c = 1;
+  (void)st;
+  return write(g->pipe[1], &c, 1) == 1 ? 0 : sl_err_from_errno(errno);
+}
+
+/* The file sink's commit hook: owner, mode and times through the
+ * descriptor. The owner first: fchown may clear the set-id bits that
+ * fchmod sets. A user who may not give the file away keeps it, as gzip
+ * does. Failures are warnings, printed by the main thread. */
+static int meta_apply(sl_stage *stage, int fd, void *arg) {
+  struct meta *m = arg;
+  const struct stat *st = m->st;
+  struct timespec ts[2] = {st->st_atim, st->st_mtim};
+  (void)stage;
+
+  if (m->mtime_override != 0) {
+    ts[1].tv_sec = (time_t)m->mtime_override;
+    ts[1].tv_nsec = 0;
+  }
+  if (fchown(fd, st->st_uid, st->st_gid) != 0 && errno != EPERM)
+    m->owner_err = errno;
+  if (fchmod(fd, st->st_mode & 07777) != 0)
+    m->mode_err = errno;
+  if (futimens(fd, ts) != 0)
+    m->times_err = errno;
+  return 0;
+}
+
+static void meta_report(const char *out, const struct meta *m) {
+  if (m->owner_err)
+    warnf("%s: cannot keep the owner: %s", out, strerror(m->owner_err));
+  if (m->mode_err)
+    warnf("%s: cannot keep the mode: %s", out, strerror(m->mode_err));
+  if (m->times_err)
+    warnf("%s: cannot keep the times: %s", out, strerror(m->times_err));
+}
+
+/* The first stage of sl_pgunzip_chain's pair, by the name we gave it. */
+static sl_stage *find_stage(sl_pipeline *p, const char *name) {
+  for (size_t i = 0; i < sl_pipeline_stage_count(p); i++) {
+    sl_stage *s = sl_pipeline_stage(p, i);
+    if (strcmp(sl_stage_name(s), name) == 0)
+      return s;
+  }
+  return NULL;
+}
+
 /* Run one file (or standard input) through its pipeline. Returns 0 when
  * the output is complete (in place, for a file), 1 after an error (the
  * message is printed), 2 when the output exists (message printed). The
- * input descriptor is closed on every path when own_fd. The caller calls
- * busy_end() once it is done with the output. */
+ * input descriptor stays open: the caller looks at it and closes it. The
+ * caller calls busy_end() once it is done with the output. */
 static int run_job(struct job *j) {
   sl_pipeline_opts popts = {0};
   sl_pipeline *p = NULL;
-  sl_stage *src = NULL, *mid = NULL, *sink = NULL;
+  sl_stage *src = NULL, *mid = NULL, *sink = NULL, *gate = NULL;
   FILE *trace = NULL;
   struct bar bar = {0};
+  struct outgate og = {.pipe = {-1, -1}};
   uint64_t discarded = 0;
-  int rc, ret = 1, chained = 0;
+  int rc, ret = 1, chained = 0, died = 0;
   int unpack = opt.decompress || opt.test;
+  int gated = unpack && !opt.test && j->out == NULL;
 
   /* Compressing: pooled buffers of a whole block (so that the pool
    * recycles the compressor's blocks rather than allocating each), 128 KiB
    * to 1 MiB (bigger blocks are allocated, which costs little beside
    * compressing them), and rings of two chunks: the compressor's blocks in
    * flight keep the workers busy, the rings need only keep the reader and
-   * the writer going (the reader's ring is widened below). Decompressing: 32 KiB chunks and rings of four;
-   * larger ones bring no speed, only a bigger resident size. */
+   * the writer going (the reader's ring is widened below). Decompressing: 32
+   * KiB chunks and rings of four; larger ones bring no speed, only a bigger
+   * resident size. */
   if (unpack) {
     popts.buf_size = (size_t)32 << 10;
     popts.hwm = popts.buf_size * 4;
@@ -608,7 +817,7 @@ static int run_job(struct job *j) {
   bar.label = j->label;
   bar.cols = bar.on ? term_cols() - 1 : 0;
 
-  sl_fd_opts so = {.name = "read", .flags = j->own_fd ? SL_FD_CLOSE : 0};
+  sl_fd_opts so = {.name = "read"};
   if (bar.on) {
     so.progress = bar_progress;
     so.progress_arg = &bar;
@@ -617,7 +826,6 @@ static int run_job(struct job *j) {
     errorf("%s: %s", j->label, strerror(errno));
     goto out;
   }
-  j->own_fd = 0; /* the source closes it from now on */
   /* The reader runs far ahead of the compressor: with marks a block apart
    * it would be paused and woken once per block. Resuming it only once
    * the compressor has taken all but one block lets it read three at a
@@ -646,12 +854,27 @@ static int run_job(struct job *j) {
   if (opt.test) {
     sl_mem_opts mo = {.name = "check"};
     rc = sl_callback_sink_new(&sink, count_cb, NULL, &discarded, &mo);
+  } else if (gated) {
+    static const sl_stage_ops gate_ops = {.transform = gate_transform,
+                                          .flush = gate_flush};
+    static const sl_stage_ops out_ops = {.write = out_write, .sync = out_sync};
+    if (pipe2(og.pipe, O_CLOEXEC) != 0) {
+      errorf("%s: %s", j->label, strerror(errno));
+      goto out;
+    }
+    rc = sl_stage_new(&gate, "gate", &gate_ops, &og);
+    if (rc == 0)
+      rc = sl_stage_new(&sink, "write", &out_ops, &og);
   } else if (j->out == NULL) {
     sl_fd_opts wo = {.name = "write"};
     rc = sl_fd_sink_new(&sink, STDOUT_FILENO, &wo);
   } else {
     /* Owner-only until the input's mode is copied onto it. */
     sl_fd_opts wo = {.name = "write", .flags = j->out_flags, .mode = 0600};
+    if (j->meta.st != NULL) {
+      wo.commit = meta_apply;
+      wo.commit_arg = &j->meta;
+    }
     rc = sl_file_sink_new(&sink, j->out, &wo);
     if (rc == SL_EEXIST) { /* made since we looked */
       fflush(stdout);
@@ -675,7 +898,16 @@ static int run_job(struct job *j) {
     sl_zlib_opts zo;
     sl_zlib_opts_init(&zo);
     zo.name = "gunzip";
-    rc = sl_pgunzip_chain(p, src, sink, &zo);
+    zo.ignore_trailing = 1; /* told apart below: padding, or garbage */
+    if (gate != NULL) {
+      rc = sl_pipeline_chain(p, src, gate, NULL);
+      if (rc == 0) {
+        chained = 1; /* src and gate are the pipeline's now */
+        rc = sl_pgunzip_chain(p, gate, sink, &zo);
+      }
+    } else {
+      rc = sl_pgunzip_chain(p, src, sink, &zo);
+    }
   } else {
     rc = sl_pipeline_chain(p, src, mid, sink, NULL);
   }
@@ -683,7 +915,7 @@ static int run_job(struct job *j) {
     errorf("%s: %s", j->label, sl_strerror(rc));
     goto out;
   }
-  chained = 1; /* the pipeline owns the stages now */
+  chained = 2; /* the pipeline owns the stages now */
 
   /* --trace: the timeline of this file's pipeline (with several files,
    * the last one's). The file is ours, so that a failure to write or close
@@ -708,16 +940,27 @@ static int run_job(struct job *j) {
     const char *msg = plain_error(p, rc);
     char fd1[32];
     snprintf(fd1, sizeof fd1, "write fd %d: ", STDOUT_FILENO);
+    int closed = rc == SL_EPIPE && j->out == NULL && !opt.test &&
+                 strncmp(msg, fd1, strlen(fd1)) == 0;
     if (rc == SL_ECANCELED && signal_caught())
       ; /* interrupted: the signal says it all */
+    else if (closed && sigpipe_kills)
+      died = SIGPIPE; /* quietly, once the pipeline is gone */
     else if (j->out == NULL && strncmp(msg, fd1, strlen(fd1)) == 0)
       errorf("stdout: %s", msg + strlen(fd1)); /* as gzip says it */
     else
       errorf("%s: %s", j->label, msg);
   } else {
     j->in_bytes = sl_fd_bytes(src);
-    j->out_bytes = opt.test ? discarded : sl_fd_bytes(sink);
+    j->out_bytes = opt.test ? discarded : gated ? og.bytes : sl_fd_bytes(sink);
     ret = 0;
+    uint64_t off;
+    int garbage;
+    if (unpack &&
+        sl_pgunzip_trailing(find_stage(p, "gunzip"), &off, &garbage) == 1) {
+      j->trailing = garbage ? 2 : 1;
+      j->trail_off = off;
+    }
   }
   if (opt.stats && !opt.quiet)
     stats_keep(j, p);
@@ -732,8 +975,11 @@ static int run_job(struct job *j) {
   }
 
 out:
-  if (!chained) {
-    sl_stage_free(src);
+  if (chained < 2) {
+    if (!chained) {
+      sl_stage_free(src);
+      sl_stage_free(gate);
+    }
     sl_stage_free(mid);
     sl_stage_free(sink);
   }
@@ -743,9 +989,12 @@ out:
   }
   if (trace != NULL)
     fclose(trace); /* never started: left empty */
-  if (j->own_fd)
-    close(j->in_fd);
-  j->own_fd = 0;
+  if (og.pipe[0] >= 0) {
+    close(og.pipe[0]);
+    close(og.pipe[1]);
+  }
+  if (died)
+    die_by(died);
   return ret;
 }
 
@@ -755,25 +1004,6 @@ static double ratio(uint64_t plain, uint64_t packed, uint64_t hdr) {
     return 0.0;
   return 100.0 * ((double)plain - ((double)packed - (double)hdr)) /
          (double)plain;
-}
-
-/* Give the output the input's owner, mode and times (mtime_override:
- * from the gzip header instead, with -N). Failures are warnings. */
-static void copy_stat(const char *out, const struct stat *st,
-                      uint32_t mtime_override) {
-  struct timespec ts[2] = {st->st_atim, st->st_mtim};
-  if (mtime_override != 0) {
-    ts[1].tv_sec = (time_t)mtime_override;
-    ts[1].tv_nsec = 0;
-  }
-  /* The owner first: chown may clear the set-id bits that chmod sets. A
-   * user who may not give the file away keeps it, as gzip does. */
-  if (chown(out, st->st_uid, st->st_gid) != 0 && errno != EPERM)
-    warnf("%s: cannot keep the owner: %s", out, strerror(errno));
-  if (chmod(out, st->st_mode & 07777) != 0)
-    warnf("%s: cannot keep the mode: %s", out, strerror(errno));
-  if (utimensat(AT_FDCWD, out, ts, 0) != 0)
-    warnf("%s: cannot keep the times: %s", out, strerror(errno));
 }
 
 /* Ask whether to replace an existing output (standard input a terminal). */
@@ -882,20 +1112,20 @@ static void list_file(const char *path, int fd, const struct stat *st,
   free(g.name);
 }
 
-/* -l on a stream: read it through, keeping the header and the last eight
- * bytes. */
-static void list_stdin(void) {
+/* -l on a stream (standard input, a FIFO, a device): read it through,
+ * keeping the header and the last eight bytes. */
+static void list_stream(int fd, const char *label, const char *name_out) {
   struct gz_info g = {0};
   size_t cap = 65536, len = 0;
   unsigned char *head = xmalloc(cap), tail[8] = {0}, buf[65536];
   uint64_t total = 0;
   int parsed = 0;
   for (;;) {
-    ssize_t n = read(STDIN_FILENO, buf, sizeof buf);
+    ssize_t n = read(fd, buf, sizeof buf);
     if (n < 0 && errno == EINTR)
       continue;
     if (n < 0) {
-      errorf("stdin: %s", strerror(errno));
+      errorf("%s: %s", label, strerror(errno));
       free(head);
       return;
     }
@@ -915,7 +1145,7 @@ static void list_stdin(void) {
           unsigned char *nh = realloc(head, cap);
           if (nh == NULL) {
             free(head);
-            errorf("stdin: out of memory");
+            errorf("%s: out of memory", label);
             return;
           }
           head = nh;
@@ -932,21 +1162,23 @@ static void list_stdin(void) {
   }
   free(head);
   if (parsed != 1) {
-    errorf("stdin: %s",
+    errorf("%s: %s", label,
            parsed < 0 ? "not in gzip format" : "unexpected end of file");
     return;
   }
   if (total < g.hdr_len + 8) {
     free(g.name);
-    errorf("stdin: unexpected end of file");
+    errorf("%s: unexpected end of file", label);
     return;
   }
-  list_one(opt.name == 1 && g.name ? g.name : "stdout", total, &g, le32(tail),
+  list_one(opt.name == 1 && g.name ? g.name : name_out, total, &g, le32(tail),
            le32(tail + 4), time(NULL));
   free(g.name);
 }
 
 /* ---- standard input ----------------------------------------------------- */
+
+static void trailing_report(const char *label, const struct job *j);
 
 static void do_stdin(void) {
   if (opt.decompress && !opt.force && isatty(STDIN_FILENO)) {
@@ -962,7 +1194,7 @@ static void do_stdin(void) {
     return;
   }
   if (opt.list) {
-    list_stdin();
+    list_stream(STDIN_FILENO, "stdin", "stdout");
     return;
   }
 
@@ -970,15 +1202,18 @@ static void do_stdin(void) {
   memset(&h, 0, sizeof h);
   struct job j = {.label = "stdin", .in_fd = STDIN_FILENO, .hdr_len = 10};
   if (!opt.decompress && !opt.test && opt.name != 0) {
-    /* gzip stores the time of a regular file, else the current time. */
+    /* The time of a regular file; a pipe has none, and 0 (no time) keeps
+     * the output the same from one run to the next, as gzip's. */
     struct stat st;
-    time_t t = fstat(STDIN_FILENO, &st) == 0 && S_ISREG(st.st_mode)
-                   ? st.st_mtime
-                   : time(NULL);
+    time_t t =
+        fstat(STDIN_FILENO, &st) == 0 && S_ISREG(st.st_mode) ? st.st_mtime : 0;
     h.mtime = t > 0 && (uint64_t)t <= UINT32_MAX ? (uint32_t)t : 0;
     j.header = &h;
   }
-  if (run_job(&j) == 0 && opt.verbose > 0 && !opt.quiet) {
+  int rc = run_job(&j);
+  if (rc == 0)
+    trailing_report("stdin", &j);
+  if (rc == 0 && opt.verbose > 0 && !opt.quiet) {
     if (opt.test)
       fprintf(stderr, "stdin:\t OK\n");
     else if (opt.decompress)
@@ -996,51 +1231,74 @@ static void do_stdin(void) {
 
 static void do_path(const char *path, int top);
 
-static int cmp_names(const void *a, const void *b) {
-  return strcmp(*(char *const *)a, *(char *const *)b);
+static int cmp_names(const FTSENT **a, const FTSENT **b) {
+  return strcmp((*a)->fts_name, (*b)->fts_name);
 }
 
-/* -r: every entry of the directory, in name order. */
-static void do_dir(const char *path) {
-  DIR *d = opendir(path);
-  struct dirent *e;
-  char **names = NULL;
-  size_t n = 0, cap = 0;
-  if (d == NULL) {
+/* -r: every file under the directory path, in name order, with fts(3):
+ * symbolic links followed where files' are (-c, -f), each directory
+ * visited once, a directory that contains itself through a link
+ * reported and skipped rather than walked without end. */
+static void walk(const char *path) {
+  char *paths[] = {(char *)path, NULL};
+  int follow = opt.to_stdout || opt.force;
+  FTS *fts = fts_open(paths,
+                      (follow ? FTS_LOGICAL : FTS_PHYSICAL | FTS_COMFOLLOW) |
+                          FTS_NOCHDIR,
+                      cmp_names);
+  FTSENT *e;
+  if (fts == NULL) {
     errorf("%s: %s", path, strerror(errno));
     return;
   }
-  errno = 0;
-  while ((e = readdir(d)) != NULL) {
-    if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
-      continue;
-    if (n == cap) {
-      cap = cap ? cap * 2 : 16;
-      char **nn = realloc(names, cap * sizeof *names);
-      if (nn == NULL) {
-        fprintf(stderr, "%s: out of memory\n", PROG);
-        exit(EXIT_ERROR);
-      }
-      names = nn;
+  while ((errno = 0, e = fts_read(fts)) != NULL) {
+    switch (e->fts_info) {
+    case FTS_D:
+    case FTS_DP:
+    case FTS_DOT:
+      break;
+    case FTS_DC:
+      warnf("%s: directory cycle -- ignored", e->fts_path);
+      break;
+    case FTS_DNR:
+    case FTS_ERR:
+    case FTS_NS:
+      errorf("%s: %s", e->fts_path, strerror(e->fts_errno));
+      break;
+    default: /* files, links, anything else: as a name on the command line */
+      do_path(e->fts_path, 0);
     }
-    names[n++] = concat(e->d_name, strlen(e->d_name), "", "");
-    errno = 0;
   }
   if (errno != 0)
     errorf("%s: %s", path, strerror(errno));
-  closedir(d);
-  if (n > 1)
-    qsort(names, n, sizeof *names, cmp_names);
-  size_t plen = strlen(path);
-  while (plen > 1 && path[plen - 1] == '/')
-    plen--;
-  for (size_t i = 0; i < n; i++) {
-    char *child = concat(path, plen, "/", names[i]);
-    do_path(child, 0);
-    free(child);
-    free(names[i]);
-  }
-  free(names);
+  fts_close(fts);
+}
+
+/* The input changed while it was read: its size or modification time is
+ * not what it was when it was opened, or what was read is not its size.
+ * The output then lacks what was written meanwhile (or holds a mix); the
+ * input must stay. A regular file, looked at through its descriptor after
+ * the last read. */
+static int input_changed(int fd, const struct stat *st, uint64_t read_bytes) {
+  struct stat now;
+  if (fstat(fd, &now) != 0)
+    return 1; /* cannot tell: keep it */
+  return now.st_size != st->st_size ||
+         now.st_mtim.tv_sec != st->st_mtim.tv_sec ||
+         now.st_mtim.tv_nsec != st->st_mtim.tv_nsec ||
+         read_bytes != (uint64_t)st->st_size;
+}
+
+/* After a decompression went through: what followed the last member. Zero
+ * bytes are padding (tape and block devices add them) and need no word;
+ * anything else was ignored, as gzip ignores it, with a warning. */
+static void trailing_report(const char *label, const struct job *j) {
+  if (j->trailing == 2)
+    warnf("%s: decompression OK, trailing garbage ignored (from byte %llu)",
+          label, (unsigned long long)j->trail_off);
+  else if (j->trailing == 1 && opt.verbose > 0 && !opt.quiet)
+    fprintf(stderr, "%s: decompression OK, trailing zero bytes ignored\n",
+            label);
 }
 
 static void do_file(const char *path, int fd, const struct stat *st, int top) {
@@ -1074,7 +1332,10 @@ static void do_file(const char *path, int fd, const struct stat *st, int top) {
   }
 
   if (opt.list) {
-    list_file(path, fd, st, out);
+    if (S_ISREG(st->st_mode))
+      list_file(path, fd, st, out);
+    else
+      list_stream(fd, path, out);
     goto out;
   }
 
@@ -1122,14 +1383,18 @@ static void do_file(const char *path, int fd, const struct stat *st, int top) {
     }
   }
 
-  struct job j = {
-      .label = path, .in_fd = fd, .own_fd = 1, .out = out, .hdr_len = hdr_len};
-  fd = -1;
+  struct job j = {.label = path,
+                  .in_fd = fd,
+                  .out = out,
+                  .hdr_len = hdr_len,
+                  .meta = {.st = st, .mtime_override = mtime_restore}};
   sl_gzip_header h;
   memset(&h, 0, sizeof h);
   if (!opt.decompress && !opt.test && opt.name != 0) {
+    /* A FIFO's or a device's time says nothing of the data: 0, none. */
     h.name = base_name(path);
-    h.mtime = st->st_mtime > 0 && (uint64_t)st->st_mtime <= UINT32_MAX
+    h.mtime = S_ISREG(st->st_mode) && st->st_mtime > 0 &&
+                      (uint64_t)st->st_mtime <= UINT32_MAX
                   ? (uint32_t)st->st_mtime
                   : 0;
     j.header = &h;
@@ -1140,7 +1405,6 @@ static void do_file(const char *path, int fd, const struct stat *st, int top) {
     if (lstat(out, &ost) == 0) {
       if (ost.st_dev == st->st_dev && ost.st_ino == st->st_ino) {
         errorf("%s: the output %s is the input itself -- ignored", path, out);
-        close(j.in_fd);
         goto out;
       }
       if (!opt.force) {
@@ -1149,7 +1413,6 @@ static void do_file(const char *path, int fd, const struct stat *st, int top) {
             fprintf(stderr, "\tnot overwritten\n");
             if (exit_code == EXIT_OK)
               exit_code = EXIT_WARNING;
-            close(j.in_fd);
             goto out;
           }
         } else {
@@ -1158,7 +1421,6 @@ static void do_file(const char *path, int fd, const struct stat *st, int top) {
                   out);
           if (exit_code == EXIT_OK)
             exit_code = EXIT_WARNING;
-          close(j.in_fd);
           goto out;
         }
       }
@@ -1166,19 +1428,32 @@ static void do_file(const char *path, int fd, const struct stat *st, int top) {
     }
   }
 
-  if (run_job(&j) != 0) { /* closes the input */
+  if (run_job(&j) != 0) {
     stats_print(&j);
     busy_end();
     goto out;
   }
 
-  /* The output is complete, synced and in place: give it the input's
-   * metadata, then remove the input. */
-  if (out != NULL) {
-    copy_stat(out, st, mtime_restore);
-    if (!opt.keep && unlink(path) != 0)
-      errorf("%s: cannot remove: %s", path, strerror(errno));
+  /* The output is complete, synced, in place and has the input's
+   * metadata. The input goes only when every byte of it is in the output:
+   * not when it changed while it was read, not when bytes after the gzip
+   * data were ignored. */
+  int keep = opt.keep || out == NULL;
+  if (out != NULL)
+    meta_report(out, &j.meta);
+  if (!opt.test && S_ISREG(st->st_mode) && input_changed(fd, st, j.in_bytes)) {
+    warnf("%s: file changed while it was read; the output holds the %llu "
+          "bytes read%s",
+          path, (unsigned long long)j.in_bytes, keep ? "" : " -- input kept");
+    keep = 1;
   }
+  trailing_report(path, &j);
+  if (j.trailing == 2 && !keep) {
+    warnf("%s: kept: the bytes after its gzip data are not in %s", path, out);
+    keep = 1;
+  }
+  if (!keep && unlink(path) != 0)
+    errorf("%s: cannot remove: %s", path, strerror(errno));
   if (opt.verbose > 0 && !opt.quiet) {
     if (opt.test) {
       fprintf(stderr, "%s:\t OK\n", path);
@@ -1193,7 +1468,7 @@ static void do_file(const char *path, int fd, const struct stat *st, int top) {
         fprintf(stderr, "%s:\t%5.1f%%\n", path, r100);
       else
         fprintf(stderr, "%s:\t%5.1f%% -- %s %s\n", path, r100,
-                opt.keep ? "created" : "replaced with", out);
+                keep ? "created" : "replaced with", out);
     }
   }
   stats_print(&j);
@@ -1208,7 +1483,7 @@ out:
 static void do_path(const char *path, int top) {
   struct stat st;
   int flags = O_RDONLY | O_NOCTTY | O_NONBLOCK | O_CLOEXEC;
-  int fd;
+  int fd, stream_ok = opt.to_stdout || opt.test || opt.list;
 
   if (strcmp(path, "-") == 0 && top) {
     do_stdin();
@@ -1221,11 +1496,15 @@ static void do_path(const char *path, int top) {
     fd = open(path, flags);
   while (fd < 0 && errno == EINTR);
   if (fd < 0) {
+    /* ELOOP: the link O_NOFOLLOW refused, or (followed) a loop of links,
+     * which is an error, as in gzip. */
     struct stat lst;
-    if (errno == ELOOP && lstat(path, &lst) == 0 && S_ISLNK(lst.st_mode))
+    int e = errno;
+    if (e == ELOOP && (flags & O_NOFOLLOW) && lstat(path, &lst) == 0 &&
+        S_ISLNK(lst.st_mode))
       warnf("%s is a symbolic link -- ignored (use -f to follow it)", path);
     else
-      errorf("%s: %s", path, strerror(errno));
+      errorf("%s: %s", path, strerror(e));
     return;
   }
   if (fstat(fd, &st) != 0) {
@@ -1235,19 +1514,23 @@ static void do_path(const char *path, int top) {
   }
   if (S_ISDIR(st.st_mode)) {
     close(fd);
-    if (opt.recursive)
-      do_dir(path);
-    else
+    if (!opt.recursive)
       warnf("%s is a directory -- ignored", path);
+    else if (top)
+      walk(path);
     return;
   }
-  if (!S_ISREG(st.st_mode)) {
+  /* A FIFO, a device, a process substitution (/dev/fd/N) is read as
+   * gzip reads it, where the output is not a file named after it: with
+   * -c, -t, -l. */
+  if (!S_ISREG(st.st_mode) && !stream_ok) {
     close(fd);
     warnf("%s is not a directory or a regular file -- ignored", path);
     return;
   }
-  /* Opened non-blocking so that a FIFO would not hang the open; a regular
-   * file is read blocking. */
+  /* Opened non-blocking so that a FIFO would not hang the open; read
+   * blocking (the source polls a FIFO first, so a cancel still ends a wait
+   * for its writer). */
   int fl = fcntl(fd, F_GETFL);
   if (fl >= 0)
     fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);

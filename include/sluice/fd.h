@@ -121,6 +121,18 @@ enum sl_fd_flags {
 typedef void (*sl_fd_progress_fn)(sl_stage *stage, uint64_t bytes,
                                   uint64_t total, void *arg);
 
+/* sl_file_sink_new's hook at the end of a stream that went well: fd is the
+ * descriptor of the file written, every byte of the stream in it, and the
+ * file does not have its name yet (atomic sink) or is about to be closed
+ * (SL_FILE_IN_PLACE). It is the moment to give the file its metadata
+ * through the descriptor (fchown, fchmod, futimens: after the last write,
+ * which would move the times, and before anyone can open it by its name).
+ * Called once, on the stage's thread, with no lock of the library held;
+ * fd stays the stage's (do not close it). Return 0, or a negative SL_E*
+ * code to fail the stream (explain it with sl_stage_set_error): the
+ * temporary is then removed and the target left as it was. */
+typedef int (*sl_file_commit_fn)(sl_stage *stage, int fd, void *arg);
+
 /* Options of the four constructors. Zero-initialise and set what you need;
  * NULL options mean all zero. Each field names who reads it; the others
  * ignore it. */
@@ -150,6 +162,12 @@ typedef struct sl_fd_opts {
    * sl_fd_progress_fn). NULL for none. */
   sl_fd_progress_fn progress;
   void *progress_arg;
+
+  /* sl_file_sink_new: called with the file's descriptor once the whole
+   * stream is in it (see sl_file_commit_fn); not called for a device or
+   * FIFO at the path. NULL for none. */
+  sl_file_commit_fn commit;
+  void *commit_arg;
 } sl_fd_opts;
 
 /* A source reading fd until end of file: one read(2) of at most
@@ -209,15 +227,23 @@ SL_EXTERN int sl_file_source_new(sl_stage **out, const char *path,
  * descriptor, flush markers included (fdatasync).
  *
  * Atomic by default. The constructor creates a temporary in the target's
- * directory, named ".<name>.XXXXXX" (six random characters), with the mode
- * of opts->mode. The stream is written there; at its end the final op
- * fsyncs the temporary, closes it, renames it over the target (atomically:
- * a reader sees the old file or the whole new one, never a part) and
- * fsyncs the directory, so the new name survives a crash. When the stream
- * fails or is cancelled, or the stage is freed without having run, the
- * temporary is removed when the stage is destroyed (sl_pipeline_free or
- * sl_stage_free), and the target is as it was: absent, or the old file
- * untouched. The target is in place exactly when the stage's final
+ * directory, with the mode of opts->mode: where the kernel and the file
+ * system allow it (Linux's O_TMPFILE, with /proc mounted), a file without
+ * a name, which nothing can leave behind: not a failure, not SIGKILL, not
+ * a power cut; elsewhere a file named ".<name>.XXXXXX" (six random
+ * characters). The stream is written there; at its end the final op calls
+ * opts->commit, fsyncs the temporary and puts it in the target's place
+ * (atomically: a reader sees the old file or the whole new one, never a
+ * part): an unnamed one is linked at the target (linkat), or, to replace
+ * a file, linked under a ".<name>.XXXXXX" name and renamed over it; a
+ * named one is renamed over the target. Then it fsyncs the directory, so
+ * the new name survives a crash. When the stream fails or is cancelled,
+ * or the stage is freed without having run, the temporary is removed
+ * when the stage is destroyed (sl_pipeline_free or sl_stage_free), and
+ * the target is as it was: absent, or the old file untouched. (A process
+ * killed outright leaves a named temporary behind, and an unnamed one
+ * only in the instant between its link and its rename over a file it
+ * replaces.) The target is in place exactly when the stage's final
  * succeeded, i.e. sl_stage_status(stage) is 0 after sl_pipeline_wait (a
  * failure of the directory fsync, after the rename, is reported as the
  * stage's error although the file is in place). A symbolic link at the

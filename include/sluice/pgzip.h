@@ -237,6 +237,19 @@ SL_EXTERN int sl_pgzip_result(const sl_stage *stage, uint32_t *crc,
 SL_EXTERN int sl_pgunzip_chain(sl_pipeline *p, sl_stage *src, sl_stage *next,
                                const sl_zlib_opts *opts);
 
+/* What followed the last member, for a chain made with ignore_trailing:
+ * stage is its first stage (the one named opts->name, "gunzip" by
+ * default; find it with sl_pipeline_stage). When bytes after the stream
+ * were ignored, *offset gets the input offset of the first of them and
+ * *garbage 0 when every one was a zero byte (the padding that tape and
+ * block devices add), 1 otherwise; either pointer may be NULL. Call it
+ * after sl_pipeline_wait; it tells what the stage saw before it ended,
+ * whether or not the pipeline failed. Returns 1 when bytes were ignored,
+ * 0 when none (*offset and *garbage 0), SL_EINVAL when stage is not the
+ * first stage of such a chain. */
+SL_EXTERN int sl_pgunzip_trailing(const sl_stage *stage, uint64_t *offset,
+                                  int *garbage);
+
 #ifdef __cplusplus
 }
 #endif

@@ -20,14 +20,20 @@
  * someone else is left for the application.
  *
  * The atomic file sink. The constructor opens the target's directory and
- * creates ".<name>.XXXXXX" in it with O_EXCL; the stream is written there.
- * final fsyncs and closes it, renames it over the target (refusing to
- * replace a file that appeared meanwhile unless told to overwrite) and
- * fsyncs the directory. tmp_live says the temporary exists under its name:
+ * creates the temporary there: an unnamed file (O_TMPFILE) where the file
+ * system allows it, so that nothing, not even SIGKILL or a power cut, can
+ * leave it behind; else ".<name>.XXXXXX", made with O_EXCL. final calls
+ * the application's commit hook on the descriptor, fsyncs it and gives
+ * the file its name: an unnamed one is linked at the target through
+ * /proc/self/fd (linkat never replaces, so a new target is atomic and
+ * refuses a file that appeared meanwhile; to overwrite, it is linked
+ * under a temporary name and renamed over the target), a named one is
+ * renamed over it (RENAME_NOREPLACE unless told to overwrite). Then the
+ * directory is fsynced. tmp_live says a temporary exists under tmpname:
  * destroy removes it then, which covers failure, cancel and a stage freed
- * without running. Names are relative to the directory descriptor, so a
- * chdir by the application between construction and the end changes
- * nothing.
+ * without running; an unnamed one vanishes with its descriptor. Names are
+ * relative to the directory descriptor, so a chdir by the application
+ * between construction and the end changes nothing.
  *
  * Threads. The constructors run on the caller's thread and only fill the
  * context; from start on, the ops run on the stage's thread (a sink fed
@@ -37,11 +43,12 @@
  * threads: a relaxed atomic, written by one op at a time.
  */
 #ifndef _GNU_SOURCE
-#define _GNU_SOURCE /* MSG_NOSIGNAL, renameat2, sigtimedwait */
+#define _GNU_SOURCE /* MSG_NOSIGNAL, renameat2, sigtimedwait, O_TMPFILE */
 #endif
 
 #include "sluice/fd.h"
 
+#include "fd-int.h"
 #include "stage-int.h"
 
 #include <errno.h>
@@ -81,7 +88,12 @@ struct fd_ctx {
   char *base;    /* the target's name in it */
   char *tmpname; /* the temporary's name in it */
   bool tmp_live; /* the temporary exists under tmpname */
+  bool unnamed;  /* the temporary is an O_TMPFILE file, fd its only hold */
+  sl_file_commit_fn commit_fn;
+  void *commit_arg;
 };
+
+bool sl__fd_no_tmpfile;
 
 static const char *what(const struct fd_ctx *c) {
   return c->path ? c->path : c->what;
@@ -292,19 +304,80 @@ static int rename_into_place(struct fd_ctx *c) {
   return renameat(c->dirfd, c->tmpname, c->dirfd, c->base);
 }
 
-/* End of an atomic file sink's stream: make the temporary durable, rename
- * it over the target, make the rename durable. */
+/* The temporary's name: ".<base>.XXXXXX", the base cut so that the name
+ * stays well within NAME_MAX. */
+#define TMP_BASE_MAX 200
+#define TMP_TRIES 100
+
+static void tmp_fill(char *name, size_t len, uint64_t *state) {
+  static const char set[] =
+      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+  uint64_t x = *state;
+
+  for (size_t i = len - 6; i < len; i++) {
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    name[i] = set[(x >> 33) % (sizeof set - 1)];
+  }
+  *state = x;
+}
+
+static uint64_t tmp_seed(const struct fd_ctx *c) {
+  return sl__now_ns() ^ ((uint64_t)(uintptr_t)c << 16) ^
+         ((uint64_t)getpid() << 40);
+}
+
+/* The unnamed temporary's path in /proc, which linkat follows to it. */
+static void proc_path(char *buf, size_t n, int fd) {
+  snprintf(buf, n, "/proc/self/fd/%d", fd);
+}
+
+/* Give the unnamed temporary a name. A new target is linked at once:
+ * linkat never replaces, which is the refusal SL_FILE_OVERWRITE lifts.
+ * To replace, it is linked under a fresh temporary name (tmp_live from
+ * then on) and renamed over the target. 0 or -1 (errno). */
+static int link_into_place(struct fd_ctx *c) {
+  char proc[64];
+  size_t len = strlen(c->tmpname);
+  uint64_t state = tmp_seed(c);
+
+  proc_path(proc, sizeof proc, c->fd);
+  if (!c->overwrite)
+    return linkat(AT_FDCWD, proc, c->dirfd, c->base, AT_SYMLINK_FOLLOW);
+  for (int i = 0; i < TMP_TRIES; i++) {
+    state |= 1; /* never the fixed point 0 */
+    tmp_fill(c->tmpname, len, &state);
+    if (linkat(AT_FDCWD, proc, c->dirfd, c->tmpname, AT_SYMLINK_FOLLOW) == 0) {
+      c->tmp_live = true;
+      return 0;
+    }
+    if (errno != EEXIST)
+      return -1;
+  }
+  return -1; /* errno EEXIST: every name tried was taken */
+}
+
+/* End of an atomic file sink's stream: the application's hook, make the
+ * temporary durable, give it the target's name, make the name durable. */
 static int commit(sl_stage *st, struct fd_ctx *c) {
   int e;
 
+  if (c->commit_fn != NULL && (e = c->commit_fn(st, c->fd, c->commit_arg)) < 0)
+    return e;
   while (fsync(c->fd) != 0)
     if (errno != EINTR)
       return fail(st, c, "fsync", errno);
+  if (c->unnamed && link_into_place(c) != 0)
+    return fail(st, c, "link", errno);
   e = close_checked(c->fd);
   c->fd = -1;
-  if (e)
+  if (e) {
+    if (c->unnamed && !c->overwrite)
+      unlinkat(c->dirfd, c->base, 0); /* ours: linked just now */
     return fail(st, c, "close", e);
-  if (rename_into_place(c) != 0)
+  }
+  if ((!c->unnamed || c->overwrite) && rename_into_place(c) != 0)
     return fail(st, c, "rename", errno);
   c->tmp_live = false;
   while (fsync(c->dirfd) != 0) {
@@ -322,6 +395,11 @@ static int sink_final(sl_stage *st, void *ctx) {
 
   if (c->atomic)
     return commit(st, c);
+  if (c->commit_fn != NULL && c->fd >= 0) { /* in place, a regular file */
+    int e = c->commit_fn(st, c->fd, c->commit_arg);
+    if (e < 0)
+      return e;
+  }
   if (c->own && c->fd >= 0) {
     int e = close_checked(c->fd);
     c->fd = -1;
@@ -504,25 +582,6 @@ fail_errno:
   return rc;
 }
 
-/* The temporary's name: ".<base>.XXXXXX", the base cut so that the name
- * stays well within NAME_MAX. */
-#define TMP_BASE_MAX 200
-#define TMP_TRIES 100
-
-static void tmp_fill(char *name, size_t len, uint64_t *state) {
-  static const char set[] =
-      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-  uint64_t x = *state;
-
-  for (size_t i = len - 6; i < len; i++) {
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    name[i] = set[(x >> 33) % (sizeof set - 1)];
-  }
-  *state = x;
-}
-
 /* Split path into its directory (a new string, "." when none) and base
  * (a new string). SL_EINVAL for an empty base, SL_ENOMEM. */
 static int split_path(const char *path, char **dir, char **base) {
@@ -550,8 +609,44 @@ static int split_path(const char *path, char **dir, char **base) {
   return 0;
 }
 
-/* Create the temporary beside the target: O_EXCL under a fresh random
- * name until one is free. With keep_mode (>= 0) it gets exactly those
+/* An unnamed temporary in the target's directory, when the file system
+ * makes one and /proc/self/fd leads to it (linkat names it through that
+ * path). Returns 0 (c->fd and c->unnamed set), 1 when the temporary must
+ * be a named one instead, -1 on a real error (errno: the directory is not
+ * writable, the disk is full, ...). */
+static int tmp_create_unnamed(struct fd_ctx *c, mode_t mode) {
+#ifdef O_TMPFILE
+  char proc[64];
+  struct stat a, b;
+
+  if (sl__fd_no_tmpfile)
+    return 1;
+  c->fd =
+      openat(c->dirfd, ".", O_TMPFILE | O_WRONLY | O_NOCTTY | O_CLOEXEC, mode);
+  if (c->fd < 0) /* refused by the kernel or the file system: fall back */
+    return errno == EOPNOTSUPP || errno == EISDIR || errno == EINVAL ||
+                   errno == ENOTSUP
+               ? 1
+               : -1;
+  proc_path(proc, sizeof proc, c->fd);
+  if (fstat(c->fd, &a) == 0 && stat(proc, &b) == 0 && a.st_dev == b.st_dev &&
+      a.st_ino == b.st_ino) {
+    c->unnamed = true;
+    return 0;
+  }
+  close(c->fd); /* no /proc: it could never get a name */
+  c->fd = -1;
+#else
+  (void)c;
+  (void)mode;
+#endif
+  return 1;
+}
+
+/* Create the temporary beside the target: unnamed where possible, else
+ * O_EXCL under a fresh random name until one is free (the name's buffer
+ * is made either way: an unnamed one that replaces a file is linked
+ * under such a name first). With keep_mode (>= 0) it gets exactly those
  * permission bits, else mode through the umask. 0 or -1 (errno). */
 static int tmp_create(struct fd_ctx *c, unsigned mode, int keep_mode) {
   size_t blen = strlen(c->base);
@@ -565,15 +660,20 @@ static int tmp_create(struct fd_ctx *c, unsigned mode, int keep_mode) {
   c->tmpname[0] = '.';
   memcpy(c->tmpname + 1, c->base, blen);
   c->tmpname[1 + blen] = '.';
+  memset(c->tmpname + 2 + blen, 'X', 6); /* tmp_fill picks them */
   c->tmpname[len] = '\0';
-  uint64_t state = sl__now_ns() ^ ((uint64_t)(uintptr_t)c << 16) ^
-                   ((uint64_t)getpid() << 40);
+  mode_t first = keep_mode >= 0 ? 0600 : (mode_t)mode;
+  int u = tmp_create_unnamed(c, first);
+  if (u == 0)
+    goto made;
+  if (u < 0)
+    return -1;
+  uint64_t state = tmp_seed(c);
   for (int i = 0; i < TMP_TRIES; i++) {
     state |= 1; /* never the fixed point 0 */
     tmp_fill(c->tmpname, len, &state);
     c->fd = openat(c->dirfd, c->tmpname,
-                   O_WRONLY | O_CREAT | O_EXCL | O_NOCTTY | O_CLOEXEC,
-                   keep_mode >= 0 ? 0600 : mode);
+                   O_WRONLY | O_CREAT | O_EXCL | O_NOCTTY | O_CLOEXEC, first);
     if (c->fd >= 0)
       break;
     if (errno != EEXIST)
@@ -582,6 +682,7 @@ static int tmp_create(struct fd_ctx *c, unsigned mode, int keep_mode) {
   if (c->fd < 0)
     return -1; /* errno EEXIST: every name tried was taken */
   c->tmp_live = true;
+made:
   if (keep_mode >= 0 && fchmod(c->fd, (mode_t)keep_mode) != 0)
     return -1;
   return 0;
@@ -607,6 +708,8 @@ int sl_file_sink_new(sl_stage **out, const char *path, const sl_fd_opts *opts) {
   c->own = true;
   c->kind = KIND_FILE;
   c->overwrite = overwrite;
+  c->commit_fn = o->commit;
+  c->commit_arg = o->commit_arg;
   if (!(c->path = sl__strdup(path))) {
     ctx_free(c);
     return SL_ENOMEM;
@@ -628,6 +731,7 @@ int sl_file_sink_new(sl_stage **out, const char *path, const sl_fd_opts *opts) {
       if (c->fd < 0 || fstat(c->fd, &sb) != 0)
         goto fail_errno;
       c->kind = kind_of(&sb);
+      c->commit_fn = NULL; /* not a file of ours to finish */
       goto made;
     }
     if (overwrite && !o->mode)

@@ -948,12 +948,21 @@ typedef struct pgun {
   uint64_t mout;          /* output bytes of the member so far */
   unsigned char last8[8]; /* the last eight bytes fed to inflate */
   sl_buf *out;            /* output being filled; ours until pushed */
+  /* Ignored bytes after the stream: where they began, and whether any
+   * was not zero (padding is zeros). Read by sl_pgunzip_trailing after
+   * the stage's thread has ended. */
+  bool trailing, trail_garbage;
+  uint64_t trail_off;
 } pgun;
 
 /* Bytes after the end of the stream, the first at off. */
 static int gun_trailing(sl_stage *st, pgun *u, uint64_t off) {
   if (u->ignore_trailing) {
     u->phase = GP_IGNORE;
+    u->trailing = true;
+    u->trail_off = off;
+    /* Bytes already taken were the start of a magic (1f), not zeros. */
+    u->trail_garbage = off < u->in_off;
     return 0;
   }
   return data_error(st, "trailing garbage at input byte %llu",
@@ -1153,6 +1162,8 @@ static int gun_feed(sl_stage *st, pgun *u, const unsigned char *p, size_t n) {
       rc = gun_inflate(st, u, p, n, &used);
       break;
     case GP_IGNORE:
+      for (size_t i = 0; i < n && !u->trail_garbage; i++)
+        u->trail_garbage = p[i] != 0;
       used = n;
       u->in_off += n;
       break;
@@ -1377,4 +1388,15 @@ fail:
   queue_unref(q);
   sl__free(chk_name);
   return rc;
+}
+
+int sl_pgunzip_trailing(const sl_stage *stage, uint64_t *offset, int *garbage) {
+  if (stage == NULL || stage->ops.transform != gun_transform)
+    return SL_EINVAL;
+  const pgun *u = stage->ctx;
+  if (offset != NULL)
+    *offset = u->trailing ? u->trail_off : 0;
+  if (garbage != NULL)
+    *garbage = u->trailing && u->trail_garbage;
+  return u->trailing ? 1 : 0;
 }
