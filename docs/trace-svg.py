@@ -63,7 +63,7 @@ def main():
     events = doc["traceEvents"] if isinstance(doc, dict) else doc
 
     names, order = {}, {}
-    spans, counters = [], {}
+    spans, counters, peaks = [], {}, {}
     for e in events:
         ph = e.get("ph")
         if ph == "M" and e.get("name") == "thread_name":
@@ -73,8 +73,14 @@ def main():
         elif ph == "X":
             spans.append(e)
         elif ph == "C":
-            for k, v in e.get("args", {}).items():
-                counters.setdefault(e["name"], []).append((e["ts"], v))
+            # "level" is sampled; "peak" is the ring's own high-water mark
+            # so far, the peak of the stats table.
+            args = e.get("args", {})
+            if "level" in args:
+                counters.setdefault(e["name"], []).append(
+                    (e["ts"], args["level"]))
+            if "peak" in args:
+                peaks[e["name"]] = max(peaks.get(e["name"], 0), args["peak"])
 
     tids = sorted(set(names) | {e["tid"] for e in spans},
                   key=lambda t: (order.get(t, t), t))
@@ -150,8 +156,12 @@ def main():
         del last
         w('<path d="%s" fill="#90caf9" stroke="#1565c0" stroke-width="0.8"/>'
           % " ".join(path))
-        w('<text x="%d" y="%d" font-size="10" fill="#555">peak %s</text>'
-          % (LEFT + plot - 80, y + 11, top))
+        if name in peaks:  # the exact peak, as in the stats table
+            label = "peak %s (highest sample %s)" % (peaks[name], top)
+        else:
+            label = "highest sample %s" % top
+        w('<text x="%d" y="%d" font-size="10" fill="#555" '
+          'text-anchor="end">%s</text>' % (LEFT + plot - 4, y + 11, label))
 
     # Time axis.
     axis_y = base + len(ctr_names) * (COUNTER_ROW + GAP) + 4

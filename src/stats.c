@@ -270,6 +270,7 @@ int sl_pipeline_stats_print(sl_pipeline *p, FILE *f) {
                  "pauses", "drains", "signals") < 0;
   if (!ready) /* no ring exists yet */
     return err ? SL_EIO : 0;
+  bool over = false; /* a peak above its hwm: say why that is right */
   for (size_t i = 0; i < p->nstages; i++) {
     s = p->stages[i];
     for (size_t c = 0; s->outs && c < s->ncons; c++) {
@@ -282,8 +283,14 @@ int sl_pipeline_stats_print(sl_pipeline *p, FILE *f) {
                      rs.peak_level, (unsigned long long)rs.pauses,
                      (unsigned long long)rs.drains,
                      (unsigned long long)rs.signals) < 0;
+      over |= rs.peak_level > rs.hwm;
     }
   }
+  if (over)
+    err |= fputs("(peak: the most a ring held, exact; a ring admits a chunk "
+                 "while its level is below hwm, so its peak may pass hwm by "
+                 "up to one chunk)\n",
+                 f) < 0;
   double busy, up, down;
   size_t b = bottleneck(p, &busy, &up, &down);
   if (b != SIZE_MAX)

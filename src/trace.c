@@ -40,7 +40,12 @@
  * counts into the busy span around it, a short busy gap between two
  * waits of one kind joins them into one. The newest span is held back
  * until the next one shows it cannot be merged. The observer also samples
- * each ring's level into counter events, one whenever it changed. Nothing
+ * each ring's level into counter events, one whenever it or the ring's
+ * peak changed. A sample is the level at that moment: the highest sample
+ * can fall below the most the ring held between two looks, so each event
+ * also carries the ring's peak so far, the high-water mark the ring keeps
+ * at every write (sl_ring_stats.peak_level), and the trace's last peak of
+ * a ring is the peak of the stats table for the same run. Nothing
  * is allocated after start; with no trace, the record's ev is NULL and
  * the stage thread tests only that.
  *
@@ -110,7 +115,8 @@ struct sl_observer {
   bool own_f;
   /* The observer thread's own. */
   uint64_t t0;
-  size_t *ring_last; /* each ring's last sampled level + 1; 0 none */
+  size_t *ring_last; /* each ring's last sampled level + 1 (0: none), then
+                      * each ring's last peak */
   bool first;
 };
 
@@ -443,7 +449,7 @@ int sl__obs_start(sl_pipeline *p) {
   if (!ob || (!tracing && !ob->wd_cb))
     return 0;
   if (tracing) {
-    ob->ring_last = sl__calloc(p->nrings ? p->nrings : 1, sizeof(size_t));
+    ob->ring_last = sl__calloc(p->nrings ? 2 * p->nrings : 1, sizeof(size_t));
     if (!ob->ring_last)
       return SL_ENOMEM;
   }
@@ -612,18 +618,24 @@ static bool trace_levels(sl_pipeline *p, uint64_t now, bool all) {
   for (size_t i = 0; i < p->nstages; i++) {
     sl_stage *s = p->stages[i];
     for (size_t c = 0; s->outs && c < s->ncons; c++, j++) {
-      size_t level = sl_ring_level(s->outs[c]);
-      if (!all && ob->ring_last[j] == level + 1)
+      sl_ring_stats rs;
+      if (sl_ring_stats_get(s->outs[c], &rs) != 0)
+        continue;
+      size_t level = rs.level, *last_peak = &ob->ring_last[p->nrings + j];
+      if (!all && ob->ring_last[j] == level + 1 && *last_peak == rs.peak_level)
         continue;
       ob->ring_last[j] = level + 1;
+      *last_peak = rs.peak_level;
       any = true;
       if (!write_ok(ob))
         continue;
       sep(ob);
       fputs("{\"ph\":\"C\",\"name\":", ob->f);
       ring_label(ob->f, s, c);
-      fprintf(ob->f, ",\"pid\":1,\"ts\":%.3f,\"args\":{\"level\":%zu}}",
-              us(ob, now), level);
+      fprintf(ob->f,
+              ",\"pid\":1,\"ts\":%.3f,\"args\":{\"level\":%zu,"
+              "\"peak\":%zu}}",
+              us(ob, now), level, rs.peak_level);
     }
   }
   return any;

@@ -4,7 +4,8 @@
 # trace-event JSON file for its compression pipeline and for its
 # decompression pipeline; each must parse (python3 -m json.tool), hold a
 # named track (thread_name) for every stage thread with at least one span
-# on it, counter events for the rings, and the displayTimeUnit. Also: -q
+# on it, counter events for the rings, and the displayTimeUnit; each
+# ring's peak in the trace is the stats table's for the same run. Also: -q
 # silences --stats, and a trace file that cannot be created, or written
 # (/dev/full, where there is one), fails the run with a message.
 #
@@ -99,6 +100,36 @@ check "$work/c.json" read pgzip write
   bad "sgzip -dc --trace failed"
 cmp -s "$work/in" "$work/out" || bad "round trip with --trace differs"
 check "$work/d.json" read gunzip gunzip-check write
+
+# One run, its trace and its stats table: each ring's peak in the trace
+# (the last "peak" of its counter events; "level" is only sampled) is the
+# peak the table prints, and a peak above the ring's hwm comes with the
+# line that says a ring admits one chunk more.
+"$sg" -c -p 2 --stats --trace="$work/s.json" "$work/in" >/dev/null 2>"$work/s.stats" ||
+  bad "sgzip -c --stats --trace failed"
+python3 - "$work/s.json" "$work/s.stats" <<'PY' || bad "trace and stats disagree on the rings' peaks"
+import json, re, sys
+ev = json.load(open(sys.argv[1]))["traceEvents"]
+stats = open(sys.argv[2]).read()
+table = {}
+for line in stats.splitlines():
+    m = re.match(r"^(\S+ -> \S+)\s+(\d+)\s+(\d+)\s+\d+\s+\d+\s+\d+$", line)
+    if m:
+        table[m.group(1)] = (int(m.group(2)), int(m.group(3)))
+trace = {}
+for e in ev:
+    if e.get("ph") == "C" and "peak" in e.get("args", {}):
+        trace[e["name"]] = max(trace.get(e["name"], 0), e["args"]["peak"])
+ok = bool(table) and set(table) == set(trace)
+for ring, (hwm, peak) in table.items():
+    print("ring %s: hwm %d, peak %d in the table, %s in the trace"
+          % (ring, hwm, peak, trace.get(ring)))
+    ok &= trace.get(ring) == peak
+over = any(peak > hwm for hwm, peak in table.values())
+note = "may pass hwm by up to one chunk" in stats
+print("a peak above hwm: %s; the note: %s" % (over, note))
+sys.exit(0 if ok and over == note else 1)
+PY
 
 # -q silences --stats; without -q the table names the bottleneck.
 "$sg" -c --stats "$work/in" 2>"$work/stats" >/dev/null || bad "--stats failed"
