@@ -358,13 +358,18 @@ static void consume_end_locked(sl_pipeline *p, sl_stage *s) {
   for (size_t k = 0; k < s->nprods; k++) {
     sl_stage *q = s->prods[k];
     bool all = true;
-    for (size_t c = 0; c < q->ncons; c++) {
-      if (q->cons[c] == s)
-        atomic_store_explicit(&q->out_gone[c], 1, memory_order_release);
-      all = all && atomic_load_explicit(&q->out_gone[c], memory_order_relaxed);
-    }
+    for (size_t c = 0; c < q->ncons; c++)
+      all =
+          all && (q->cons[c] == s ||
+                  atomic_load_explicit(&q->out_gone[c], memory_order_relaxed));
+    /* Stopped before its last output shows gone: q's thread may see that
+     * (and its push return SL_ECANCELED) at once, and must then find
+     * itself stopped, not failed. */
     if (all)
       produce_stop_locked(p, q);
+    for (size_t c = 0; c < q->ncons; c++)
+      if (q->cons[c] == s)
+        atomic_store_explicit(&q->out_gone[c], 1, memory_order_release);
   }
 }
 
