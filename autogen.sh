@@ -121,6 +121,18 @@ need pigz have pigz
 need "$(fuzz_packages)" have_fuzz_clang # make fuzz (.ci/run)
 need valgrind have valgrind             # make helgrind, make drd (.ci/run)
 
+# --- http (optional) ---
+# examples/http-server needs libmicrohttpd and tests/http.sh curl; the
+# build and the tests go on without them (the test skips), so they are
+# installed only where the script can install, and otherwise named.
+if test "$(id -u)" -eq 0 && have apt-get; then
+  need libmicrohttpd-dev have_module libmicrohttpd libmicrohttpd-dev
+  need curl have curl
+elif ! have_module libmicrohttpd libmicrohttpd-dev || ! have curl; then
+  echo "autogen.sh: optional: apt-get install libmicrohttpd-dev curl (examples/http-server, tests/http.sh)" >&2
+fi
+# --- end http ---
+
 if test ${#missing[@]} -gt 0; then
   if test "$(id -u)" -eq 0 && have apt-get; then
     echo "autogen.sh: installing ${missing[*]}" >&2
