@@ -168,7 +168,9 @@ struct req {
   atomic_bool started; /* sl_pipeline_start returned: /stats may look */
   bool queued;         /* the response is queued */
   bool in_paused;      /* the writer said stop: wait for the drain */
-  bool eof;            /* the reader said SL_EOF: the response is complete */
+  bool eof;            /* the reader said SL_EOF */
+  bool complete;       /* the whole response was handed to MHD */
+  bool ok;             /* completed by MHD, complete: the client has it */
   atomic_ullong body;  /* body bytes taken */
   uint64_t size;       /* the response's length, or MHD_SIZE_UNKNOWN */
   uint64_t sent;       /* response bytes handed to MHD */
@@ -349,8 +351,8 @@ static void *reaper_main(void *arg) {
     while (list) {
       struct req *q = list;
       list = q->reap_next;
-      int rc = sl_pipeline_wait(q->p);
-      atomic_fetch_add(rc == 0 && q->eof ? &s->served : &s->failed, 1);
+      sl_pipeline_wait(q->p);
+      atomic_fetch_add(q->ok ? &s->served : &s->failed, 1);
       sl_pipeline_free(q->p);
       if (q->spool_fd >= 0)
         close(q->spool_fd);
@@ -379,8 +381,12 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
   q->conn = NULL;
   q->suspended = false;
   pthread_mutex_unlock(&q->mu);
-  if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK || !q->eof)
-    sl_pipeline_cancel(q->p); /* the client went: stop reading for it */
+  q->ok = toe == MHD_REQUEST_TERMINATED_COMPLETED_OK && q->complete;
+  /* Unless the reader had the end of the stream, the stages may still be
+   * at work (the client went away, or a response of known length ended
+   * before the source saw its end of file): stop them. */
+  if (!q->eof)
+    sl_pipeline_cancel(q->p);
   req_unref(q);
 }
 
@@ -432,11 +438,11 @@ static ssize_t body_read(void *cls, uint64_t pos, char *buf, size_t max) {
       /* A response of known length is complete at its last byte: MHD
        * asks no further, so the reader's SL_EOF is never seen. */
       q->sent += n;
-      q->eof = q->sent == q->size;
+      q->complete = q->sent == q->size;
       return (ssize_t)n;
     }
     if (rc == SL_EOF) {
-      q->eof = true;
+      q->eof = q->complete = true;
       return MHD_CONTENT_READER_END_OF_STREAM;
     }
     if (rc != SL_AGAIN)
@@ -456,7 +462,7 @@ static enum MHD_Result queue_stream(struct req *q, uint64_t size, bool gz) {
   if (!resp)
     return MHD_NO;
   q->size = size;
-  q->eof = size == 0; /* nothing to send: complete as it is */
+  q->complete = size == 0; /* nothing to send: complete as it is */
   atomic_fetch_add(&q->refs, 1);
   MHD_add_response_header(resp, "Content-Type", "application/octet-stream");
   if (gz)

@@ -27,9 +27,8 @@
 #              stops coming
 #   many       200 concurrent clients, every response byte-identical
 #   big        a 10 GiB sparse file (SL_TEST_HTTP_GIB; 1 GiB in a sanitizer
-#              build) sent plain, to a
-#              server whose peak RSS is then that of one that sent
-#              10 MiB
+#              build) sent plain, by a server whose peak RSS is then
+#              that of one that sent 10 MiB
 #
 # Each server runs with --stats and is stopped with SIGTERM; it must exit
 # 0 with no allocation of the library left. The port comes from the
