@@ -61,8 +61,8 @@
  * The end of a request. MHD's completion callback (MHD_OPTION_NOTIFY_
  * COMPLETED) comes for every request, sent in full or not: the client
  * went away, timed out (--timeout) or the server stops. It detaches the
- * request from its connection, cancels the pipeline unless the response
- * was read to its end, and drops the request's reference; the response
+ * request from its connection, cancels the pipeline unless the reader
+ * gave its end of stream, and drops the request's reference; the response
  * holds another, dropped when MHD frees it. The last reference queues
  * the request for a reaper thread, which frees the pipeline (joining its
  * threads, which the polling thread never waits for) and the request.
