@@ -150,6 +150,7 @@ struct server {
   atomic_ullong req_suspends, resp_suspends, spooled;
   atomic_ullong gzip_files, pgzip_files; /* files sent gzipped, by which */
   size_t live_pipelines, peak_pipelines; /* under mu */
+  atomic_long conns, peak_conns;         /* connections open */
 };
 
 struct req {
@@ -388,6 +389,24 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
   if (!q->eof)
     sl_pipeline_cancel(q->p);
   req_unref(q);
+}
+
+/* MHD: a connection opened or closed (--max-connections bounds them). */
+static void on_connection(void *cls, struct MHD_Connection *conn,
+                          void **socket_context,
+                          enum MHD_ConnectionNotificationCode toe) {
+  struct server *s = cls;
+  (void)conn;
+  (void)socket_context;
+  if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
+    long n = atomic_fetch_add(&s->conns, 1) + 1;
+    long peak = atomic_load(&s->peak_conns);
+    while (n > peak &&
+           !atomic_compare_exchange_weak(&s->peak_conns, &peak, n)) {
+    }
+  } else {
+    atomic_fetch_sub(&s->conns, 1);
+  }
 }
 
 /* ------------------------------------------------------------------------
@@ -813,6 +832,8 @@ static void stats_write(struct server *s, FILE *f) {
   pthread_mutex_unlock(&s->mu);
   fprintf(f, "live_pipelines=%zu peak_pipelines=%zu suspended=%zu\n", live,
           peak, susp);
+  fprintf(f, "connections=%ld peak_connections=%ld\n", atomic_load(&s->conns),
+          atomic_load(&s->peak_conns));
   fprintf(f, "requests=%llu served=%llu failed=%llu refused=%llu\n",
           atomic_load(&s->requests), atomic_load(&s->served),
           atomic_load(&s->failed), atomic_load(&s->refused));
@@ -961,8 +982,8 @@ int main(int argc, char **argv) {
       MHD_OPTION_CONNECTION_LIMIT, max_conns, MHD_OPTION_CONNECTION_TIMEOUT,
       timeout, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(128 << 10),
       MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024u, MHD_OPTION_NOTIFY_COMPLETED,
-      on_completed, &s, MHD_OPTION_ARRAY, threads > 1 ? pool_opt : pool_opt + 1,
-      MHD_OPTION_END);
+      on_completed, &s, MHD_OPTION_NOTIFY_CONNECTION, on_connection, &s,
+      MHD_OPTION_ARRAY, threads > 1 ? pool_opt : pool_opt + 1, MHD_OPTION_END);
   if (!s.d) {
     fprintf(stderr, "http-server: cannot listen on 127.0.0.1:%u\n", port);
     return 1;
