@@ -141,6 +141,9 @@ want python3 "interop tests, make fuzz" have python3
 want pigz "interop tests, bench peer" have pigz
 want "$(fuzz_packages)" "make fuzz (.ci/run)" have_fuzz_clang
 want valgrind "make helgrind, make drd (.ci/run)" have valgrind
+want libmicrohttpd-dev "examples/http-server, tests/http.sh" have_module libmicrohttpd libmicrohttpd-dev
+want curl "tests/http.sh, make bench-http" have curl
+want strace "tests/sgzip.sh: the order of the output's metadata calls" have strace
 
 opt_pkgs=() opt_why=()
 for o in ${optional[@]+"${optional[@]}"}; do
