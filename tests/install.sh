@@ -69,7 +69,19 @@ pkg-config --exists sluice-static && [ -f "$libdir/libsluice.a" ] || static=no
 awk -v d="$dir" '/^```c[ \t]*$/ { n++; f = d "/prog" n ".c"; inside = 1; next }
   /^```/ { inside = 0; next }
   inside { print > f }' "$src/README.md"
-n=$(ls "$dir"/prog*.c 2> /dev/null | wc -l)
+# A block with no main() is a fragment of a longer program (the HTTP
+# section's callback), not a program: it is left out, and numbered anew.
+frag=0 n=0
+for c in $(ls "$dir"/prog*.c 2> /dev/null | sort -V); do
+  if grep -q 'main(' "$c"; then
+    n=$((n + 1))
+    [ "$c" = "$dir/prog$n.c" ] || mv "$c" "$dir/prog$n.c"
+  else
+    frag=$((frag + 1))
+    rm -f "$c"
+  fi
+done
+[ "$frag" = 0 ] || echo "install.sh: $frag fragments (no main) left out"
 [ "$n" -gt 0 ] || { echo "install.sh: no C program in README.md" >&2; exit 1; }
 echo "install.sh: $n programs in README.md"
 
