@@ -340,7 +340,11 @@ void *sl__stage_source_main(void *arg) {
 static int pass_marker(sl_stage *s, sl_buf *mark, bool transform) {
   int rc = s->ops.sync ? s->ops.sync(s, s->ctx) : 0;
   if (rc < 0 || !transform) {
-    sl_buf_unref(mark);
+    /* A sink that synced it passed a checkpoint; a failure dropped it. */
+    if (rc < 0)
+      sl_buf_unref(mark);
+    else
+      sl__buf_pass(mark);
     return rc;
   }
   return sl_stage_push(s, mark);
