@@ -121,6 +121,22 @@ need pigz have pigz
 need "$(fuzz_packages)" have_fuzz_clang # make fuzz (.ci/run)
 need valgrind have valgrind             # make helgrind, make drd (.ci/run)
 
+# --- nats ---
+# Optional: the NATS C client for the JetStream stages (configure
+# --with-nats=auto builds them when it is there) and the server their tests
+# start. Installed with the rest when run as root; otherwise only named.
+optional=()
+have_module libnats libnats-dev || optional+=(libnats-dev)
+have nats-server || test -x /usr/sbin/nats-server || optional+=(nats-server)
+if test ${#optional[@]} -gt 0; then
+  if test "$(id -u)" -eq 0 && have apt-get; then
+    missing+=("${optional[@]}")
+  else
+    echo "autogen.sh: optional, for the NATS stages and their tests: sudo apt-get install -y ${optional[*]}" >&2
+  fi
+fi
+# --- end nats ---
+
 if test ${#missing[@]} -gt 0; then
   if test "$(id -u)" -eq 0 && have apt-get; then
     echo "autogen.sh: installing ${missing[*]}" >&2

@@ -44,6 +44,8 @@ static inline const char *nu_server_bin(void) {
   const char *path = getenv("PATH");
   if (!path)
     path = "/usr/bin:/bin";
+  if (access("/usr/sbin/nats-server", X_OK) == 0) /* Debian's, off PATH */
+    return "/usr/sbin/nats-server";
   while (*path) {
     size_t n = strcspn(path, ":");
     snprintf(found, sizeof found, "%.*s/nats-server", (int)n, path);
