@@ -44,7 +44,7 @@ typedef struct {
 
 static void client_open(client *c) {
   ck_assert_msg(server_ok, "nats-server did not start");
-  ck_assert_int_eq(nu_connect(server.url, 20, &c->nc), NATS_OK);
+  ck_assert_int_eq(nu_server_connect(&server, &c->nc), NATS_OK);
   ck_assert_int_eq(natsConnection_JetStream(&c->js, c->nc, NULL), NATS_OK);
 }
 

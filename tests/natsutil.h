@@ -3,8 +3,8 @@
  * A nats-server for a test: nu_server_start runs `nats-server -js` on
  * 127.0.0.1 at a free port with its own storage directory under a fresh
  * temporary directory, in a process group of its own, set to die with the
- * test process (PR_SET_PDEATHSIG); it returns once a client connects
- * (the client retries its connect a bounded number of times: no sleep).
+ * test process (PR_SET_PDEATHSIG); nu_server_connect connects to it,
+ * the client retrying a bounded number of times while it starts.
  * nu_server_stop kills the group and removes the directory. Meant for an
  * unchecked Check fixture, which runs in the parent process, so that the
  * server is stopped also when a test fails in its forked child.
@@ -121,15 +121,19 @@ static inline int nu_server_run(nu_server *sv) {
   }
   setpgid(pid, pid);
   sv->pid = pid;
-  natsConnection *nc = NULL;
-  natsStatus s = nu_connect(sv->url, 200, &nc);
-  /* A connection with retry-on-failed-connect may return "not yet
-   * connected": wait for it through a flush, which waits for the
-   * connection. */
+  return 0;
+}
+
+/* Connect to the server, the client retrying (every 50 ms, at most 200
+ * times) while it starts. No client thread runs in the fixture's process
+ * before Check forks a test: ThreadSanitizer forbids threads after a
+ * fork of a multithreaded process, so each test connects this way. */
+static inline natsStatus nu_server_connect(const nu_server *sv,
+                                           natsConnection **nc) {
+  natsStatus s = nu_connect(sv->url, 200, nc);
   if (s == NATS_NOT_YET_CONNECTED || s == NATS_OK)
-    s = natsConnection_FlushTimeout(nc, 10000);
-  natsConnection_Destroy(nc);
-  return s == NATS_OK ? 0 : -1;
+    s = natsConnection_FlushTimeout(*nc, 10000);
+  return s;
 }
 
 static inline int nu_server_start(nu_server *sv) {
