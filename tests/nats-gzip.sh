@@ -59,7 +59,7 @@ words = [b"sluice", b"nats", b"jetstream", b"gzip", b"worker", b"block", b"%d"]
 out = bytearray()
 while len(out) < 3 * 1024 * 1024 + 12345:
     if r.random() < 0.1:
-        out += bytes(r.getrandbits(8) for _ in range(200))
+        out += r.randbytes(200)
     else:
         w = r.choice(words)
         out += (w % r.randrange(100000) if b"%" in w else w) + b" "
