@@ -84,7 +84,8 @@ typedef struct sl_nats_source_opts {
   uint64_t max_msgs;      /* end the stream after this many messages; 0:
                            * never */
   int end_when_idle;      /* 1: end the stream when a fetch gets nothing
-                           * and the consumer has nothing pending */
+                           * and the consumer has nothing undelivered and
+                           * nothing awaiting an ack */
 } sl_nats_source_opts;
 
 /* Make a chunk's message id for the sink: write a NUL-terminated id of at

@@ -243,9 +243,12 @@ static int source_connect(sl_stage *stage, source *src) {
 /* Nothing pending on the server for our consumer (end_when_idle). */
 static bool consumer_idle(source *src) {
   jsConsumerInfo *ci = NULL;
-  if (natsSubscription_GetConsumerInfo(&ci, src->l->sub, NULL, NULL) != NATS_OK)
+  if (js_GetConsumerInfo(&ci, src->l->js, src->stream, src->consumer, NULL,
+                         NULL) != NATS_OK)
     return false;
-  bool idle = ci->NumPending == 0 && ci->NumWaiting <= 1;
+  /* Nothing undelivered and nothing awaiting an ack (a message another
+   * consumer of the durable holds may still come back). */
+  bool idle = ci->NumPending == 0 && ci->NumAckPending == 0;
   jsConsumerInfo_Destroy(ci);
   return idle;
 }
