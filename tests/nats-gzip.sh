@@ -24,7 +24,7 @@ if test -z "$server"; then
   echo "nats-gzip.sh: nats-server not found; skipping (install the nats-server package)"
   exit 77
 fi
-if test ! -x "$bin"; then
+if test "${SL_HAVE_NATS:-yes}" != yes || test ! -x "$bin"; then
   echo "nats-gzip.sh: $bin not built (the NATS C client was not found: install libnats-dev); skipping"
   exit 77
 fi
