@@ -121,6 +121,11 @@ need() {
 
 # want "PACKAGE..." "WHAT FOR" TEST...: optional; the packages when the
 # test fails. One line per optional dependency: add yours below.
+# Debian puts nats-server in /usr/sbin, outside a user's PATH.
+have_nats_server() {
+  have nats-server || test -x /usr/sbin/nats-server
+}
+
 want() {
   local pkgs=$1 why=$2
   shift 2
@@ -144,6 +149,8 @@ want valgrind "make helgrind, make drd (.ci/run)" have valgrind
 want libmicrohttpd-dev "examples/http-server, tests/http.sh" have_module libmicrohttpd libmicrohttpd-dev
 want curl "tests/http.sh, make bench-http" have curl
 want strace "tests/sgzip.sh: the order of the output's metadata calls" have strace
+want libnats-dev "the NATS JetStream stages (--with-nats)" have_module libnats libnats-dev
+want nats-server "tests/check_nats, tests/nats-gzip.sh" have_nats_server
 
 opt_pkgs=() opt_why=()
 for o in ${optional[@]+"${optional[@]}"}; do

@@ -291,6 +291,28 @@ SL_EXTERN int sl_buf_new_flush(sl_pool *pool, sl_buf **out);
  * thread that holds a reference to buf. */
 SL_EXTERN int sl_buf_is_flush(const sl_buf *buf);
 
+/* Called once when the last reference to a checkpoint marker is
+ * released: passed is 1 when every reference was released by a sink that
+ * synced it (every branch of every tee reached a sink and that sink's sync
+ * succeeded, or it had none), 0 when any reference was released otherwise
+ * (a ring aborted or freed while holding it, a failed sync, a cancel, a
+ * stage that released it). Runs on the thread that released the last
+ * reference: a stage thread, or the one in sl_pipeline_free. Must not
+ * block for long and must not call sl_pipeline_wait or _free. */
+typedef void (*sl_checkpoint_cb)(void *arg, int passed);
+
+/* A checkpoint marker: a flush marker (sl_buf_is_flush answers 1, every
+ * stage's sync runs as it passes) that reports, through cb(arg, passed),
+ * whether everything pushed before it has left every sink of the
+ * pipeline. A source pushes one after a batch and settles the batch
+ * (acknowledges its input) in cb when passed; a dropped one settles
+ * nothing. Each reference (sl_buf_ref) must be released once, and every
+ * release but a sink's successful sync counts as dropped. cb is run
+ * exactly once on success; on failure never. Returns 0, SL_EINVAL (cb or
+ * out NULL), SL_ENOMEM. Any thread. */
+SL_EXTERN int sl_buf_new_checkpoint(sl_pool *pool, sl_checkpoint_cb cb,
+                                    void *arg, sl_buf **out);
+
 /* Returns buf's current reference count (0 for NULL). While the caller
  * holds a reference, 1 means it holds the only one: every other holder's
  * release happened before this call returned (acquire), so the caller may

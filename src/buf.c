@@ -289,7 +289,8 @@ static void pool_give(sl_pool *pool, sl_buf *b) {
 
 static void buf_init(sl_buf *b, bool object) {
   atomic_init(&b->refs, 1);
-  b->flags &= ~(unsigned)(BUF_OBJECT | BUF_FLUSH);
+  b->flags &= ~(unsigned)(BUF_OBJECT | BUF_FLUSH | BUF_CHECKPOINT);
+  atomic_init(&b->dropped, 0);
   if (object)
     b->flags |= BUF_OBJECT;
   b->len = 0;
@@ -360,17 +361,34 @@ sl_buf *sl_buf_ref(sl_buf *buf) {
   return buf;
 }
 
-void sl_buf_unref(sl_buf *buf) {
-  if (!buf)
-    return;
+/* Drop one reference; a checkpoint's reference released otherwise than
+ * by sl__buf_pass marks it dropped first, and the release ordering of the
+ * count makes that mark seen by whoever drops the last reference. */
+static void buf_release(sl_buf *buf, bool passed) {
+  if ((buf->flags & BUF_CHECKPOINT) && !passed)
+    atomic_store_explicit(&buf->dropped, 1, memory_order_relaxed);
   if (atomic_fetch_sub_explicit(&buf->refs, 1, memory_order_acq_rel) != 1)
     return;
-  if ((buf->flags & BUF_OBJECT) && buf->dtor)
+  if (buf->flags & BUF_CHECKPOINT) {
+    sl_checkpoint_cb cb = (sl_checkpoint_cb)buf->dtor;
+    cb(buf->obj, !atomic_load_explicit(&buf->dropped, memory_order_relaxed));
+  } else if ((buf->flags & BUF_OBJECT) && buf->dtor) {
     buf->dtor(buf->obj);
+  }
   if (buf->pool)
     pool_give(buf->pool, buf);
   else
     sl__free(buf);
+}
+
+void sl_buf_unref(sl_buf *buf) {
+  if (buf)
+    buf_release(buf, false);
+}
+
+void sl__buf_pass(sl_buf *buf) {
+  if (buf)
+    buf_release(buf, true);
 }
 
 unsigned char *sl_buf_data(const sl_buf *buf) {
@@ -414,4 +432,20 @@ int sl_buf_new_flush(sl_pool *pool, sl_buf **out) {
 
 int sl_buf_is_flush(const sl_buf *buf) {
   return buf && (buf->flags & BUF_FLUSH) ? 1 : 0;
+}
+
+int sl_buf_new_checkpoint(sl_pool *pool, sl_checkpoint_cb cb, void *arg,
+                          sl_buf **out) {
+  if (!cb) {
+    if (out)
+      *out = NULL;
+    return SL_EINVAL;
+  }
+  int rc = sl_buf_new_flush(pool, out);
+  if (rc == 0) {
+    (*out)->flags |= BUF_CHECKPOINT;
+    (*out)->obj = arg;
+    (*out)->dtor = (void (*)(void *))cb;
+  }
+  return rc;
 }

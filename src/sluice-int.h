@@ -21,6 +21,7 @@ enum {
   BUF_OBJECT = 1u,
   BUF_CACHEABLE = 2u,
   BUF_FLUSH = 4u,
+  BUF_CHECKPOINT = 8u, /* a flush marker with a callback: obj, dtor */
   BUF_CLASS_SHIFT = 8
 };
 
@@ -32,10 +33,16 @@ struct sl_buf {
   unsigned char *data;
   void *obj;
   void (*dtor)(void *);
-  sl_buf *next; /* free-list link while cached */
+  sl_buf *next;        /* free-list link while cached */
+  atomic_uint dropped; /* checkpoint: a reference was released unpassed */
 };
 
 /* alloc.c: every allocation goes through these (sl_set_allocator). */
+/* buf.c: a sink's successful sync of a checkpoint marker releases its
+ * reference as passed (sl_buf_unref releases it as dropped). Any other
+ * buffer is simply released. */
+void sl__buf_pass(sl_buf *buf);
+
 void *sl__malloc(size_t size);
 void *sl__calloc(size_t count, size_t size);
 void *sl__realloc(void *ptr, size_t size);

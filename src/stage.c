@@ -437,7 +437,13 @@ void *sl__stage_source_main(void *arg) {
 static int pass_marker(sl_stage *s, sl_buf *mark, bool transform) {
   int rc = s->ops.sync ? s->ops.sync(s, s->ctx) : 0;
   if (rc < 0 || rc == SL_DONE || !transform) {
-    sl_buf_unref(mark);
+    /* A sink that synced the marker passed a checkpoint; a failure, or a
+     * stage that wants no more input, dropped it (nothing is acknowledged
+     * for it, so a source that waits on it delivers again). */
+    if (rc < 0 || rc == SL_DONE)
+      sl_buf_unref(mark);
+    else
+      sl__buf_pass(mark);
     return rc < 0 || rc == SL_DONE ? rc : 0;
   }
   return sl_stage_push(s, mark);
