@@ -370,8 +370,8 @@ static void buf_release(sl_buf *buf, bool passed) {
   if (atomic_fetch_sub_explicit(&buf->refs, 1, memory_order_acq_rel) != 1)
     return;
   if (buf->flags & BUF_CHECKPOINT) {
-    sl_checkpoint_cb cb = (sl_checkpoint_cb)buf->dtor;
-    cb(buf->obj, !atomic_load_explicit(&buf->dropped, memory_order_relaxed));
+    buf->passed(buf->obj,
+                !atomic_load_explicit(&buf->dropped, memory_order_relaxed));
   } else if ((buf->flags & BUF_OBJECT) && buf->dtor) {
     buf->dtor(buf->obj);
   }
@@ -445,7 +445,7 @@ int sl_buf_new_checkpoint(sl_pool *pool, sl_checkpoint_cb cb, void *arg,
   if (rc == 0) {
     (*out)->flags |= BUF_CHECKPOINT;
     (*out)->obj = arg;
-    (*out)->dtor = (void (*)(void *))cb;
+    (*out)->passed = cb;
   }
   return rc;
 }

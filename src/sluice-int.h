@@ -32,7 +32,10 @@ struct sl_buf {
   size_t len, cap;
   unsigned char *data;
   void *obj;
-  void (*dtor)(void *);
+  union {
+    void (*dtor)(void *);    /* object: releases obj */
+    sl_checkpoint_cb passed; /* checkpoint: told whether it passed */
+  };
   sl_buf *next;        /* free-list link while cached */
   atomic_uint dropped; /* checkpoint: a reference was released unpassed */
 };
