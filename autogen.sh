@@ -120,6 +120,7 @@ need python3 have python3
 need pigz have pigz
 need "$(fuzz_packages)" have_fuzz_clang # make fuzz (.ci/run)
 need valgrind have valgrind             # make helgrind, make drd (.ci/run)
+need "g++ libtbb-dev" have_module tbb libtbb-dev # optional: make bench-map
 
 if test ${#missing[@]} -gt 0; then
   if test "$(id -u)" -eq 0 && have apt-get; then
