@@ -237,7 +237,8 @@ static bool room_locked(const sl__map *m, bool low) {
     return false;
   if (low && m->busy > slots)
     return false;
-  return m->max_bytes == 0 || m->busy < m->min_jobs || m->bytes < bytes;
+  unsigned jobs = low ? (m->min_jobs + 1) / 2 : m->min_jobs;
+  return m->max_bytes == 0 || m->busy < jobs || m->bytes < bytes;
 }
 
 /* Whether workers may emit: the owner can emit from any thread and the
