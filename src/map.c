@@ -2,33 +2,59 @@
 /*
  * The ordered parallel map: the engine (sl__map) and the public stage.
  *
- * Threads. The stage's own thread submits jobs and emits results; N worker
- * threads run them. Workers never touch a ring: a worker computes, files
- * its result in the job's slot and goes back for more, so a slow consumer
- * holds the stage's thread (which pushes) and, through the bounded slots,
- * the input, never a worker mid-job.
+ * Threads. The stage's own thread submits jobs; N worker threads run
+ * them. Results are emitted by whichever thread finds the next one ready
+ * and nobody emitting: the worker that finished it (as oneTBB runs a
+ * serial_in_order filter on the thread that finished the token), or the
+ * stage's thread while it waits. So in steady state a result goes from
+ * the worker that made it straight into the output ring, and nobody
+ * sleeps or is woken for it.
+ *
+ * One writer. A stage's output ring has one writer. The emitting flag,
+ * raised and lowered under the mutex, lets one thread emit at a time, and
+ * the mutex, taken after every emit, orders all an emitting thread wrote
+ * (the ring's writer fields, the stage's output counters) before whatever
+ * the next one does. A worker emits only through emit_try, which never
+ * waits: when the output is full it leaves the result in its slot and
+ * sets handoff, and the stage's thread emits from then on with emit, the
+ * blocking push, until it has emptied what was ready. So a slow consumer
+ * holds the stage's thread and, through the window, the input, never a
+ * worker; and what the stage's thread alone may touch (its observer in
+ * the stats and trace, which records its waits) stays its own. Owners
+ * without emit_try (pgzip) are emitted by the stage's thread only.
  *
  * Slots. in_flight slots hold the jobs between submit and emit, and at
  * most max_pending of them are queued or running: with max_pending below
  * in_flight, finished results may wait for a slow job ahead of them
  * while the workers go on with the jobs behind it (a job's input is
  * usually freed when it has run, so the finished ones weigh only their
- * results). In order
- * mode job seq lives in slot seq % in_flight: results leave in seq order,
- * so the slot of the next job to submit is always the one emitted longest
- * ago. Unordered, a free list hands out slots and a done queue returns
- * them in completion order. Queued jobs wait in a FIFO of slot indices,
- * so workers start them in submit order in both modes.
+ * results). In order mode job seq lives in slot seq % in_flight: results
+ * leave in seq order, so the slot of the next job to submit is always the
+ * one emitted longest ago. Unordered, a free list hands out slots and a
+ * done queue returns them in completion order. Queued jobs wait in a FIFO
+ * of slot indices, so workers start them in submit order in both modes.
  *
- * One mutex guards the slots and queues; two condition variables carry
- * "a job is queued" (workers) and "a result is ready" (the stage thread),
- * each signalled only when someone waits on it. run is called without the
- * lock, emit and drop too.
+ * Window. Optionally (the map stage's default) the jobs in flight are also
+ * bounded by bytes, as a ring is by its high mark: enough jobs of small
+ * chunks to keep the workers from running dry, few of big ones. A stage
+ * thread that finds such a window full sleeps until it has drained to
+ * half, so it is woken once per batch of jobs, not once per job.
+ *
+ * Waking. One mutex guards the slots and queues; two condition variables
+ * carry "a job is queued" (workers) and "the stage's thread may go on"
+ * (room, a result it must emit, an error). Each is signalled only when
+ * someone sleeps on it and what it waits for is true: a job finishing out
+ * of order wakes nobody. A thread that would sleep looks again for a few
+ * microseconds first. run, emit, emit_try and drop are called without the
+ * lock.
+ *
+ * Errors. The first failure (a run's, an emit's, a worker's start) is
+ * kept; from then on nobody emits, and submit and drain return it.
  *
  * Stop. The stage's thread stops the engine before it ends, on every path
- * (the stage's on_exit hook): workers finish the job in hand and leave,
- * every job not emitted is released, every thread is joined, so nothing
- * outlives the stage's thread.
+ * (the stage's on_exit hook): workers finish the job (or the emit) in
+ * hand and leave, every job not emitted is released, every thread is
+ * joined, so nothing outlives the stage's thread.
  */
 #include "map-int.h"
 
@@ -37,6 +63,13 @@
 #include <string.h>
 #include <unistd.h>
 
+/* A thread that would sleep looks again this many times, SPIN_GAP pauses
+ * apart (about 10 us in all on current x86): a worker about to run out of
+ * jobs, or a stage thread about to wait for room, is usually a few
+ * microseconds from its answer, and a sleep and a wake cost far more. */
+#define SPIN_LOOKS 8
+#define SPIN_GAP 32
+
 enum slot_state { SLOT_FREE, SLOT_QUEUED, SLOT_RUNNING, SLOT_DONE };
 
 struct slot {
@@ -44,6 +77,11 @@ struct slot {
   uint64_t seq;
   sl_buf *in, *out;
   void *arg;
+  size_t bytes; /* what the job weighs in the window: until its result is
+                 * filed the larger of its input's length and the last
+                 * result's (a job on a small input, an object say,
+                 * usually makes a result like the one before), then its
+                 * result's length */
   int rc;
 };
 
@@ -52,12 +90,18 @@ struct worker {
   unsigned index;
 };
 
+/* What the stage's thread waits for (see stage_may_go_locked). */
+enum stage_want { WANT_ROOM, WANT_DRAIN };
+
 struct sl__map {
   sl_stage *stage;
   sl__map_ops ops;
   void *owner;
   unsigned nworkers, nslots;
   bool unordered;
+  size_t max_bytes;  /* window in input bytes; 0: none */
+  unsigned min_jobs; /* with max_bytes: this many jobs fit whatever
+                      * their bytes */
 
   pthread_t *threads;
   struct worker *workers;
@@ -72,10 +116,22 @@ struct sl__map {
   unsigned busy;        /* slots not free */
   unsigned pending;     /* jobs queued or running */
   unsigned max_pending; /* at most */
-  unsigned idle;        /* workers waiting for a job */
-  bool emitter_waits;   /* the stage's thread waits for a result */
+  size_t bytes;         /* bytes of the busy slots (see slot.bytes) */
+  size_t last_out;      /* the length of the last result filed */
+  unsigned idle;        /* workers asleep on work_cv */
+  unsigned work_wakes;  /* of them, signalled and not yet running */
+  bool stage_waits;     /* the stage's thread sleeps on done_cv */
+  bool stage_woken;     /* and was signalled */
+  enum stage_want want;
+  bool emitting; /* a thread is emitting: the only one that may */
+  bool handoff;  /* the output was full: the stage's thread emits */
   bool stopping;
-  int err; /* the first failure of a run or a worker's start */
+  int err; /* the first failure of a run, an emit or a worker's start */
+
+  /* Read without the lock by threads about to sleep: runq_len, and a
+   * count of results filed and emitted. */
+  _Atomic unsigned queued;
+  _Atomic uint64_t progress;
 };
 
 static void fifo_push(unsigned *q, unsigned head, unsigned *len, unsigned n,
@@ -90,6 +146,14 @@ static unsigned fifo_pop(unsigned *q, unsigned *head, unsigned *len,
   *head = (*head + 1) % n;
   --*len;
   return v;
+}
+
+static inline void cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  __asm__ __volatile__("yield");
+#endif
 }
 
 int sl__map_new(sl__map **out, sl_stage *stage, const sl__map_ops *ops,
@@ -142,19 +206,184 @@ fail:
   return SL_ENOMEM;
 }
 
-/* ---- workers ---- */
+void sl__map_set_window(sl__map *m, size_t max_bytes, unsigned min_jobs) {
+  m->max_bytes = max_bytes;
+  m->min_jobs = min_jobs ? min_jobs : 1;
+}
+
+/* ---- state, under mu ---- */
+
+/* The next result to emit, if there is one ready: its slot, else -1. */
+static int ready_locked(sl__map *m) {
+  if (m->unordered)
+    return m->doneq_len ? (int)m->doneq[m->doneq_head] : -1;
+  if (m->busy == 0)
+    return -1;
+  unsigned i = (unsigned)(m->next_emit % m->nslots);
+  return m->slots[i].state == SLOT_DONE ? (int)i : -1;
+}
+
+/* Whether a job can be submitted: a free slot, a pending place and, with
+ * a byte window, room in it (min_jobs always fit). With low set, whether
+ * there is room for a good many: a stage thread that found the window
+ * full waits until it has drained to half (slots and bytes), as a ring's
+ * writer waits for the low mark, so that it sleeps and wakes once per
+ * batch of jobs, not once per job. */
+static bool room_locked(const sl__map *m, bool low) {
+  low = low && m->max_bytes > 0; /* a window of slots alone: no mark */
+  unsigned slots = low ? m->nslots / 2 : m->nslots;
+  size_t bytes = low ? m->max_bytes / 2 : m->max_bytes;
+  if (m->pending >= m->max_pending || m->busy >= m->nslots)
+    return false;
+  if (low && m->busy > slots)
+    return false;
+  unsigned jobs = low ? (m->min_jobs + 1) / 2 : m->min_jobs;
+  return m->max_bytes == 0 || m->busy < jobs || m->bytes < bytes;
+}
+
+/* Whether workers may emit: the owner can emit from any thread and the
+ * output has not been found full since the stage's thread last emitted. */
+static bool workers_emit_locked(const sl__map *m) {
+  return m->ops.emit_try && !m->handoff;
+}
+
+/* Whether the stage's thread, waiting, has something to do: stop, emit
+ * (the next result is ready and nobody else emits it), or go on: room for a job
+ * (WANT_ROOM) or nothing left (WANT_DRAIN). A waiting stage thread is signalled
+ * when this turns true, and only then: not for a job that finishes out of
+ * order, nor for results a worker emits while there is no room yet. */
+static bool stage_may_go_locked(sl__map *m) {
+  if (m->err || m->stopping)
+    return true;
+  if (!m->emitting && !workers_emit_locked(m) && ready_locked(m) >= 0)
+    return true;
+  if (m->want == WANT_DRAIN)
+    return m->busy == 0 && !m->emitting;
+  return room_locked(m, true);
+}
+
+static void wake_stage_locked(sl__map *m) {
+  if (m->stage_waits && !m->stage_woken && stage_may_go_locked(m)) {
+    m->stage_woken = true;
+    pthread_cond_signal(&m->done_cv);
+  }
+}
 
 static void fail_locked(sl__map *m, int rc) {
   if (!m->err)
     m->err = rc;
-  if (m->emitter_waits)
-    pthread_cond_signal(&m->done_cv);
+  wake_stage_locked(m);
 }
+
+static void drop_job(sl__map *m, sl_buf *in, void *arg) {
+  sl_buf_unref(in);
+  if (m->ops.drop)
+    m->ops.drop(m->owner, arg);
+}
+
+/* ---- running and emitting: any thread of the engine ---- */
+
+/* Take the next queued job: its slot. */
+static unsigned take_locked(sl__map *m, sl_buf **in) {
+  unsigned i = fifo_pop(m->runq, &m->runq_head, &m->runq_len, m->nslots);
+  atomic_store_explicit(&m->queued, m->runq_len, memory_order_relaxed);
+  struct slot *s = &m->slots[i];
+  s->state = SLOT_RUNNING;
+  *in = s->in;
+  s->in = NULL;
+  return i;
+}
+
+/* File a job's result in its slot. */
+static void file_locked(sl__map *m, unsigned i, sl_buf *out, int rc) {
+  struct slot *s = &m->slots[i];
+  size_t bytes = out ? sl_buf_len(out) : 0;
+  m->bytes = m->bytes - s->bytes + bytes;
+  s->bytes = bytes;
+  m->last_out = bytes;
+  s->out = out;
+  s->rc = rc;
+  s->state = SLOT_DONE;
+  m->pending--;
+  if (m->unordered)
+    fifo_push(m->doneq, m->doneq_head, &m->doneq_len, m->nslots, i);
+  atomic_fetch_add_explicit(&m->progress, 1, memory_order_relaxed);
+  if (rc < 0)
+    fail_locked(m, rc);
+}
+
+/* Emit every ready result, in order, unless another thread is emitting:
+ * the emitting flag makes this thread the only one that emits (and so
+ * the only writer of the stage's output) until it is lowered; the mutex,
+ * taken around each emit, hands the output's writer side from one
+ * emitting thread to the next with everything it wrote. On a worker
+ * (stage false) results leave through emit_try, and the first one that
+ * finds the output full stays in its slot for the stage's thread
+ * (handoff), which may wait for room; a worker never waits on the
+ * output. Called and returns with mu held, which it drops around emits. */
+static void emit_locked(sl__map *m, bool stage) {
+  if (m->emitting || (!stage && !workers_emit_locked(m)))
+    return;
+  int i;
+  m->emitting = true;
+  while (!m->err && !m->stopping && (i = ready_locked(m)) >= 0) {
+    struct slot *s = &m->slots[i];
+    sl_buf *out = s->out;
+    void *arg = s->arg;
+    pthread_mutex_unlock(&m->mu);
+    int rc = stage ? m->ops.emit(m->owner, out, arg)
+                   : m->ops.emit_try(m->owner, out, arg);
+    pthread_mutex_lock(&m->mu);
+    if (rc == SL_AGAIN && !stage) {
+      m->handoff = true; /* out and arg stay in the slot */
+      break;
+    }
+    m->bytes -= s->bytes;
+    *s = (struct slot){.state = SLOT_FREE};
+    if (m->unordered) {
+      fifo_pop(m->doneq, &m->doneq_head, &m->doneq_len, m->nslots);
+      m->freeq[m->freeq_len++] = (unsigned)i;
+    }
+    m->next_emit++;
+    m->busy--;
+    atomic_fetch_add_explicit(&m->progress, 1, memory_order_relaxed);
+    if (rc < 0)
+      fail_locked(m, rc);
+  }
+  m->emitting = false;
+  if (stage)
+    m->handoff = false; /* the output took what was ready: workers again */
+  wake_stage_locked(m);
+}
+
+/* ---- workers ---- */
 
 static void worker_name(sl__map *m, pthread_t t, unsigned index) {
   char suffix[16];
   snprintf(suffix, sizeof suffix, "/%u", index);
   sl__thread_name(t, sl_stage_name(m->stage), suffix);
+}
+
+/* Out of jobs: look again for a while before sleeping. Returns with mu
+ * held, a job queued or the engine stopping. */
+static void worker_wait_locked(sl__map *m) {
+  if (m->runq_len == 0 && !m->stopping) {
+    pthread_mutex_unlock(&m->mu);
+    for (unsigned look = 0; look < SPIN_LOOKS; look++) {
+      for (unsigned k = 0; k < SPIN_GAP; k++)
+        cpu_relax();
+      if (atomic_load_explicit(&m->queued, memory_order_relaxed) > 0)
+        break;
+    }
+    pthread_mutex_lock(&m->mu);
+  }
+  while (m->runq_len == 0 && !m->stopping) {
+    m->idle++;
+    pthread_cond_wait(&m->work_cv, &m->mu);
+    m->idle--;
+    if (m->work_wakes)
+      m->work_wakes--;
+  }
 }
 
 static void *worker_main(void *p) {
@@ -168,34 +397,21 @@ static void *worker_main(void *p) {
   if (rc < 0)
     fail_locked(m, rc);
   while (rc >= 0) {
-    while (!m->stopping && m->runq_len == 0) {
-      m->idle++;
-      pthread_cond_wait(&m->work_cv, &m->mu);
-      m->idle--;
-    }
+    worker_wait_locked(m);
     if (m->stopping)
       break;
-    unsigned i = fifo_pop(m->runq, &m->runq_head, &m->runq_len, m->nslots);
-    struct slot *s = &m->slots[i];
-    s->state = SLOT_RUNNING;
-    sl_buf *in = s->in;
-    s->in = NULL;
+    sl_buf *in;
+    unsigned i = take_locked(m, &in);
+    void *arg = m->slots[i].arg;
     pthread_mutex_unlock(&m->mu);
 
     sl_buf *out = NULL;
-    int jrc = m->ops.run(m->owner, wctx, in, s->arg, &out);
+    int jrc = m->ops.run(m->owner, wctx, in, arg, &out);
 
     pthread_mutex_lock(&m->mu);
-    s->out = out;
-    s->rc = jrc;
-    s->state = SLOT_DONE;
-    m->pending--;
-    if (m->unordered)
-      fifo_push(m->doneq, m->doneq_head, &m->doneq_len, m->nslots, i);
-    if (jrc < 0)
-      fail_locked(m, jrc);
-    else if (m->emitter_waits)
-      pthread_cond_signal(&m->done_cv);
+    file_locked(m, i, out, jrc);
+    emit_locked(m, false);
+    wake_stage_locked(m);
   }
   pthread_mutex_unlock(&m->mu);
   if (m->ops.worker_fini && rc >= 0)
@@ -218,123 +434,85 @@ static int start_workers(sl__map *m) {
 
 /* ---- the stage's thread ---- */
 
-/* The next result to emit, if there is one ready: its slot, else -1. */
-static int ready_locked(sl__map *m) {
-  if (m->unordered)
-    return m->doneq_len ? (int)m->doneq[m->doneq_head] : -1;
-  if (m->busy == 0)
-    return -1;
-  unsigned i = (unsigned)(m->next_emit % m->nslots);
-  return m->slots[i].state == SLOT_DONE ? (int)i : -1;
-}
-
-/* Emit one result, waiting for it when wait is set. Returns 0 when one
- * was emitted, SL_AGAIN when none was ready (and wait was not set), or the
- * first error. */
-static int emit_one(sl__map *m, bool wait) {
+/* Until there is room for a job (want WANT_ROOM) or nothing is left in
+ * flight (WANT_DRAIN): emit what is ready when nobody else does, else
+ * wait, looking again for a while before
+ * sleeping. Returns the first error. */
+static int stage_wait(sl__map *m, enum stage_want want) {
   pthread_mutex_lock(&m->mu);
-  int i;
-  while ((i = ready_locked(m)) < 0 && !m->err && wait && m->busy > 0) {
-    m->emitter_waits = true;
-    pthread_cond_wait(&m->done_cv, &m->mu);
-    m->emitter_waits = false;
-  }
-  if (m->err || i < 0) {
-    int rc = m->err ? m->err : SL_AGAIN;
-    pthread_mutex_unlock(&m->mu);
-    return rc;
-  }
-  struct slot *s = &m->slots[i];
-  sl_buf *out = s->out;
-  void *arg = s->arg;
-  *s = (struct slot){.state = SLOT_FREE};
-  if (m->unordered) {
-    fifo_pop(m->doneq, &m->doneq_head, &m->doneq_len, m->nslots);
-    m->freeq[m->freeq_len++] = (unsigned)i;
-  }
-  m->next_emit++;
-  m->busy--;
-  pthread_mutex_unlock(&m->mu);
-
-  int rc = m->ops.emit(m->owner, out, arg);
-  if (rc < 0) {
-    pthread_mutex_lock(&m->mu);
-    if (!m->err)
-      m->err = rc;
-    pthread_mutex_unlock(&m->mu);
-  }
-  return rc < 0 ? rc : 0;
-}
-
-/* Emit whatever is ready without waiting. */
-static int emit_ready(sl__map *m) {
-  int rc;
-  while ((rc = emit_one(m, false)) == 0)
-    ;
-  return rc == SL_AGAIN ? 0 : rc;
-}
-
-static void drop_job(sl__map *m, sl_buf *in, void *arg) {
-  sl_buf_unref(in);
-  if (m->ops.drop)
-    m->ops.drop(m->owner, arg);
-}
-
-/* Whether a job can be submitted: a free slot and a pending place. */
-static bool room_locked(const sl__map *m) {
-  return m->busy < m->nslots && m->pending < m->max_pending;
-}
-
-/* Emit what is ready until there is room for a job, waiting for a result
- * or for any job to finish (a pending place) when there is none. */
-static int wait_room(sl__map *m) {
+  m->want = want;
   for (;;) {
-    int rc = emit_ready(m);
-    if (rc != 0)
-      return rc;
-    pthread_mutex_lock(&m->mu);
-    while (!m->err && !room_locked(m) && ready_locked(m) < 0) {
-      m->emitter_waits = true;
-      pthread_cond_wait(&m->done_cv, &m->mu);
-      m->emitter_waits = false;
+    if (m->err)
+      break;
+    if (!m->emitting && ready_locked(m) >= 0 &&
+        (!workers_emit_locked(m) || want == WANT_DRAIN ||
+         !room_locked(m, false))) {
+      emit_locked(m, true);
+      continue;
     }
-    rc = m->err;
-    bool room = room_locked(m);
+    if (want == WANT_ROOM ? room_locked(m, false)
+                          : m->busy == 0 && !m->emitting)
+      break;
+    uint64_t seen = atomic_load_explicit(&m->progress, memory_order_relaxed);
     pthread_mutex_unlock(&m->mu);
-    if (rc != 0 || room)
-      return rc;
+    for (unsigned look = 0; look < SPIN_LOOKS; look++) {
+      for (unsigned k = 0; k < SPIN_GAP; k++)
+        cpu_relax();
+      if (atomic_load_explicit(&m->progress, memory_order_relaxed) != seen)
+        break;
+    }
+    pthread_mutex_lock(&m->mu);
+    /* Woken is per sleep: what woke it may have changed (a result filed
+     * since fills the byte window again) before it runs. */
+    while (!stage_may_go_locked(m)) {
+      m->stage_waits = true;
+      m->stage_woken = false;
+      pthread_cond_wait(&m->done_cv, &m->mu);
+      m->stage_waits = false;
+    }
   }
+  int rc = m->err;
+  pthread_mutex_unlock(&m->mu);
+  return rc;
 }
 
 int sl__map_submit(sl__map *m, sl_buf *in, void *arg) {
   int rc = start_workers(m);
   if (rc == 0)
-    rc = wait_room(m);
+    rc = stage_wait(m, WANT_ROOM);
   if (rc == 0 && sl_stage_cancelled(m->stage))
     rc = SL_ECANCELED;
   if (rc != 0) {
     drop_job(m, in, arg);
     return rc;
   }
+  size_t bytes = in ? sl_buf_len(in) : 0;
   pthread_mutex_lock(&m->mu);
+  if (bytes < m->last_out)
+    bytes = m->last_out;
   unsigned i = m->unordered ? m->freeq[--m->freeq_len]
                             : (unsigned)(m->next_seq % m->nslots);
-  m->slots[i] = (struct slot){
-      .state = SLOT_QUEUED, .seq = m->next_seq++, .in = in, .arg = arg};
+  m->slots[i] = (struct slot){.state = SLOT_QUEUED,
+                              .seq = m->next_seq++,
+                              .in = in,
+                              .arg = arg,
+                              .bytes = bytes};
   m->busy++;
   m->pending++;
+  m->bytes += bytes;
   fifo_push(m->runq, m->runq_head, &m->runq_len, m->nslots, i);
-  if (m->idle)
+  atomic_store_explicit(&m->queued, m->runq_len, memory_order_relaxed);
+  /* One signal per sleeping worker, not one per job. */
+  if (m->idle > m->work_wakes) {
+    m->work_wakes++;
     pthread_cond_signal(&m->work_cv);
+  }
   pthread_mutex_unlock(&m->mu);
   return 0;
 }
 
 int sl__map_drain(sl__map *m) {
-  int rc = 0;
-  while (rc == 0 && m->busy > 0)
-    rc = emit_one(m, true);
-  return rc;
+  return stage_wait(m, WANT_DRAIN);
 }
 
 void sl__map_stop(sl__map *m) {
@@ -357,7 +535,9 @@ void sl__map_stop(sl__map *m) {
     *s = (struct slot){.state = SLOT_FREE};
   }
   m->busy = m->pending = 0;
+  m->bytes = 0;
   m->runq_len = m->doneq_len = 0;
+  atomic_store_explicit(&m->queued, 0, memory_order_relaxed);
 }
 
 void sl__map_free(sl__map *m) {
@@ -388,6 +568,16 @@ unsigned sl_cpu_count(void) {
   return n > 0 ? (unsigned)n : 1;
 }
 
+/* The default window: min(in_flight) 2N + 2 jobs (pigz's bound, enough
+ * to keep N workers busy while one result waits), and beyond them as
+ * many as fit in MAP_WINDOW_BYTES of input, at most MAP_WINDOW_JOBS. */
+#define MAP_WINDOW_BYTES ((size_t)1 << 20)
+#define MAP_WINDOW_JOBS 256u
+
+static unsigned window_jobs_max(unsigned workers) {
+  return 2 * workers + 2 > MAP_WINDOW_JOBS ? 2 * workers + 2 : MAP_WINDOW_JOBS;
+}
+
 struct map_stage {
   sl_map_ops ops;
   void *ctx;
@@ -406,6 +596,31 @@ static int map_emit(void *owner, sl_buf *out, void *arg) {
   struct map_stage *ms = owner;
   (void)arg;
   return out ? sl_stage_push(ms->stage, out) : 0;
+}
+
+/* On a worker, when the output has room: the push, without a wait. With
+ * several outputs a write could find one full after another took the
+ * chunk, so those are left to the stage's thread. The stage's thread
+ * observer (push_obs) is its own: a worker never touches it. */
+static int map_emit_try(void *owner, sl_buf *out, void *arg) {
+  struct map_stage *ms = owner;
+  sl_stage *s = ms->stage;
+  (void)arg;
+  if (!out)
+    return 0;
+  if (s->ncons != 1)
+    return SL_AGAIN;
+  size_t len = out->len;
+  int rc = sl_ring_try_write(s->outs[0], out);
+  if (rc == SL_AGAIN)
+    return rc;
+  if (rc != 0) {
+    sl_buf_unref(out);
+    return rc;
+  }
+  ctr_add(&s->out_ctr.chunks, 1);
+  ctr_add(&s->out_ctr.bytes, len);
+  return 0;
 }
 
 static int map_worker_init(void *owner, unsigned i, void **wctx) {
@@ -458,8 +673,9 @@ int sl_map_new(sl_stage **out, const char *name, const sl_map_ops *ops,
     if (o.workers > SL_MAP_MAX_WORKERS)
       o.workers = SL_MAP_MAX_WORKERS;
   }
+  bool window = o.in_flight == 0;
   if (o.in_flight == 0)
-    o.in_flight = 2 * o.workers + 2;
+    o.in_flight = window_jobs_max(o.workers);
 
   struct map_stage *ms = sl__calloc(1, sizeof *ms);
   if (!ms)
@@ -472,6 +688,7 @@ int sl_map_new(sl_stage **out, const char *name, const sl_map_ops *ops,
                                          .destroy = map_destroy};
   static const sl__map_ops engine_ops = {.run = map_run,
                                          .emit = map_emit,
+                                         .emit_try = map_emit_try,
                                          .worker_init = map_worker_init,
                                          .worker_fini = map_worker_fini};
   sl_stage *s;
@@ -488,6 +705,8 @@ int sl_map_new(sl_stage **out, const char *name, const sl_map_ops *ops,
     sl_stage_free(s);
     return rc;
   }
+  if (window)
+    sl__map_set_window(ms->engine, MAP_WINDOW_BYTES, 2 * o.workers + 2);
   s->on_exit = map_exit;
   *out = s;
   return 0;

@@ -486,6 +486,291 @@ START_TEST(test_engine_pending_bound) {
 }
 END_TEST
 
+/* ------------------------------------------------------------------------
+ * The emit path: whichever thread finds the next result ready emits it,
+ * one thread at a time, in order.
+ * ---------------------------------------------------------------------- */
+
+typedef struct emitter {
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  pthread_t stage_thread;
+  atomic_int inside;    /* emits running at once */
+  atomic_long overlaps; /* an emit found another running */
+  atomic_long out_of_order;
+  atomic_long by_worker, by_stage, agains, drops;
+  long next;          /* the next seq to emit: only the emitting thread */
+  unsigned long spin; /* the most work per job */
+  long fail_at;       /* -1: never */
+  long again_every;   /* emit_try says SL_AGAIN for seq % again_every == 1 */
+  bool gate_first;    /* the emit of job 0 waits for open */
+  bool in_gate, open;
+} emitter;
+
+static uint64_t mix(uint64_t x) {
+  x ^= x >> 33;
+  x *= 0xff51afd7ed558ccdULL;
+  x ^= x >> 33;
+  return x;
+}
+
+static int em_run(void *owner, void *wctx, sl_buf *in, void *arg,
+                  sl_buf **out) {
+  emitter *e = owner;
+  long seq = (long)(uintptr_t)arg;
+  (void)wctx;
+  sl_buf_unref(in);
+  *out = NULL;
+  /* A random amount of work, so that jobs finish in every order. */
+  pu_spin(e->spin ? mix((uint64_t)seq) % e->spin : 0);
+  return seq == e->fail_at ? SL_EDATA : 0;
+}
+
+/* The checks of every emit: nobody else inside, the seq the next one. */
+static void em_check(emitter *e, long seq) {
+  if (atomic_fetch_add(&e->inside, 1) != 0)
+    atomic_fetch_add(&e->overlaps, 1);
+  if (seq != e->next)
+    atomic_fetch_add(&e->out_of_order, 1);
+  pu_spin(mix((uint64_t)seq + 1) % 64); /* stay inside a while */
+}
+
+static void em_leave(emitter *e) {
+  e->next++;
+  atomic_fetch_sub(&e->inside, 1);
+}
+
+static int em_emit(void *owner, sl_buf *out, void *arg) {
+  emitter *e = owner;
+  sl_buf_unref(out);
+  em_check(e, (long)(uintptr_t)arg);
+  if (!pthread_equal(pthread_self(), e->stage_thread))
+    atomic_fetch_add(&e->overlaps, 1000000); /* emit is the stage's */
+  atomic_fetch_add(&e->by_stage, 1);
+  em_leave(e);
+  return 0;
+}
+
+static int em_emit_try(void *owner, sl_buf *out, void *arg) {
+  emitter *e = owner;
+  long seq = (long)(uintptr_t)arg;
+  if (e->again_every && seq % e->again_every == 1 &&
+      !pthread_equal(pthread_self(), e->stage_thread)) {
+    atomic_fetch_add(&e->agains, 1);
+    return SL_AGAIN;
+  }
+  sl_buf_unref(out);
+  em_check(e, seq);
+  if (seq == 0 && e->gate_first) {
+    pthread_mutex_lock(&e->mu);
+    e->in_gate = true;
+    pthread_cond_broadcast(&e->cv);
+    while (!e->open)
+      pthread_cond_wait(&e->cv, &e->mu);
+    pthread_mutex_unlock(&e->mu);
+  }
+  if (pthread_equal(pthread_self(), e->stage_thread))
+    atomic_fetch_add(&e->by_stage, 1);
+  else
+    atomic_fetch_add(&e->by_worker, 1);
+  em_leave(e);
+  return 0;
+}
+
+static void em_drop(void *owner, void *arg) {
+  emitter *e = owner;
+  (void)arg;
+  atomic_fetch_add(&e->drops, 1);
+}
+
+static const sl__map_ops em_ops = {
+    .run = em_run, .emit = em_emit, .emit_try = em_emit_try, .drop = em_drop};
+
+static void em_init(emitter *e) {
+  memset(e, 0, sizeof *e);
+  pthread_mutex_init(&e->mu, NULL);
+  pthread_cond_init(&e->cv, NULL);
+  e->stage_thread = pthread_self();
+  e->fail_at = -1;
+}
+
+static void em_fini(emitter *e) {
+  pthread_cond_destroy(&e->cv);
+  pthread_mutex_destroy(&e->mu);
+}
+
+static void em_open(emitter *e) {
+  pthread_mutex_lock(&e->mu);
+  e->open = true;
+  pthread_cond_broadcast(&e->cv);
+  pthread_mutex_unlock(&e->mu);
+}
+
+static void em_wait_gate(emitter *e) {
+  pthread_mutex_lock(&e->mu);
+  while (!e->in_gate)
+    pthread_cond_wait(&e->cv, &e->mu);
+  pthread_mutex_unlock(&e->mu);
+}
+
+static sl_stage *em_stage(void) {
+  static const sl_stage_ops st_ops = {.transform = gate_transform};
+  sl_stage *st = NULL;
+  ck_assert_int_eq(sl_stage_new(&st, "emit", &st_ops, NULL), 0);
+  return st;
+}
+
+/* Many tiny jobs finishing in random order, four workers, the output now
+ * and then full (emit_try says SL_AGAIN, and the stage's thread takes
+ * over): never two emits at once, never one out of order, each job once.
+ * Both the slot window and the byte window. */
+START_TEST(test_engine_one_emitter_in_order) {
+  long n = test_iterations("SL_TEST_CHUNKS", 200000) / 10;
+  for (int variant = 0; variant < 4; variant++) {
+    emitter e;
+    sl__map *m;
+    sl_stage *st = em_stage();
+    em_init(&e);
+    e.spin = 2000;
+    e.again_every = variant & 1 ? 0 : 97;
+    ck_assert_int_eq(sl__map_new(&m, st, &em_ops, &e, 4, 64, 0, false), 0);
+    if (variant & 2)
+      sl__map_set_window(m, 4096, 2);
+    for (long i = 0; i < n; i++) {
+      sl_buf *b = NULL;
+      if (variant & 2) { /* weigh something in the byte window */
+        ck_assert_int_eq(sl_buf_new(NULL, 512, &b), 0);
+        sl_buf_set_len(b, 512);
+      }
+      ck_assert_int_eq(sl__map_submit(m, b, (void *)(uintptr_t)i), 0);
+    }
+    ck_assert_int_eq(sl__map_drain(m), 0);
+    sl__map_free(m);
+    ck_assert_int_eq(atomic_load(&e.overlaps), 0);
+    ck_assert_int_eq(atomic_load(&e.out_of_order), 0);
+    ck_assert_int_eq(e.next, n);
+    ck_assert_int_eq(atomic_load(&e.by_worker) + atomic_load(&e.by_stage), n);
+    ck_assert_int_eq(atomic_load(&e.drops), 0);
+    if (e.again_every) /* every SL_AGAIN went to the stage's thread */
+      ck_assert_int_ge(atomic_load(&e.by_stage), n / e.again_every);
+    sl_stage_free(st);
+    em_fini(&e);
+  }
+}
+END_TEST
+
+/* The worker that files the next result emits it: job 0's result is
+ * emitted through emit_try on the worker, not by the stage's thread
+ * waiting in drain. */
+START_TEST(test_engine_worker_emits) {
+  emitter e;
+  sl__map *m;
+  sl_stage *st = em_stage();
+  em_init(&e);
+  e.gate_first = true;
+  ck_assert_int_eq(sl__map_new(&m, st, &em_ops, &e, 1, 8, 0, false), 0);
+  ck_assert_int_eq(sl__map_submit(m, NULL, (void *)(uintptr_t)0), 0);
+  em_wait_gate(&e); /* a worker is inside emit_try */
+  em_open(&e);
+  ck_assert_int_eq(sl__map_drain(m), 0);
+  ck_assert_int_eq(atomic_load(&e.by_worker), 1);
+  ck_assert_int_eq(atomic_load(&e.by_stage), 0);
+  sl__map_free(m);
+  sl_stage_free(st);
+  em_fini(&e);
+}
+END_TEST
+
+/* A worker fails while another is emitting: drain returns the failure at
+ * once (the emitter still inside), a later submit returns it too, and
+ * once the emitter is let go it emits nothing more (jobs 1 and 2 are
+ * ready behind it); the jobs not emitted are dropped, the workers
+ * joined. */
+START_TEST(test_engine_error_while_emitting) {
+  emitter e;
+  sl__map *m;
+  sl_stage *st = em_stage();
+  int before = pu_thread_count();
+  em_init(&e);
+  e.gate_first = true;
+  e.fail_at = 3; /* the last submitted: every submit finds no error */
+  ck_assert_int_eq(sl__map_new(&m, st, &em_ops, &e, 2, 8, 0, false), 0);
+  for (long i = 0; i < 4; i++)
+    ck_assert_int_eq(sl__map_submit(m, NULL, (void *)(uintptr_t)i), 0);
+  em_wait_gate(&e);
+  ck_assert_int_eq(sl__map_drain(m), SL_EDATA); /* job 0 still emitting */
+  ck_assert_int_eq(sl__map_submit(m, NULL, (void *)(uintptr_t)4), SL_EDATA);
+  em_open(&e);
+  sl__map_stop(m);
+  ck_assert_int_eq(pu_threads_left(before), 0);
+  ck_assert_int_eq(e.next, 1);                /* job 0 only */
+  ck_assert_int_eq(atomic_load(&e.drops), 4); /* 1, 2, 3 and 4 */
+  ck_assert_int_eq(atomic_load(&e.overlaps), 0);
+  sl__map_free(m);
+  sl_stage_free(st);
+  em_fini(&e);
+}
+END_TEST
+
+static void *em_open_main(void *p) {
+  em_open(p);
+  return NULL;
+}
+
+/* Stop while a worker is emitting: stop waits for that emit, joins every
+ * worker, and every job is either emitted (in order, once) or dropped. */
+START_TEST(test_engine_stop_while_emitting) {
+  emitter e;
+  sl__map *m;
+  sl_stage *st = em_stage();
+  pthread_t opener;
+  int before = pu_thread_count();
+  em_init(&e);
+  e.gate_first = true;
+  ck_assert_int_eq(sl__map_new(&m, st, &em_ops, &e, 2, 8, 0, false), 0);
+  for (long i = 0; i < 6; i++)
+    ck_assert_int_eq(sl__map_submit(m, NULL, (void *)(uintptr_t)i), 0);
+  em_wait_gate(&e);
+  ck_assert_int_eq(pthread_create(&opener, NULL, em_open_main, &e), 0);
+  sl__map_stop(m);
+  ck_assert_int_eq(pthread_join(opener, NULL), 0);
+  ck_assert_int_eq(pu_threads_left(before), 0);
+  ck_assert_int_ge(e.next, 1);
+  ck_assert_int_eq(e.next + atomic_load(&e.drops), 6);
+  ck_assert_int_eq(atomic_load(&e.overlaps), 0);
+  ck_assert_int_eq(atomic_load(&e.out_of_order), 0);
+  sl__map_free(m);
+  sl_stage_free(st);
+  em_fini(&e);
+}
+END_TEST
+
+/* The consumer stops: the workers find the output full and hand over, and
+ * the stage's thread waits in the output's writer side, as a paused
+ * stage. A cancel then wakes it; every thread ends, every worker's state
+ * is freed, and what left did so in order. */
+START_TEST(test_map_cancel_while_output_full) {
+  run r;
+  sl_map_opts o = {.workers = 2};
+  int before = pu_thread_count();
+  run_init(&r, 100000, &o);
+  r.q.spin = 0;
+  pu_sink_hold(&r.sink);
+  ck_assert_int_eq(sl_pipeline_start(r.p), 0);
+  pu_sink_wait_at_gate(&r.sink);
+  ck_assert_int_eq(sl__ring_wait_blocked(sl_stage_output(r.map), SL__WRITER),
+                   0);
+  sl_pipeline_cancel(r.p);
+  pu_sink_release(&r.sink);
+  ck_assert_int_eq(sl_pipeline_wait(r.p), SL_ECANCELED);
+  ck_assert_int_eq(pu_threads_left(before), 0);
+  ck_assert_int_eq(atomic_load(&r.q.inits), atomic_load(&r.q.finis));
+  for (size_t i = 0; i < got_count(&r); i++)
+    ck_assert_uint_eq(got_at(&r, i), (uint64_t)i * i);
+  run_fini(&r);
+}
+END_TEST
+
 static Suite *map_suite(void) {
   Suite *s = suite_create("map");
   TCase *tc = tcase_create("order");
@@ -509,6 +794,15 @@ static Suite *map_suite(void) {
   tcase_add_test(tc, test_map_cancel_leaves_no_worker);
   tcase_add_test(tc, test_map_rejects_bad_input);
   tcase_add_test(tc, test_map_new_enomem_leaks_nothing);
+  suite_add_tcase(s, tc);
+
+  tc = tcase_create("emit");
+  tcase_set_timeout(tc, TIMEOUT);
+  tcase_add_test(tc, test_engine_one_emitter_in_order);
+  tcase_add_test(tc, test_engine_worker_emits);
+  tcase_add_test(tc, test_engine_error_while_emitting);
+  tcase_add_test(tc, test_engine_stop_while_emitting);
+  tcase_add_test(tc, test_map_cancel_while_output_full);
   suite_add_tcase(s, tc);
   return s;
 }

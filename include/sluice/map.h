@@ -5,13 +5,19 @@
  * Node's readable.map(fn, {concurrency}) and oneTBB's parallel filter, on
  * threads: one stage whose chunks are handed to N worker threads, at most
  * a fixed number in flight, and whose results leave in input order (or in
- * completion order, unordered). The stage's own thread dispatches and
- * emits; the workers only compute, so a map is a drop-in replacement for a
+ * completion order, unordered). The stage's own thread dispatches; the
+ * worker that finishes the next result pushes it and every ready one
+ * behind it (one thread at a time, so the output keeps one writer), and
+ * hands over to the stage's thread when the output is full: a worker
+ * never waits on the consumer. A map is a drop-in replacement for a
  * transform whose work is per chunk and independent.
  *
- * Memory: at most in_flight chunks are inside the stage at once (default
- * 2N + 2, pigz's bound); a full stage stops taking input, so backpressure
- * runs through it like through any stage.
+ * Memory: by default at least 2N + 2 chunks (pigz's bound) and beyond
+ * that as many as weigh less than 1 MiB, at most 256, are inside the
+ * stage at once (a chunk weighs its input's length or, once mapped, its
+ * result's); with in_flight set, at most in_flight chunks. A full stage
+ * stops taking input, so backpressure runs through it like through any
+ * stage.
  *
  * Included by <sluice.h>.
  */
@@ -51,8 +57,9 @@ typedef struct sl_map_ops {
 typedef struct sl_map_opts {
   unsigned workers;   /* worker threads; 0: the online processors, at most
                        * SL_MAP_MAX_WORKERS */
-  unsigned in_flight; /* chunks inside the stage at once; 0: 2 * workers + 2;
-                       * at least 1 */
+  unsigned in_flight; /* chunks inside the stage at once; 0: the window
+                       * above (2 * workers + 2 chunks, more while they
+                       * weigh less than 1 MiB, at most 256) */
   int unordered;      /* 1: emit results as they complete */
 } sl_map_opts;
 
