@@ -121,6 +121,14 @@ need pigz have pigz
 need "$(fuzz_packages)" have_fuzz_clang # make fuzz (.ci/run)
 need valgrind have valgrind             # make helgrind, make drd (.ci/run)
 
+# Optional: the faster compression engines (configure --with-isal,
+# --with-libdeflate) and their command-line tools, peers in bench/sgzip.sh
+# and tests/engines.sh. Without them everything builds on zlib.
+need libisal-dev test -f /usr/include/isa-l/igzip_lib.h
+need libdeflate-dev have_module libdeflate libdeflate-dev
+need isal have igzip
+need libdeflate-tools have libdeflate-gzip
+
 if test ${#missing[@]} -gt 0; then
   if test "$(id -u)" -eq 0 && have apt-get; then
     echo "autogen.sh: installing ${missing[*]}" >&2

@@ -18,6 +18,7 @@
  * checks that every block the library allocated was freed, zlib's state
  * included) and checks that no thread outlived it.
  */
+#include "engineutil.h"
 #include "pipeutil.h"
 
 #include <sluice/map.h>
@@ -1710,7 +1711,10 @@ START_TEST(test_split_header_crc) {
   drun_go(&r, NULL, D_SPLIT, NULL, in.p, in.len, sizes_mixed,
           NELEM(sizes_mixed), NULL, 0);
   ck_assert_int_eq(r.rc, SL_EDATA);
-  ck_assert_str_eq(r.err, "gunzip: header crc mismatch at input byte 13");
+  ck_assert_msg(strncmp(r.err,
+                        "gunzip: header crc16 mismatch at input byte 12 ",
+                        47) == 0,
+                "%s", r.err);
   drun_free(&r);
   pu_bytes_free(&in);
   free(d);
@@ -1933,5 +1937,6 @@ static Suite *pgzip_suite(void) {
 }
 
 int main(void) {
+  engine_from_env();
   return run_suite(pgzip_suite());
 }
