@@ -125,9 +125,17 @@ typedef struct sl_pgzip_opts {
    * 3 (Unix). */
   const sl_gzip_header *header;
 
-  /* The engine that compresses the blocks (enum sl_zlib_engine): AUTO
-   * (0, the default) or ZLIB; anything else fails with SL_EINVAL. Part of
-   * what the output is a function of. */
+  /* The engine that compresses the blocks (enum sl_zlib_engine). ZLIB:
+   * every level, as described above. ISAL (when built in): levels 0 to
+   * 3, ISA-L's own levels, each block a fresh ISA-L stream primed with
+   * the 32 KiB before it (isal_deflate_set_dict) and ended with a sync
+   * flush, as with zlib; at level 0 ISA-L compresses (its fastest
+   * level) where zlib stores. AUTO (0, the default): ISA-L for levels 1
+   * to 3 when built in (several times faster than zlib there, and about
+   * as small), else zlib. An engine not built in, or ISAL above level 3,
+   * fails with SL_EINVAL. Part of what the output is a function of
+   * (ISA-L's bytes may also differ between processors, as it picks its
+   * code by the instruction sets there; on one machine they are fixed). */
   int engine;
 } sl_pgzip_opts;
 

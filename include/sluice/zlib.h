@@ -96,7 +96,8 @@ typedef struct sl_gzip_header sl_gzip_header;
 enum sl_zlib_engine {
   /* The fastest engine built in that keeps the stage's promises: for
    * streaming decompression ISA-L, with the default window (a smaller
-   * window needs zlib, which enforces it), else zlib. */
+   * window needs zlib, which enforces it), else zlib; for sl_pgzip_new,
+   * ISA-L at levels 1 to 3, else zlib. */
   SL_ZLIB_ENGINE_AUTO = 0,
   SL_ZLIB_ENGINE_ZLIB = 1,
   /* ISA-L: streaming raw inflate (window 15 only); in sl_pgzip_new,

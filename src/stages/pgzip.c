@@ -101,6 +101,10 @@
 #define ZLIB_CONST
 #include <zlib.h>
 
+#ifdef HAVE_ISAL
+#include <isa-l/igzip_lib.h>
+#endif
+
 #define DICT_SIZE ((size_t)32768)
 #define IN_FLIGHT_MAX 65536u
 /* zlib's largest memLevel: its own default is 8, but 9 (a hash table
@@ -174,6 +178,11 @@ typedef struct pgz_job {
 /* A worker's own state. */
 typedef struct pgz_worker {
   z_stream strm;
+  bool strm_ready;
+#ifdef HAVE_ISAL
+  struct isal_zstream *is; /* the ISA-L engine's stream, and its buffer */
+  uint8_t *level_buf;
+#endif
   unsigned char *out; /* output area, about one block */
   size_t cap;
   uint32_t seen[1 << SEEN_BITS]; /* looks_incompressible's positions */
@@ -183,6 +192,7 @@ typedef struct pgz {
   sl_stage *stage;
   sl__map *m;
   int level, mem_level;
+  int engine; /* SL_ZLIB_ENGINE_ZLIB or SL_ZLIB_ENGINE_ISAL */
   bool store; /* store blocks that look incompressible */
   size_t block;
   unsigned workers, in_flight;
@@ -208,6 +218,25 @@ typedef struct pgz {
 
 /* ---- the workers ---- */
 
+static void pgz_worker_fini(void *owner, void *wctx);
+
+#ifdef HAVE_ISAL
+/* ISA-L's level buffer for a level, 0 to 3: its default size, which is
+ * part of what the output is a function of (it bounds a deflate block). */
+static size_t isal_level_buf_size(int level) {
+  switch (level) {
+  case 1:
+    return ISAL_DEF_LVL1_DEFAULT;
+  case 2:
+    return ISAL_DEF_LVL2_DEFAULT;
+  case 3:
+    return ISAL_DEF_LVL3_DEFAULT;
+  default:
+    return ISAL_DEF_LVL0_DEFAULT;
+  }
+}
+#endif
+
 static int pgz_worker_init(void *owner, unsigned i, void **wctx) {
   pgz *g = owner;
   pgz_worker *w;
@@ -218,23 +247,39 @@ static int pgz_worker_init(void *owner, unsigned i, void **wctx) {
   w = sl__calloc(1, sizeof *w);
   if (w == NULL)
     goto nomem;
+  /* Room for the block at its worst (stored blocks: 5 bytes per 64 KiB,
+   * which is also deflateBound's margin) plus the sync flush's empty
+   * stored block; run grows it should an engine ever need more. */
+  w->cap = g->block + (g->block >> 12) + (g->block >> 14) + (g->block >> 25) +
+           13 + 64;
+  w->out = sl__malloc(w->cap);
+  if (w->out == NULL) {
+    sl__free(w);
+    goto nomem;
+  }
+#ifdef HAVE_ISAL
+  if (g->engine == SL_ZLIB_ENGINE_ISAL) {
+    w->is = sl__malloc(sizeof *w->is);
+    size_t lb = isal_level_buf_size(g->level);
+    w->level_buf = lb ? sl__malloc(lb) : NULL;
+    if (w->is == NULL || (lb && w->level_buf == NULL)) {
+      pgz_worker_fini(owner, w);
+      goto nomem;
+    }
+    *wctx = w;
+    return 0;
+  }
+#endif
   w->strm.zalloc = z_alloc;
   w->strm.zfree = z_free;
   zr = deflateInit2(&w->strm, g->level, Z_DEFLATED, -15, g->mem_level,
                     Z_DEFAULT_STRATEGY);
   if (zr != Z_OK) {
+    sl__free(w->out);
     sl__free(w);
     return zlib_error(g->stage, "deflate", zr);
   }
-  /* Room for the block at its worst plus the sync flush's empty stored
-   * block; run grows it should zlib ever need more. */
-  w->cap = (size_t)deflateBound(&w->strm, (uLong)g->block) + 64;
-  w->out = sl__malloc(w->cap);
-  if (w->out == NULL) {
-    deflateEnd(&w->strm);
-    sl__free(w);
-    goto nomem;
-  }
+  w->strm_ready = true;
   *wctx = w;
   return 0;
 nomem:
@@ -248,14 +293,19 @@ static void pgz_worker_fini(void *owner, void *wctx) {
   (void)owner;
   if (w == NULL)
     return;
-  deflateEnd(&w->strm);
+  if (w->strm_ready)
+    deflateEnd(&w->strm);
+#ifdef HAVE_ISAL
+  sl__free(w->is);
+  sl__free(w->level_buf);
+#endif
   sl__free(w->out);
   sl__free(w);
 }
 
-/* Double the worker's output area, keeping what deflate wrote. */
+/* Double the worker's output area, keeping the used bytes that deflate
+ * wrote. */
 static int pgz_worker_grow(pgz *g, pgz_worker *w) {
-  size_t used = (size_t)(w->strm.next_out - w->out);
   size_t cap = w->cap * 2;
   unsigned char *grown = cap > UINT_MAX ? NULL : sl__realloc(w->out, cap);
 
@@ -265,8 +315,6 @@ static int pgz_worker_grow(pgz *g, pgz_worker *w) {
   }
   w->out = grown;
   w->cap = cap;
-  w->strm.next_out = grown + used;
-  w->strm.avail_out = (uInt)(cap - used);
   return 0;
 }
 
@@ -420,8 +468,13 @@ static int deflate_block(pgz *g, pgz_worker *w, const pgz_job *job,
   for (;;) {
     /* A sync flush wants more than six bytes of room, or it may emit its
      * marker twice. */
-    if (w->strm.avail_out <= 6 && (rc = pgz_worker_grow(g, w)) != 0)
-      return rc;
+    if (w->strm.avail_out <= 6) {
+      size_t used = (size_t)(w->strm.next_out - w->out);
+      if ((rc = pgz_worker_grow(g, w)) != 0)
+        return rc;
+      w->strm.next_out = w->out + used;
+      w->strm.avail_out = (uInt)(w->cap - used);
+    }
     uInt room = w->strm.avail_out;
     zr = deflate(&w->strm, flush);
     if (zr == Z_STREAM_END)
@@ -436,6 +489,57 @@ static int deflate_block(pgz *g, pgz_worker *w, const pgz_job *job,
   return 0;
 }
 
+#ifdef HAVE_ISAL
+/* deflate_block on ISA-L: a fresh stream at the level, the job's
+ * dictionary (isal_deflate_set_dict), then the block with a sync flush
+ * (an empty stored block: the output ends on a byte boundary) or, for the
+ * last block, the end of the stream. */
+static int isal_block(pgz *g, pgz_worker *w, const pgz_job *job,
+                      const unsigned char *p, size_t n, size_t *olen) {
+  struct isal_zstream *s = w->is;
+  size_t used = 0;
+  int rc;
+
+  isal_deflate_init(s);
+  s->level = (uint32_t)g->level;
+  s->level_buf = w->level_buf;
+  s->level_buf_size = (uint32_t)isal_level_buf_size(g->level);
+  s->gzip_flag = IGZIP_DEFLATE;
+  if (job->dict != NULL && sl_buf_len(job->dict) > 0) {
+    size_t dlen = sl_buf_len(job->dict);
+    size_t take = dlen < DICT_SIZE ? dlen : DICT_SIZE;
+    if (isal_deflate_set_dict(s, sl_buf_data(job->dict) + dlen - take,
+                              (uint32_t)take) != COMP_OK) {
+      sl_stage_set_error(g->stage, "deflate: isa-l refused the dictionary");
+      return SL_EIO;
+    }
+  }
+  s->end_of_stream = job->last;
+  s->flush = job->last ? NO_FLUSH : SYNC_FLUSH;
+  s->next_in = (uint8_t *)(uintptr_t)p;
+  s->avail_in = (uint32_t)n;
+  for (;;) {
+    s->next_out = w->out + used;
+    s->avail_out = (uint32_t)(w->cap - used);
+    uint32_t room = s->avail_out;
+    if (isal_deflate(s) != COMP_OK) {
+      sl_stage_set_error(g->stage, "deflate: isa-l error");
+      return SL_EIO;
+    }
+    used += room - s->avail_out;
+    bool done =
+        s->avail_in == 0 &&
+        (job->last ? s->internal_state.state == ZSTATE_END : s->avail_out > 0);
+    if (done)
+      break;
+    if (s->avail_out == 0 && (rc = pgz_worker_grow(g, w)) != 0)
+      return rc;
+  }
+  *olen = used;
+  return 0;
+}
+#endif
+
 /* Compress one block (owned by the call) into *out. */
 static int pgz_run(void *owner, void *wctx, sl_buf *in, void *arg,
                    sl_buf **out) {
@@ -449,14 +553,20 @@ static int pgz_run(void *owner, void *wctx, sl_buf *in, void *arg,
 
   *out = NULL;
   job->crc = sl__crc32(0, p, n);
-  if (!g->store || !looks_incompressible(w, p, n))
-    rc = deflate_block(g, w, job, p, n, &olen);
-  else if (stored_size(n) > w->cap) /* cannot happen: cap >= deflateBound */
-    rc = zlib_error(g->stage, "deflate", Z_BUF_ERROR);
-  else {
-    olen = put_stored(w->out, p, n, job->last);
-    rc = 0;
+  if (g->store && looks_incompressible(w, p, n)) {
+    if (stored_size(n) > w->cap) /* cannot happen: cap >= its bound */
+      rc = zlib_error(g->stage, "deflate", Z_BUF_ERROR);
+    else {
+      olen = put_stored(w->out, p, n, job->last);
+      rc = 0;
+    }
   }
+#ifdef HAVE_ISAL
+  else if (g->engine == SL_ZLIB_ENGINE_ISAL)
+    rc = isal_block(g, w, job, p, n, &olen);
+#endif
+  else
+    rc = deflate_block(g, w, job, p, n, &olen);
   /* The dictionary has been used: let the block go while this job's
    * result waits for the ones before it. */
   sl_buf_unref(job->dict);
@@ -700,6 +810,25 @@ int sl_pgzip_opts_init(sl_pgzip_opts *opts) {
   return 0;
 }
 
+/* The engine that compresses at level (0..9) for the choice engine:
+ * ISA-L does levels 0 to 3 and AUTO takes it for 1 to 3 (level 0 stays
+ * zlib's stored blocks); zlib does every level. SL_EINVAL for an engine
+ * not built in or unable to do the level. */
+static int pgz_engine(int engine, int level) {
+  switch (engine) {
+  case SL_ZLIB_ENGINE_AUTO:
+    return sl__engine_built(SL_ZLIB_ENGINE_ISAL) && level >= 1 && level <= 3
+               ? SL_ZLIB_ENGINE_ISAL
+               : SL_ZLIB_ENGINE_ZLIB;
+  case SL_ZLIB_ENGINE_ZLIB:
+    return engine;
+  case SL_ZLIB_ENGINE_ISAL:
+    return sl__engine_built(engine) && level <= 3 ? engine : SL_EINVAL;
+  default:
+    return SL_EINVAL;
+  }
+}
+
 static bool pgz_opts_valid(const sl_pgzip_opts *o) {
   const sl_gzip_header *h = o->header;
 
@@ -716,7 +845,9 @@ static bool pgz_opts_valid(const sl_pgzip_opts *o) {
     return false;
   if (h != NULL && (h->extra_len > 65535 || (h->extra == NULL && h->extra_len)))
     return false;
-  if (o->engine != SL_ZLIB_ENGINE_AUTO && o->engine != SL_ZLIB_ENGINE_ZLIB)
+  int level = o->level == SL_ZLIB_LEVEL_DEFAULT ? 6 : o->level;
+  if (sl_zlib_engine_name(o->engine) == NULL ||
+      pgz_engine(o->engine, level) < 0)
     return false;
   return true;
 }
@@ -754,6 +885,7 @@ int sl_pgzip_new(sl_stage **out, const sl_pgzip_opts *opts) {
     return SL_ENOMEM;
   }
   g->level = o.level == SL_ZLIB_LEVEL_DEFAULT ? 6 : o.level;
+  g->engine = pgz_engine(o.engine, g->level);
   g->mem_level = o.mem_level ? o.mem_level : MEM_LEVEL_DEFAULT;
   g->store = g->level > 0 && !o.deflate_incompressible;
   g->block = o.block_size ? o.block_size : SL_PGZIP_BLOCK_DEFAULT;
