@@ -152,6 +152,10 @@ want strace "tests/sgzip.sh: the order of the output's metadata calls" have stra
 want libnats-dev "the NATS JetStream stages (--with-nats)" have_module libnats libnats-dev
 want nats-server "tests/check_nats, tests/nats-gzip.sh" have_nats_server
 want "g++ libtbb-dev" "make bench-map: the peer, oneTBB's parallel_pipeline" have_module tbb libtbb-dev
+want libisal-dev "the ISA-L engine (--with-isal)" test -f /usr/include/isa-l/igzip_lib.h
+want libdeflate-dev "the libdeflate engine (--with-libdeflate)" have_module libdeflate libdeflate-dev
+want isal "igzip: a peer in bench/sgzip.sh and tests/engines.sh" have igzip
+want libdeflate-tools "libdeflate-gzip: a peer in bench/sgzip.sh" have libdeflate-gzip
 
 opt_pkgs=() opt_why=()
 for o in ${optional[@]+"${optional[@]}"}; do

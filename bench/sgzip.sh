@@ -25,6 +25,14 @@
 # <= 1.5x. Without pigz those rows are skipped with a message and only
 # gzip is compared.
 #
+# The fastest peers, when installed (isal, libdeflate-tools), in the same
+# runs: igzip -L -T N at levels 1 to 3 (ISA-L has no higher level) and
+# igzip -d; libdeflate-gzip -L (one thread: it has no others) and
+# libdeflate-gunzip. Their rows report sgzip / peer against the goals:
+# compress -1 wall <= 0.9x igzip; compress -6 wall <= 0.6x
+# libdeflate-gzip; decompress wall <= 1.0x igzip -d; the other peer rows
+# are for information.
+#
 # Peak RSS and CPU time come from GNU time (/usr/bin/time -f '%M %U %S')
 # when it is there, else from Python's resource module (the child's
 # ru_maxrss, ru_utime and ru_stime), else they are not reported. A child's
@@ -120,6 +128,11 @@ ncpu=$(nproc 2>/dev/null || getconf _NPROCESSORS_ONLN 2>/dev/null || echo 1)
 threads=${BENCH_THREADS:-$ncpu}
 
 command -v gzip >/dev/null 2>&1 || die "gzip(1) not found"
+have_igzip=no
+command -v igzip >/dev/null 2>&1 && have_igzip=yes
+have_ldg=no
+command -v libdeflate-gzip >/dev/null 2>&1 &&
+  command -v libdeflate-gunzip >/dev/null 2>&1 && have_ldg=yes
 have_pigz=no
 if command -v pigz >/dev/null 2>&1; then
   have_pigz=yes
@@ -360,10 +373,15 @@ for L in $levels; do
   eval "run_sgc() { timed sgc \"\$corpus\" \"\$work/sg.gz\" \"\$sg\" -$L -p $threads -c; }"
   eval "run_pzc() { timed pzc \"\$corpus\" \"\$work/pz.gz\" pigz -$L -p $threads -c; }"
   eval "run_gzc() { timed gzc \"\$corpus\" \"\$work/gz.gz\" gzip -$L -c; }"
+  eval "run_igc() { timed igc \"\$corpus\" \"\$work/ig.gz\" igzip -$L -T $threads -c; }"
+  eval "run_ldc() { timed ldc \"\$corpus\" \"\$work/ld.gz\" libdeflate-gzip -$L -c; }"
+  peers=
+  [ $have_igzip = yes ] && [ "$L" -le 3 ] && peers="$peers igc"
+  [ $have_ldg = yes ] && peers="$peers ldc"
   if [ $have_pigz = yes ]; then
-    interleave sgc pzc gzc
+    interleave sgc pzc gzc $peers
   else
-    interleave sgc gzc
+    interleave sgc gzc $peers
   fi
   gzip -t "$work/sg.gz" || die "gzip -t rejects sgzip -$L output"
   s_sg=$(wc -c <"$work/sg.gz" | tr -d ' ')
@@ -380,6 +398,17 @@ for L in $levels; do
       "$(rss pzc)"
   fi
   detail_row "gzip -$L" "$(secs gzc)" "$(cpus gzc)" "$(mbps gzc)" "$s_gz" "$(rss gzc)"
+  for t in $peers; do
+    case $t in
+    igc) pn="igzip -$L -T $threads" goal="-" ; [ "$L" = 1 ] && goal="<= 0.9" ;;
+    *) pn="libdeflate-gzip -$L" goal="-" ; [ "$L" = 6 ] && goal="<= 0.6" ;;
+    esac
+    s_p=$(wc -c <"$work/${t%c}.gz" | tr -d ' ')
+    detail_row "$pn" "$(secs $t)" "$(cpus $t)" "$(mbps $t)" "$s_p" "$(rss $t)"
+    row "-$L wall vs ${pn%% *}" "$(secs sgc)" "$(secs $t)" \
+      "$(ratio_of "$(median "$work/sgc.t")" "$(median "$work/$t.t")")" "$goal"
+    row "-$L size vs ${pn%% *}" "$s_sg" "$s_p" "$(ratio_of "$s_sg" "$s_p")" "-"
+  done
   printf '  %-28s %10s\n' "speed-up over gzip" \
     "$(calc "sprintf(\"%.2fx\", $(median "$work/gzc.t") / $(median "$work/sgc.t"))")" >>"$detail"
 
@@ -403,10 +432,15 @@ for L in $levels; do
   eval "run_sgd() { timed sgd \"\$dsrc\" /dev/null \"\$sg\" -d -c; }"
   eval "run_pzd() { timed pzd \"\$dsrc\" /dev/null pigz -d -c; }"
   eval "run_gzd() { timed gzd \"\$dsrc\" /dev/null gzip -d -c; }"
+  eval "run_igd() { timed igd \"\$dsrc\" /dev/null igzip -d -c; }"
+  eval "run_ldd() { timed ldd \"\$dsrc\" /dev/null libdeflate-gunzip -c; }"
+  dpeers=
+  [ $have_igzip = yes ] && dpeers="$dpeers igd"
+  [ $have_ldg = yes ] && dpeers="$dpeers ldd"
   if [ $have_pigz = yes ]; then
-    interleave sgd pzd gzd
+    interleave sgd pzd gzd $dpeers
   else
-    interleave sgd gzd
+    interleave sgd gzd $dpeers
   fi
   "$sg" -dc "$work/sg.gz" | cmp -s - "$corpus" || die "sgzip -$L does not round-trip"
   {
@@ -426,7 +460,16 @@ for L in $levels; do
     row "decompress -$L wall (s)" "$(secs sgd)" "-" "-" "<= 1.0"
   fi
   detail_row "gzip -d" "$(secs gzd)" "$(cpus gzd)" "$(mbps gzd)" "" "$(rss gzd)"
-  rm -f "$work/sg.gz" "$work/pz.gz" "$work/gz.gz"
+  for t in $dpeers; do
+    case $t in
+    igd) pn="igzip -d" goal="<= 1.0" ;;
+    *) pn="libdeflate-gunzip" goal="-" ;;
+    esac
+    detail_row "$pn" "$(secs $t)" "$(cpus $t)" "$(mbps $t)" "" "$(rss $t)"
+    row "decompress -$L vs ${pn%% *}" "$(secs sgd)" "$(secs $t)" \
+      "$(ratio_of "$(median "$work/sgd.t")" "$(median "$work/$t.t")")" "$goal"
+  done
+  rm -f "$work/sg.gz" "$work/pz.gz" "$work/gz.gz" "$work/ig.gz" "$work/ld.gz"
 done
 rm -f "$corpus"
 

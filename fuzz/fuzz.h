@@ -8,7 +8,10 @@
  * (one byte each, random short runs with empty chunks among them, a few
  * hundred bytes, or one chunk), the pipeline's buffer size and marks (small,
  * so that every output buffer fills and every ring pauses its writer) and,
- * for some inputs, ignore_trailing. Deriving them from the input rather than
+ * for some inputs, ignore_trailing, and the decoder's engine (AUTO, which
+ * is ISA-L where the library has it, or zlib: against the zlib oracle
+ * below, ISA-L's decoder is fuzzed differentially). Deriving them from
+ * the input rather than
  * from a prefix of it keeps the seed corpus made of plain compressed files,
  * and keeps a crashing input reproducible on its own.
  *
@@ -51,6 +54,7 @@ struct fz_params {
   size_t buf_size; /* pipeline buffer size */
   size_t hwm;      /* ring high mark */
   int ignore_trailing;
+  int engine;    /* the decoder's engine: AUTO (ISA-L when built) or zlib */
   uint64_t seed; /* chunk lengths */
 };
 
@@ -99,6 +103,7 @@ static struct fz_params fz_params_of(const uint8_t *d, size_t n) {
   pr.buf_size = bufs[(h >> 2) & 3];
   pr.hwm = pr.buf_size * (((h >> 4) & 1) ? 1 : 4);
   pr.ignore_trailing = ((h >> 5) & 7) == 0; /* one input in eight */
+  pr.engine = (h >> 8) & 1 ? SL_ZLIB_ENGINE_ZLIB : SL_ZLIB_ENGINE_AUTO;
   pr.seed = h;
   return pr;
 }
@@ -285,6 +290,7 @@ static void fz_run(const uint8_t *d, size_t n, int format, fz_build_fn build,
   FZ_CHECK(sl_mem_sink_new(&sink, &so) == 0, "sink");
   sl_zlib_opts_init(&zo);
   zo.ignore_trailing = pr.ignore_trailing;
+  zo.engine = pr.engine;
   rc = build(p, src, sink, &zo, &middle);
   FZ_CHECK(rc == 0, "build: %s", sl_strerror(rc));
 

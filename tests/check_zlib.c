@@ -15,6 +15,7 @@
  * block the library allocated was freed, zlib's state included) and checks
  * that no thread outlived it.
  */
+#include "engineutil.h"
 #include "pipeutil.h"
 
 #include <sluice/zlib.h>
@@ -1673,14 +1674,19 @@ static int arm_src_read(sl_stage *stage, void *ctx) {
 
 /* Failing each allocation gunzip makes while it runs: its output buffers
  * and inflate's window, which zlib allocates on the first output, each
- * fail the pipeline with SL_ENOMEM and a message, and leak nothing. */
+ * fail the pipeline with SL_ENOMEM and a message, and leak nothing. On
+ * the zlib engine: ISA-L allocates all it needs when the stage is made. */
 START_TEST(test_alloc_failure_inflate_window) {
   size_t len = 100 * KIB;
   unsigned char *data = pu_mixed_data(len, 29);
   sl_stage_ops src_ops = {.read = arm_src_read};
   bool saw_window = false;
   pu_bytes z = {0};
+  sl_zlib_opts o;
   long n;
+
+  sl_zlib_opts_init(&o);
+  o.engine = SL_ZLIB_ENGINE_ZLIB;
 
   ck_assert_ptr_nonnull(data);
   zlib_compress(&z, data, len, WB_GZIP, 6);
@@ -1693,7 +1699,7 @@ START_TEST(test_alloc_failure_inflate_window) {
     pu_sink_init(&k);
     ck_assert_int_eq(sl_pipeline_new(&p, NULL), 0);
     ck_assert_int_eq(sl_stage_new(&src, "src", &src_ops, &as), 0);
-    ck_assert_int_eq(sl_gunzip_new(&gun, NULL), 0);
+    ck_assert_int_eq(sl_gunzip_new(&gun, &o), 0);
     ck_assert_int_eq(
         sl_pipeline_chain(p, src, gun, pu_sink_stage("sink", &k), NULL), 0);
     ck_assert_int_eq(sl_pipeline_start(p), 0);
@@ -1721,6 +1727,113 @@ START_TEST(test_alloc_failure_inflate_window) {
   ck_assert(saw_window);
   pu_bytes_free(&z);
   free(data);
+}
+END_TEST
+
+/* sl_gzip_header_parse: every field of a full header, SL_AGAIN on every
+ * prefix of it, and SL_EDATA on each kind of bad header. */
+START_TEST(test_header_parse) {
+  unsigned char b[64];
+  size_t n = 0, hl = 0;
+  sl_gzip_header h;
+
+  b[n++] = 0x1f;
+  b[n++] = 0x8b;
+  b[n++] = 8;
+  b[n++] = SL_GZIP_FTEXT | SL_GZIP_FHCRC | SL_GZIP_FEXTRA | SL_GZIP_FNAME |
+           SL_GZIP_FCOMMENT;
+  b[n++] = 4, b[n++] = 3, b[n++] = 2, b[n++] = 1; /* mtime 0x01020304 */
+  b[n++] = 2;                                     /* XFL */
+  b[n++] = 3;                                     /* OS */
+  b[n++] = 3, b[n++] = 0, b[n++] = 'x', b[n++] = 'y', b[n++] = 'z';
+  memcpy(b + n, "name", 5), n += 5;
+  memcpy(b + n, "note", 5), n += 5;
+  uLong crc = crc32(0L, b, (uInt)n);
+  b[n++] = (unsigned char)(crc & 0xff);
+  b[n++] = (unsigned char)((crc >> 8) & 0xff);
+  size_t full = n;
+  b[n++] = 0x03, b[n++] = 0x00; /* deflate data follows */
+
+  for (size_t k = 0; k < full; k++)
+    ck_assert_int_eq(sl_gzip_header_parse(b, k, &h, &hl), SL_AGAIN);
+  ck_assert_int_eq(sl_gzip_header_parse(b, n, &h, &hl), 0);
+  ck_assert_uint_eq(hl, full);
+  ck_assert_uint_eq(h.flags, b[3]);
+  ck_assert_int_eq(h.text, 1);
+  ck_assert_uint_eq(h.mtime, 0x01020304u);
+  ck_assert_uint_eq(h.xfl, 2);
+  ck_assert_uint_eq(h.os, 3);
+  ck_assert_int_eq(h.hcrc, 1);
+  ck_assert_uint_eq(h.extra_len, 3);
+  ck_assert(h.extra == b + 12);
+  ck_assert_str_eq(h.name, "name");
+  ck_assert_str_eq(h.comment, "note");
+  ck_assert_uint_eq(h.members, 0);
+  ck_assert_int_eq(sl_gzip_header_parse(b, full, &h, NULL), 0);
+
+  unsigned char bad[64];
+  static const size_t at[] = {0, 1, 2, 3, 3, 25};
+  static const unsigned char xor [] = {1, 1, 1, 0x20, 0x80, 1};
+  for (size_t i = 0; i < NELEM(at); i++) {
+    memcpy(bad, b, n);
+    bad[at[i]] ^= xor[i];
+    ck_assert_msg(sl_gzip_header_parse(bad, n, &h, &hl) == SL_EDATA,
+                  "byte %zu ^ 0x%02x", at[i], xor[i]);
+  }
+  ck_assert_int_eq(sl_gzip_header_parse(b, n, NULL, &hl), SL_EINVAL);
+  ck_assert_int_eq(sl_gzip_header_parse(NULL, 1, &h, &hl), SL_EINVAL);
+  ck_assert_int_eq(sl_gzip_header_parse(NULL, 0, &h, &hl), SL_AGAIN);
+
+  /* A bare header, as sl_gzip_new writes it. */
+  static const unsigned char bare[] = {0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3};
+  ck_assert_int_eq(sl_gzip_header_parse(bare, sizeof bare, &h, &hl), 0);
+  ck_assert_uint_eq(hl, 10);
+  ck_assert_ptr_null(h.name);
+  ck_assert_ptr_null(h.comment);
+  ck_assert_ptr_null(h.extra);
+}
+END_TEST
+
+/* The engine option: zlib always built in; an engine out of range, not
+ * built in, or unable to do a stage's job is refused. */
+START_TEST(test_engine_opts) {
+  unsigned built = sl_zlib_engines();
+  sl_zlib_opts o;
+  sl_stage *s = NULL;
+
+  ck_assert(built & (1u << SL_ZLIB_ENGINE_ZLIB));
+  ck_assert_str_eq(sl_zlib_engine_name(SL_ZLIB_ENGINE_AUTO), "auto");
+  ck_assert_str_eq(sl_zlib_engine_name(SL_ZLIB_ENGINE_ZLIB), "zlib");
+  ck_assert_str_eq(sl_zlib_engine_name(SL_ZLIB_ENGINE_ISAL), "isal");
+  ck_assert_str_eq(sl_zlib_engine_name(SL_ZLIB_ENGINE_LIBDEFLATE),
+                   "libdeflate");
+  ck_assert_ptr_null(sl_zlib_engine_name(4));
+  ck_assert_ptr_null(sl_zlib_engine_name(-1));
+  sl_zlib_opts_init(&o);
+  ck_assert_int_eq(o.engine, SL_ZLIB_ENGINE_AUTO);
+  for (int e = -1; e <= 4; e++) {
+    o.engine = e;
+    int want_d = e == SL_ZLIB_ENGINE_AUTO || e == SL_ZLIB_ENGINE_ZLIB ||
+                         (e == SL_ZLIB_ENGINE_ISAL && (built & (1u << e)))
+                     ? 0
+                     : SL_EINVAL;
+    int want_c =
+        e == SL_ZLIB_ENGINE_AUTO || e == SL_ZLIB_ENGINE_ZLIB ? 0 : SL_EINVAL;
+    ck_assert_msg(sl_gunzip_new(&s, &o) == want_d, "gunzip engine %d", e);
+    sl_stage_free(s);
+    ck_assert_msg(sl_unzip_new(&s, &o) == want_d, "unzip engine %d", e);
+    sl_stage_free(s);
+    ck_assert_msg(sl_gzip_new(&s, &o) == want_c, "gzip engine %d", e);
+    sl_stage_free(s);
+  }
+  /* ISA-L keeps a 32 KiB window: a smaller one is zlib's to enforce. */
+  o.engine = SL_ZLIB_ENGINE_ISAL;
+  o.window_bits = 9;
+  ck_assert_int_eq(sl_inflate_raw_new(&s, &o), SL_EINVAL);
+  ck_assert_ptr_null(s);
+  o.engine = SL_ZLIB_ENGINE_AUTO;
+  ck_assert_int_eq(sl_inflate_raw_new(&s, &o), 0);
+  sl_stage_free(s);
 }
 END_TEST
 
@@ -1756,6 +1869,8 @@ static Suite *zlib_suite(void) {
   tcase_add_test(tc, test_gunzip_multi_member);
   tcase_add_loop_test(tc, test_gunzip_header_fields, 0, 4);
   tcase_add_test(tc, test_gunzip_header_bare);
+  tcase_add_test(tc, test_header_parse);
+  tcase_add_test(tc, test_engine_opts);
   tcase_add_test(tc, test_gunzip_long_name_truncated);
   tcase_add_test(tc, test_gzip_writes_header);
   suite_add_tcase(s, tc);
@@ -1805,5 +1920,6 @@ static Suite *zlib_suite(void) {
 }
 
 int main(void) {
+  engine_from_env();
   return run_suite(zlib_suite());
 }

@@ -73,9 +73,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#define ZLIB_CONST
-#include <zlib.h>
-
 #define PROG "sgzip"
 
 #if defined(__GNUC__) || defined(__clang__)
@@ -116,6 +113,7 @@ static struct {
   int stats;          /* --stats */
   const char *trace;  /* --trace FILE */
   const char *suffix; /* -S */
+  int engine;         /* --engine: an SL_ZLIB_ENGINE_* */
 } opt = {.level = 6, .name = -1, .suffix = ".gz"};
 
 static int exit_code = EXIT_OK;
@@ -434,43 +432,30 @@ struct gz_info {
   char *name; /* the stored name (malloc'd), or NULL */
 };
 
-/* Parse the header at b[0..n) with zlib's own gzip header reader (which
- * also checks a header CRC16): inflate with Z_BLOCK stops right after the
- * header. Returns 1 when it is complete, 0 when more bytes are needed, -1
- * when it is not a gzip header. */
+/* Parse the header at b[0..n) with the library's gzip header reader
+ * (sl_gzip_header_parse, which also checks a header CRC16). Returns 1 when
+ * it is complete, 0 when more bytes are needed, -1 when it is not a gzip
+ * header. */
 static int gz_parse(const unsigned char *b, size_t n, struct gz_info *g) {
-  z_stream z = {0};
-  gz_header h = {0};
-  unsigned char out[1];
-  int r = -1;
+  sl_gzip_header h;
+  size_t len = 0;
+  int rc = sl_gzip_header_parse(b, n, &h, &len);
 
-  if (n > UINT_MAX - 1)
-    n = UINT_MAX - 1; /* a header is read up to HEADER_READ_MAX bytes */
-  char *name = xmalloc(n + 1);
-  h.name = (Bytef *)name;
-  h.name_max = (uInt)n + 1; /* room for any name b can hold */
-  if (inflateInit2(&z, 16 + MAX_WBITS) != Z_OK) {
-    fprintf(stderr, "%s: out of memory\n", PROG);
-    exit(EXIT_ERROR);
+  if (rc == SL_AGAIN)
+    return 0;
+  if (rc != 0)
+    return -1;
+  g->hdr_len = len;
+  g->mtime = h.mtime;
+  g->name = NULL;
+  if (h.name != NULL) {
+    g->name = strdup(h.name);
+    if (g->name == NULL) {
+      fprintf(stderr, "%s: out of memory\n", PROG);
+      exit(EXIT_ERROR);
+    }
   }
-  inflateGetHeader(&z, &h);
-  z.next_in = b;
-  z.avail_in = (uInt)n;
-  z.next_out = out;
-  z.avail_out = sizeof out;
-  int zr = inflate(&z, Z_BLOCK);
-  if (h.done == 1) {
-    r = 1;
-    g->hdr_len = (size_t)z.total_in;
-    g->mtime = (uint32_t)h.time;
-    g->name = h.name != Z_NULL ? name : NULL; /* Z_NULL: no FNAME */
-  } else if (zr == Z_OK || zr == Z_BUF_ERROR) {
-    r = 0; /* every byte was taken and the header goes on */
-  }
-  inflateEnd(&z);
-  if (r != 1 || g->name == NULL)
-    free(name);
-  return r;
+  return 1;
 }
 
 /* Read the header of the gzip file open at fd (positioned reads from
@@ -845,6 +830,7 @@ static int run_job(struct job *j) {
     po.block_size = opt.block;
     po.workers = opt.workers;
     po.header = j->header;
+    po.engine = opt.engine;
     if ((rc = sl_pgzip_new(&mid, &po)) != 0) {
       errorf("%s: %s", j->label, sl_strerror(rc));
       goto out;
@@ -898,6 +884,7 @@ static int run_job(struct job *j) {
     sl_zlib_opts zo;
     sl_zlib_opts_init(&zo);
     zo.name = "gunzip";
+    zo.engine = opt.engine;
     zo.ignore_trailing = 1; /* told apart below: padding, or garbage */
     if (gate != NULL) {
       rc = sl_pipeline_chain(p, src, gate, NULL);
@@ -1539,6 +1526,17 @@ static void do_path(const char *path, int top) {
 
 /* ---- the command line --------------------------------------------------- */
 
+/* The engines built in, by name, after a prefix. */
+static void print_engines(const char *prefix) {
+  unsigned built = sl_zlib_engines();
+
+  fputs(prefix, stdout);
+  for (int e = SL_ZLIB_ENGINE_ZLIB; e <= SL_ZLIB_ENGINE_LIBDEFLATE; e++)
+    if (built & (1u << e))
+      printf(" %s", sl_zlib_engine_name(e));
+  putchar('\n');
+}
+
 static void help(void) {
   printf("Usage: %s [OPTION]... [FILE]...\n"
          "Compress or decompress FILEs in the gzip format, in parallel\n"
@@ -1554,6 +1552,9 @@ static void help(void) {
          "  -c, --stdout         write to standard output, keep the input "
          "files\n"
          "  -d, --decompress     decompress\n"
+         "      --engine=NAME    the deflate library: auto (the default), "
+         "zlib,\n"
+         "                       isal or libdeflate (see below)\n"
          "  -f, --force          overwrite outputs, write to or read from a "
          "terminal,\n"
          "                       follow symbolic links, compress files with "
@@ -1587,6 +1588,7 @@ static void help(void) {
          "\n"
          "Exit status: 0 success, 1 error, 2 warning (a file skipped).\n",
          PROG, THREADS_DEFAULT_MAX);
+  print_engines("Engines built in:");
 }
 
 static unsigned long parse_count(const char *what, const char *s,
@@ -1602,13 +1604,27 @@ static unsigned long parse_count(const char *what, const char *s,
   return v;
 }
 
-enum { OPT_FAST = 256, OPT_BEST, OPT_STATS, OPT_TRACE };
+enum { OPT_FAST = 256, OPT_BEST, OPT_STATS, OPT_TRACE, OPT_ENGINE };
+
+/* --engine NAME: one built in, or auto. */
+static int parse_engine(const char *s) {
+  for (int e = SL_ZLIB_ENGINE_AUTO; e <= SL_ZLIB_ENGINE_LIBDEFLATE; e++) {
+    if (strcmp(s, sl_zlib_engine_name(e)) != 0)
+      continue;
+    if (e != SL_ZLIB_ENGINE_AUTO && !(sl_zlib_engines() & (1u << e)))
+      usage_error("--engine: %s is not built in", s);
+    return e;
+  }
+  usage_error("--engine: '%s' is not auto, zlib, isal or libdeflate", s);
+  return SL_ZLIB_ENGINE_AUTO;
+}
 
 int main(int argc, char **argv) {
   static const struct option longopts[] = {
       {"best", no_argument, NULL, OPT_BEST},
       {"blocksize", required_argument, NULL, 'b'},
       {"decompress", no_argument, NULL, 'd'},
+      {"engine", required_argument, NULL, OPT_ENGINE},
       {"fast", no_argument, NULL, OPT_FAST},
       {"force", no_argument, NULL, 'f'},
       {"help", no_argument, NULL, 'h'},
@@ -1710,12 +1726,16 @@ int main(int argc, char **argv) {
              "Released under the MIT licence: free to use, copy, modify and\n"
              "distribute, with no warranty.\n",
              PROG, sl_version());
+      print_engines("Engines:");
       return EXIT_OK;
     case OPT_STATS:
       opt.stats = 1;
       break;
     case OPT_TRACE:
       opt.trace = optarg;
+      break;
+    case OPT_ENGINE:
+      opt.engine = parse_engine(optarg);
       break;
     default: /* '?' */
       if (optopt == 0)

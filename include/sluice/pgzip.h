@@ -124,11 +124,25 @@ typedef struct sl_pgzip_opts {
    * writes exactly the header sl_gzip_new writes: XFL from the level, OS
    * 3 (Unix). */
   const sl_gzip_header *header;
+
+  /* The engine that compresses the blocks (enum sl_zlib_engine). ZLIB:
+   * every level, as described above. ISAL (when built in): levels 0 to
+   * 3, ISA-L's own levels, each block a fresh ISA-L stream primed with
+   * the 32 KiB before it (isal_deflate_set_dict) and ended with a sync
+   * flush, as with zlib; at level 0 ISA-L compresses (its fastest
+   * level) where zlib stores. AUTO (0, the default): ISA-L for levels 1
+   * to 3 when built in (several times faster than zlib there, and about
+   * as small), else zlib. An engine not built in, or ISAL above level 3,
+   * fails with SL_EINVAL. Part of what the output is a function of
+   * (ISA-L's bytes may also differ between processors, as it picks its
+   * code by the instruction sets there; on one machine they are fixed). */
+  int engine;
 } sl_pgzip_opts;
 
 /* Fill *opts with the defaults: name NULL, level SL_ZLIB_LEVEL_DEFAULT,
  * mem_level 9, deflate_incompressible 0, block_size SL_PGZIP_BLOCK_DEFAULT,
- * workers 0 (every processor), in_flight 0 (2 * workers + 2), header NULL.
+ * workers 0 (every processor), in_flight 0 (2 * workers + 2), header NULL,
+ * engine SL_ZLIB_ENGINE_AUTO.
  * Returns 0, or SL_EINVAL when opts is NULL. Any thread. */
 SL_EXTERN int sl_pgzip_opts_init(sl_pgzip_opts *opts);
 
@@ -199,8 +213,9 @@ SL_EXTERN int sl_pgzip_result(const sl_stage *stage, uint32_t *crc,
  *
  * opts are sl_gunzip_new's (NULL: every default): name names the first
  * stage ("gunzip" by default), and the second gets the same name with
- * "-check" added; window_bits and ignore_trailing work as for
- * sl_gunzip_new; the other fields are checked as there, then ignored.
+ * "-check" added; window_bits, ignore_trailing and engine work as for
+ * sl_gunzip_new (the first stage is one, reading the same headers with
+ * the same checks); the other fields are checked as there, then ignored.
  *
  * src must produce (a source, transform or duplex with no consumer yet)
  * and next consume (a transform, sink or duplex with no producer yet), as

@@ -86,6 +86,35 @@ enum sl_zlib_format {
 
 typedef struct sl_gzip_header sl_gzip_header;
 
+/* Engines: the libraries that do deflate's work under a stage
+ * (sl_zlib_opts.engine, sl_pgzip_opts.engine). zlib is always built in;
+ * ISA-L (Intel's igzip) and libdeflate when the library was configured
+ * with them (sl_zlib_engines). Every engine reads and writes the same
+ * formats: the choice changes speed and the compressed bytes, never what
+ * they decompress to, nor the messages and offsets of errors in the gzip
+ * and zlib wrappers, which the stages read themselves. */
+enum sl_zlib_engine {
+  /* The fastest engine built in that keeps the stage's promises: for
+   * streaming decompression ISA-L, with the default window (a smaller
+   * window needs zlib, which enforces it), else zlib; for sl_pgzip_new,
+   * ISA-L at levels 1 to 3, else zlib. */
+  SL_ZLIB_ENGINE_AUTO = 0,
+  SL_ZLIB_ENGINE_ZLIB = 1,
+  /* ISA-L: streaming raw inflate (window 15 only); in sl_pgzip_new,
+   * levels 0 to 3. */
+  SL_ZLIB_ENGINE_ISAL = 2,
+  /* libdeflate: whole-buffer compression (no stage uses it yet). */
+  SL_ZLIB_ENGINE_LIBDEFLATE = 3
+};
+
+/* The engines built into this library: bit (1u << e) set for each
+ * SL_ZLIB_ENGINE_* e that is (SL_ZLIB_ENGINE_ZLIB always). Any thread. */
+SL_EXTERN unsigned sl_zlib_engines(void);
+
+/* The name of engine e ("auto", "zlib", "isal", "libdeflate"), static;
+ * NULL for a value out of range. Any thread. */
+SL_EXTERN const char *sl_zlib_engine_name(int engine);
+
 /* Options of every zlib stage; a field that does not apply to a stage is
  * ignored by it, but must still be in range. Start from sl_zlib_opts_init,
  * which sets every default, or pass NULL for all of them. Beware: a struct
@@ -124,12 +153,18 @@ typedef struct sl_zlib_opts {
    * write into the gzip header (see sl_gzip_header), copied; NULL writes
    * a bare header (mtime 0, no name). Ignored by other stages. */
   const sl_gzip_header *header;
+
+  /* An SL_ZLIB_ENGINE_* value; 0, SL_ZLIB_ENGINE_AUTO, by default. A
+   * constructor fails with SL_EINVAL on an engine that is not built in
+   * or cannot do the stage's job: today the compressors run on zlib only
+   * (AUTO or ZLIB), the decompressors on zlib or ISA-L (window_bits 15). */
+  int engine;
 } sl_zlib_opts;
 
 /* Fill *opts with the defaults: name NULL, level SL_ZLIB_LEVEL_DEFAULT,
  * strategy SL_ZLIB_STRATEGY_DEFAULT, window_bits 15, mem_level 8,
- * ignore_trailing 0, header NULL. Returns 0, or SL_EINVAL when opts is NULL.
- * Any thread. */
+ * ignore_trailing 0, header NULL, engine SL_ZLIB_ENGINE_AUTO. Returns 0, or
+ * SL_EINVAL when opts is NULL. Any thread. */
 SL_EXTERN int sl_zlib_opts_init(sl_zlib_opts *opts);
 
 /* ------------------------------------------------------------------------
@@ -183,6 +218,20 @@ struct sl_gzip_header {
    * writing. */
   uint64_t members;
 };
+
+/* Parse the gzip member header at the start of buf[0..len), as every
+ * gunzip stage reads it (magic, method 8, reserved flag bits clear, the
+ * header CRC16 when present), for a program that needs a file's stored
+ * name or time without running a pipeline. On 0, *h holds the header:
+ * name, comment and extra point into buf (the name and comment with their
+ * terminating zero), valid as long as buf is; truncated and members are
+ * 0. *hdr_len (may be NULL) gets the header's length in bytes: the
+ * deflate data starts there. Any thread.
+ * Returns 0; SL_AGAIN when buf ends inside the header (read more and call
+ * again with the whole of it); SL_EDATA when buf does not start with a
+ * valid gzip header; SL_EINVAL when h is NULL, or buf NULL with len > 0. */
+SL_EXTERN int sl_gzip_header_parse(const void *buf, size_t len,
+                                   sl_gzip_header *h, size_t *hdr_len);
 
 /* ------------------------------------------------------------------------
  * Stages

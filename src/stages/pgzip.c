@@ -73,14 +73,11 @@
  *
  * Decompression. gzip cannot be inflated in parallel, but the check can
  * leave the inflate's thread. sl_pgunzip_chain makes two stages. The
- * first runs zlib's own gzip decoder with check values turned off once a
- * member's header is read (inflateValidate: the header CRC16 is still
- * checked, the CRC-32 of the data is neither computed nor compared). It
- * checks the magic, method and reserved flag bits itself, to name their
- * offsets exactly; it reads each trailer from the last eight bytes it fed
- * inflate (in gzip mode inflate stops exactly after the trailer), checks
- * ISIZE against the bytes the member gave, and puts {stored CRC-32, the
- * member's length, the trailer's offset} into a queue shared with the
+ * first is zlib.c's gunzip (sl__gunzip_split_new: the one gzip reader of
+ * the library, on whichever engine the options choose) with the CRC-32
+ * left out; it checks ISIZE against the bytes each member gave, and puts
+ * {stored CRC-32, the member's length, the trailer's offset} into a queue
+ * shared with the
  * second stage, pushing the member's last output first so that a member's
  * output ends a chunk. The second stage computes the CRC-32 of the bytes
  * passing through and, each time it has counted a queued member's length,
@@ -91,6 +88,7 @@
  * with no output is checked by the first stage alone (its CRC must be 0)
  * and queued nowhere, so a run of empty members cannot grow the queue.
  */
+#include "engine-int.h"
 #include "map-int.h"
 #include "zlib-int.h"
 
@@ -102,6 +100,10 @@
 
 #define ZLIB_CONST
 #include <zlib.h>
+
+#ifdef HAVE_ISAL
+#include <isa-l/igzip_lib.h>
+#endif
 
 #define DICT_SIZE ((size_t)32768)
 #define IN_FLIGHT_MAX 65536u
@@ -126,15 +128,6 @@ static voidpf z_alloc(voidpf opaque, uInt items, uInt size) {
 static void z_free(voidpf opaque, voidpf ptr) {
   (void)opaque;
   sl__free(ptr);
-}
-
-static uInt clamp_uint(size_t n) {
-  return n > UINT_MAX ? UINT_MAX : (uInt)n;
-}
-
-static uint32_t le32(const unsigned char *p) {
-  return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
-         (uint32_t)p[3] << 24;
 }
 
 static void put_le32(unsigned char *p, uint32_t v) {
@@ -185,6 +178,11 @@ typedef struct pgz_job {
 /* A worker's own state. */
 typedef struct pgz_worker {
   z_stream strm;
+  bool strm_ready;
+#ifdef HAVE_ISAL
+  struct isal_zstream *is; /* the ISA-L engine's stream, and its buffer */
+  uint8_t *level_buf;
+#endif
   unsigned char *out; /* output area, about one block */
   size_t cap;
   uint32_t seen[1 << SEEN_BITS]; /* looks_incompressible's positions */
@@ -194,6 +192,7 @@ typedef struct pgz {
   sl_stage *stage;
   sl__map *m;
   int level, mem_level;
+  int engine; /* SL_ZLIB_ENGINE_ZLIB or SL_ZLIB_ENGINE_ISAL */
   bool store; /* store blocks that look incompressible */
   size_t block;
   unsigned workers, in_flight;
@@ -219,6 +218,25 @@ typedef struct pgz {
 
 /* ---- the workers ---- */
 
+static void pgz_worker_fini(void *owner, void *wctx);
+
+#ifdef HAVE_ISAL
+/* ISA-L's level buffer for a level, 0 to 3: its default size, which is
+ * part of what the output is a function of (it bounds a deflate block). */
+static size_t isal_level_buf_size(int level) {
+  switch (level) {
+  case 1:
+    return ISAL_DEF_LVL1_DEFAULT;
+  case 2:
+    return ISAL_DEF_LVL2_DEFAULT;
+  case 3:
+    return ISAL_DEF_LVL3_DEFAULT;
+  default:
+    return ISAL_DEF_LVL0_DEFAULT;
+  }
+}
+#endif
+
 static int pgz_worker_init(void *owner, unsigned i, void **wctx) {
   pgz *g = owner;
   pgz_worker *w;
@@ -229,23 +247,39 @@ static int pgz_worker_init(void *owner, unsigned i, void **wctx) {
   w = sl__calloc(1, sizeof *w);
   if (w == NULL)
     goto nomem;
+  /* Room for the block at its worst (stored blocks: 5 bytes per 64 KiB,
+   * which is also deflateBound's margin) plus the sync flush's empty
+   * stored block; run grows it should an engine ever need more. */
+  w->cap = g->block + (g->block >> 12) + (g->block >> 14) + (g->block >> 25) +
+           13 + 64;
+  w->out = sl__malloc(w->cap);
+  if (w->out == NULL) {
+    sl__free(w);
+    goto nomem;
+  }
+#ifdef HAVE_ISAL
+  if (g->engine == SL_ZLIB_ENGINE_ISAL) {
+    w->is = sl__malloc(sizeof *w->is);
+    size_t lb = isal_level_buf_size(g->level);
+    w->level_buf = lb ? sl__malloc(lb) : NULL;
+    if (w->is == NULL || (lb && w->level_buf == NULL)) {
+      pgz_worker_fini(owner, w);
+      goto nomem;
+    }
+    *wctx = w;
+    return 0;
+  }
+#endif
   w->strm.zalloc = z_alloc;
   w->strm.zfree = z_free;
   zr = deflateInit2(&w->strm, g->level, Z_DEFLATED, -15, g->mem_level,
                     Z_DEFAULT_STRATEGY);
   if (zr != Z_OK) {
+    sl__free(w->out);
     sl__free(w);
     return zlib_error(g->stage, "deflate", zr);
   }
-  /* Room for the block at its worst plus the sync flush's empty stored
-   * block; run grows it should zlib ever need more. */
-  w->cap = (size_t)deflateBound(&w->strm, (uLong)g->block) + 64;
-  w->out = sl__malloc(w->cap);
-  if (w->out == NULL) {
-    deflateEnd(&w->strm);
-    sl__free(w);
-    goto nomem;
-  }
+  w->strm_ready = true;
   *wctx = w;
   return 0;
 nomem:
@@ -259,14 +293,19 @@ static void pgz_worker_fini(void *owner, void *wctx) {
   (void)owner;
   if (w == NULL)
     return;
-  deflateEnd(&w->strm);
+  if (w->strm_ready)
+    deflateEnd(&w->strm);
+#ifdef HAVE_ISAL
+  sl__free(w->is);
+  sl__free(w->level_buf);
+#endif
   sl__free(w->out);
   sl__free(w);
 }
 
-/* Double the worker's output area, keeping what deflate wrote. */
+/* Double the worker's output area, keeping the used bytes that deflate
+ * wrote. */
 static int pgz_worker_grow(pgz *g, pgz_worker *w) {
-  size_t used = (size_t)(w->strm.next_out - w->out);
   size_t cap = w->cap * 2;
   unsigned char *grown = cap > UINT_MAX ? NULL : sl__realloc(w->out, cap);
 
@@ -276,8 +315,6 @@ static int pgz_worker_grow(pgz *g, pgz_worker *w) {
   }
   w->out = grown;
   w->cap = cap;
-  w->strm.next_out = grown + used;
-  w->strm.avail_out = (uInt)(cap - used);
   return 0;
 }
 
@@ -431,8 +468,13 @@ static int deflate_block(pgz *g, pgz_worker *w, const pgz_job *job,
   for (;;) {
     /* A sync flush wants more than six bytes of room, or it may emit its
      * marker twice. */
-    if (w->strm.avail_out <= 6 && (rc = pgz_worker_grow(g, w)) != 0)
-      return rc;
+    if (w->strm.avail_out <= 6) {
+      size_t used = (size_t)(w->strm.next_out - w->out);
+      if ((rc = pgz_worker_grow(g, w)) != 0)
+        return rc;
+      w->strm.next_out = w->out + used;
+      w->strm.avail_out = (uInt)(w->cap - used);
+    }
     uInt room = w->strm.avail_out;
     zr = deflate(&w->strm, flush);
     if (zr == Z_STREAM_END)
@@ -447,6 +489,57 @@ static int deflate_block(pgz *g, pgz_worker *w, const pgz_job *job,
   return 0;
 }
 
+#ifdef HAVE_ISAL
+/* deflate_block on ISA-L: a fresh stream at the level, the job's
+ * dictionary (isal_deflate_set_dict), then the block with a sync flush
+ * (an empty stored block: the output ends on a byte boundary) or, for the
+ * last block, the end of the stream. */
+static int isal_block(pgz *g, pgz_worker *w, const pgz_job *job,
+                      const unsigned char *p, size_t n, size_t *olen) {
+  struct isal_zstream *s = w->is;
+  size_t used = 0;
+  int rc;
+
+  isal_deflate_init(s);
+  s->level = (uint32_t)g->level;
+  s->level_buf = w->level_buf;
+  s->level_buf_size = (uint32_t)isal_level_buf_size(g->level);
+  s->gzip_flag = IGZIP_DEFLATE;
+  if (job->dict != NULL && sl_buf_len(job->dict) > 0) {
+    size_t dlen = sl_buf_len(job->dict);
+    size_t take = dlen < DICT_SIZE ? dlen : DICT_SIZE;
+    if (isal_deflate_set_dict(s, sl_buf_data(job->dict) + dlen - take,
+                              (uint32_t)take) != COMP_OK) {
+      sl_stage_set_error(g->stage, "deflate: isa-l refused the dictionary");
+      return SL_EIO;
+    }
+  }
+  s->end_of_stream = job->last;
+  s->flush = job->last ? NO_FLUSH : SYNC_FLUSH;
+  s->next_in = (uint8_t *)(uintptr_t)p;
+  s->avail_in = (uint32_t)n;
+  for (;;) {
+    s->next_out = w->out + used;
+    s->avail_out = (uint32_t)(w->cap - used);
+    uint32_t room = s->avail_out;
+    if (isal_deflate(s) != COMP_OK) {
+      sl_stage_set_error(g->stage, "deflate: isa-l error");
+      return SL_EIO;
+    }
+    used += room - s->avail_out;
+    bool done =
+        s->avail_in == 0 &&
+        (job->last ? s->internal_state.state == ZSTATE_END : s->avail_out > 0);
+    if (done)
+      break;
+    if (s->avail_out == 0 && (rc = pgz_worker_grow(g, w)) != 0)
+      return rc;
+  }
+  *olen = used;
+  return 0;
+}
+#endif
+
 /* Compress one block (owned by the call) into *out. */
 static int pgz_run(void *owner, void *wctx, sl_buf *in, void *arg,
                    sl_buf **out) {
@@ -459,15 +552,21 @@ static int pgz_run(void *owner, void *wctx, sl_buf *in, void *arg,
   int rc;
 
   *out = NULL;
-  job->crc = (uint32_t)crc32(crc32(0L, Z_NULL, 0), p, (uInt)n);
-  if (!g->store || !looks_incompressible(w, p, n))
-    rc = deflate_block(g, w, job, p, n, &olen);
-  else if (stored_size(n) > w->cap) /* cannot happen: cap >= deflateBound */
-    rc = zlib_error(g->stage, "deflate", Z_BUF_ERROR);
-  else {
-    olen = put_stored(w->out, p, n, job->last);
-    rc = 0;
+  job->crc = sl__crc32(0, p, n);
+  if (g->store && looks_incompressible(w, p, n)) {
+    if (stored_size(n) > w->cap) /* cannot happen: cap >= its bound */
+      rc = zlib_error(g->stage, "deflate", Z_BUF_ERROR);
+    else {
+      olen = put_stored(w->out, p, n, job->last);
+      rc = 0;
+    }
   }
+#ifdef HAVE_ISAL
+  else if (g->engine == SL_ZLIB_ENGINE_ISAL)
+    rc = isal_block(g, w, job, p, n, &olen);
+#endif
+  else
+    rc = deflate_block(g, w, job, p, n, &olen);
   /* The dictionary has been used: let the block go while this job's
    * result waits for the ones before it. */
   sl_buf_unref(job->dict);
@@ -711,6 +810,25 @@ int sl_pgzip_opts_init(sl_pgzip_opts *opts) {
   return 0;
 }
 
+/* The engine that compresses at level (0..9) for the choice engine:
+ * ISA-L does levels 0 to 3 and AUTO takes it for 1 to 3 (level 0 stays
+ * zlib's stored blocks); zlib does every level. SL_EINVAL for an engine
+ * not built in or unable to do the level. */
+static int pgz_engine(int engine, int level) {
+  switch (engine) {
+  case SL_ZLIB_ENGINE_AUTO:
+    return sl__engine_built(SL_ZLIB_ENGINE_ISAL) && level >= 1 && level <= 3
+               ? SL_ZLIB_ENGINE_ISAL
+               : SL_ZLIB_ENGINE_ZLIB;
+  case SL_ZLIB_ENGINE_ZLIB:
+    return engine;
+  case SL_ZLIB_ENGINE_ISAL:
+    return sl__engine_built(engine) && level <= 3 ? engine : SL_EINVAL;
+  default:
+    return SL_EINVAL;
+  }
+}
+
 static bool pgz_opts_valid(const sl_pgzip_opts *o) {
   const sl_gzip_header *h = o->header;
 
@@ -726,6 +844,10 @@ static bool pgz_opts_valid(const sl_pgzip_opts *o) {
   if (o->workers > SL_MAP_MAX_WORKERS || o->in_flight > IN_FLIGHT_MAX)
     return false;
   if (h != NULL && (h->extra_len > 65535 || (h->extra == NULL && h->extra_len)))
+    return false;
+  int level = o->level == SL_ZLIB_LEVEL_DEFAULT ? 6 : o->level;
+  if (sl_zlib_engine_name(o->engine) == NULL ||
+      pgz_engine(o->engine, level) < 0)
     return false;
   return true;
 }
@@ -763,6 +885,7 @@ int sl_pgzip_new(sl_stage **out, const sl_pgzip_opts *opts) {
     return SL_ENOMEM;
   }
   g->level = o.level == SL_ZLIB_LEVEL_DEFAULT ? 6 : o.level;
+  g->engine = pgz_engine(o.engine, g->level);
   g->mem_level = o.mem_level ? o.mem_level : MEM_LEVEL_DEFAULT;
   g->store = g->level > 0 && !o.deflate_incompressible;
   g->block = o.block_size ? o.block_size : SL_PGZIP_BLOCK_DEFAULT;
@@ -926,304 +1049,17 @@ static void queue_pop(trailer_queue *t) {
   pthread_mutex_unlock(&t->mu);
 }
 
-/* ---- the inflating stage ---- */
+/* ---- the inflating stage: zlib.c's gunzip, reporting member ends ---- */
 
-enum gphase {
-  GP_NEXT,   /* between members: another one, the end, or trailing bytes */
-  GP_HEADER, /* a member's header, inflate with Z_BLOCK */
-  GP_BODY,   /* its deflate data and trailer */
-  GP_IGNORE  /* after the stream, ignoring the rest of the input */
-};
+static int queue_member_end(void *arg, uint32_t crc, uint64_t len,
+                            uint64_t off) {
+  member_end e = {.len = len, .off = off, .crc = crc};
 
-typedef struct pgun {
-  trailer_queue *q;
-  z_stream strm;
-  bool strm_ready;
-  gz_header head; /* only its done flag is read */
-  enum gphase phase;
-  bool ignore_trailing;
-  uint64_t in_off;        /* input bytes consumed */
-  uint64_t member_off;    /* offset of the member's first byte */
-  uint64_t nmember;       /* members read to the end */
-  uint64_t mout;          /* output bytes of the member so far */
-  unsigned char last8[8]; /* the last eight bytes fed to inflate */
-  sl_buf *out;            /* output being filled; ours until pushed */
-  /* Ignored bytes after the stream: where they began, and whether any
-   * was not zero (padding is zeros). Read by sl_pgunzip_trailing after
-   * the stage's thread has ended. */
-  bool trailing, trail_garbage;
-  uint64_t trail_off;
-} pgun;
-
-/* Bytes after the end of the stream, the first at off. */
-static int gun_trailing(sl_stage *st, pgun *u, uint64_t off) {
-  if (u->ignore_trailing) {
-    u->phase = GP_IGNORE;
-    u->trailing = true;
-    u->trail_off = off;
-    /* Bytes already taken were the start of a magic (1f), not zeros. */
-    u->trail_garbage = off < u->in_off;
-    return 0;
-  }
-  return data_error(st, "trailing garbage at input byte %llu",
-                    (unsigned long long)off);
+  return queue_push(arg, &e);
 }
 
-/* Make sure u->out has room, pushing it first when it is full. */
-static int gun_out_room(sl_stage *st, pgun *u) {
-  int rc;
-
-  if (u->out != NULL && sl_buf_len(u->out) < sl_buf_cap(u->out))
-    return 0;
-  if (u->out != NULL) {
-    sl_buf *full = u->out;
-    u->out = NULL;
-    if ((rc = sl_stage_push(st, full)) != 0)
-      return rc;
-  }
-  return sl_stage_buf(st, 0, &u->out);
-}
-
-/* Push what u->out holds; a buffer less than half full is copied into one
- * of its size, so buffers waiting in a ring weigh what they hold. */
-static int gun_out_emit(sl_stage *st, pgun *u) {
-  sl_buf *b = u->out, *small = NULL;
-  size_t len = b != NULL ? sl_buf_len(b) : 0;
-  int rc;
-
-  if (len == 0)
-    return 0;
-  if (len >= sl_buf_cap(b) / 2) {
-    u->out = NULL;
-    return sl_stage_push(st, b);
-  }
-  if ((rc = sl_stage_buf(st, len, &small)) != 0)
-    return rc;
-  memcpy(sl_buf_data(small), sl_buf_data(b), len);
-  sl_buf_set_len(small, len);
-  sl_buf_set_len(b, 0);
-  return sl_stage_push(st, small);
-}
-
-static void gun_last8(pgun *u, const unsigned char *p, size_t n) {
-  if (n >= 8) {
-    memcpy(u->last8, p + n - 8, 8);
-  } else if (n > 0) {
-    memmove(u->last8, u->last8 + n, 8 - n);
-    memcpy(u->last8 + 8 - n, p, n);
-  }
-}
-
-/* Between members, nothing consumed: the gzip magic starts a member. */
-static int gun_next(sl_stage *st, pgun *u, const unsigned char *p, size_t n) {
-  if (p[0] != 0x1f || (n > 1 && p[1] != 0x8b)) {
-    if (u->nmember > 0)
-      return gun_trailing(st, u, u->in_off);
-    return data_error(st, "not in gzip format at input byte %llu",
-                      (unsigned long long)u->in_off + (p[0] == 0x1f));
-  }
-  inflateReset(&u->strm);
-  inflateValidate(&u->strm, 1); /* the header CRC16 is checked */
-  memset(&u->head, 0, sizeof u->head);
-  inflateGetHeader(&u->strm, &u->head);
-  u->member_off = u->in_off;
-  u->mout = 0;
-  u->phase = GP_HEADER;
-  return 0;
-}
-
-/* Check the bytes of the fixed header that name exact offsets (the magic's
- * second byte, when it came alone, the method, the reserved flags) before
- * inflate reads them. */
-static int gun_fixed_check(sl_stage *st, pgun *u, const unsigned char *p,
-                           size_t n) {
-  for (size_t i = 0; i < n; i++) {
-    uint64_t off = u->in_off + i, pos = off - u->member_off;
-    if (pos >= 4)
-      break;
-    if (pos == 1 && p[i] != 0x8b) {
-      if (u->nmember > 0)
-        return gun_trailing(st, u, u->member_off);
-      return data_error(st, "not in gzip format at input byte %llu",
-                        (unsigned long long)off);
-    }
-    if (pos == 2 && p[i] != 8)
-      return data_error(st, "unknown compression method %u at input byte %llu",
-                        p[i], (unsigned long long)off);
-    if (pos == 3 && (p[i] & 0xe0) != 0)
-      return data_error(st,
-                        "reserved flag bits set (0x%02x) at input byte %llu",
-                        p[i] & 0xe0u, (unsigned long long)off);
-  }
-  return 0;
-}
-
-/* The end of a member, its trailer just read: ISIZE here, the CRC-32 by
- * the checking stage (or here, for an empty member). */
-static int gun_member_end(sl_stage *st, pgun *u) {
-  member_end e = {.len = u->mout, .off = u->in_off - 8, .crc = le32(u->last8)};
-  uint32_t isize = le32(u->last8 + 4);
-  int rc;
-
-  if (isize != (uint32_t)u->mout)
-    return data_error(st,
-                      "isize mismatch at input byte %llu "
-                      "(stored %u, computed %u)",
-                      (unsigned long long)e.off + 4, (unsigned)isize,
-                      (unsigned)(uint32_t)u->mout);
-  if (u->mout == 0) {
-    if (e.crc != 0)
-      return data_error(st,
-                        "crc32 mismatch at input byte %llu "
-                        "(stored 0x%08x, computed 0x00000000)",
-                        (unsigned long long)e.off, (unsigned)e.crc);
-  } else {
-    if (queue_push(u->q, &e) != 0) {
-      sl_stage_set_error(st, "out of memory for a member's trailer");
-      return SL_ENOMEM;
-    }
-    if ((rc = gun_out_emit(st, u)) != 0)
-      return rc;
-  }
-  u->nmember++;
-  u->phase = GP_NEXT;
-  return 0;
-}
-
-/* Inflate from p[0..n) until it is used up or the member ends, pushing
- * every output buffer that fills. */
-static int gun_inflate(sl_stage *st, pgun *u, const unsigned char *p, size_t n,
-                       size_t *used) {
-  size_t done = 0;
-  int rc;
-
-  *used = 0;
-  if (u->phase == GP_HEADER && u->in_off - u->member_off < 4) {
-    if ((rc = gun_fixed_check(st, u, p, n)) != 0 || u->phase != GP_HEADER)
-      return rc;
-  }
-  for (;;) {
-    if ((rc = gun_out_room(st, u)) != 0)
-      return rc;
-    uInt in_now = clamp_uint(n - done);
-    size_t len = sl_buf_len(u->out);
-    uInt room = clamp_uint(sl_buf_cap(u->out) - len);
-    u->strm.next_in = p + done;
-    u->strm.avail_in = in_now;
-    u->strm.next_out = sl_buf_data(u->out) + len;
-    u->strm.avail_out = room;
-    int zr = inflate(&u->strm, u->phase == GP_HEADER ? Z_BLOCK : Z_NO_FLUSH);
-    size_t took = in_now - u->strm.avail_in;
-    uInt made = room - u->strm.avail_out;
-    gun_last8(u, p + done, took);
-    done += took;
-    u->in_off += took;
-    *used = done;
-    if (made > 0) {
-      sl_buf_set_len(u->out, len + made);
-      u->mout += made;
-    }
-    if (u->phase == GP_HEADER && u->head.done == 1) {
-      inflateValidate(&u->strm, 0); /* the data's CRC-32 is not ours */
-      u->phase = GP_BODY;
-    }
-    switch (zr) {
-    case Z_STREAM_END:
-      return gun_member_end(st, u);
-    case Z_OK:
-      break;
-    case Z_BUF_ERROR: /* no progress: input used up, nothing pending */
-      return 0;
-    case Z_DATA_ERROR:
-      return data_error(st, "%s at input byte %llu",
-                        u->strm.msg ? u->strm.msg : "invalid deflate data",
-                        (unsigned long long)(u->in_off ? u->in_off - 1 : 0));
-    default:
-      return zlib_error(st, "inflate", zr);
-    }
-    if (u->strm.avail_out == 0)
-      continue; /* more output may be pending */
-    if (done == n)
-      return 0;
-  }
-}
-
-static int gun_feed(sl_stage *st, pgun *u, const unsigned char *p, size_t n) {
-  int rc = 0;
-
-  while (n > 0 && rc == 0) {
-    size_t used = 0;
-    switch (u->phase) {
-    case GP_NEXT:
-      rc = gun_next(st, u, p, n); /* consumes nothing */
-      break;
-    case GP_HEADER:
-    case GP_BODY:
-      rc = gun_inflate(st, u, p, n, &used);
-      break;
-    case GP_IGNORE:
-      for (size_t i = 0; i < n && !u->trail_garbage; i++)
-        u->trail_garbage = p[i] != 0;
-      used = n;
-      u->in_off += n;
-      break;
-    }
-    p += used;
-    n -= used;
-  }
-  return rc;
-}
-
-static int gun_transform(sl_stage *st, void *ctx, sl_buf *in) {
-  pgun *u = ctx;
-  int rc = gun_feed(st, u, sl_buf_data(in), sl_buf_len(in));
-
-  sl_buf_unref(in);
-  return rc != 0 ? rc : gun_out_emit(st, u);
-}
-
-static int gun_sync(sl_stage *st, void *ctx) {
-  return gun_out_emit(st, ctx);
-}
-
-/* End of input: it must end between members or after the stream. */
-static int gun_flush(sl_stage *st, void *ctx) {
-  pgun *u = ctx;
-  int rc;
-
-  switch (u->phase) {
-  case GP_IGNORE:
-    break;
-  case GP_NEXT:
-    if (u->nmember > 0)
-      break;
-    return data_error(st, "truncated input at byte %llu",
-                      (unsigned long long)u->in_off);
-  case GP_HEADER:
-    if (u->nmember > 0 && u->in_off - u->member_off < 2) {
-      /* a lone 1f after a member */
-      if ((rc = gun_trailing(st, u, u->member_off)) != 0)
-        return rc;
-      break;
-    }
-    /* fall through */
-  default:
-    return data_error(st, "truncated input at byte %llu",
-                      (unsigned long long)u->in_off);
-  }
-  return gun_out_emit(st, u);
-}
-
-static void gun_destroy(void *ctx) {
-  pgun *u = ctx;
-
-  if (u == NULL)
-    return;
-  if (u->strm_ready)
-    inflateEnd(&u->strm);
-  sl_buf_unref(u->out);
-  queue_unref(u->q);
-  sl__free(u);
+static void queue_release(void *arg) {
+  queue_unref(arg);
 }
 
 /* ---- the checking stage ---- */
@@ -1248,16 +1084,16 @@ static int chk_count(sl_stage *st, pgchk *c, const unsigned char *p, size_t n) {
                           (unsigned long long)e.off, (unsigned)e.crc,
                           (unsigned)c->crc);
       queue_pop(c->q);
-      c->crc = (uint32_t)crc32(0L, Z_NULL, 0);
+      c->crc = sl__crc32(0, NULL, 0);
       c->done = 0;
       continue;
     }
     if (n == 0)
       return 0;
-    size_t take = clamp_uint(n);
+    size_t take = n;
     if (have && e.len - c->done < take)
       take = (size_t)(e.len - c->done);
-    c->crc = (uint32_t)crc32(c->crc, p, (uInt)take);
+    c->crc = sl__crc32(c->crc, p, take);
     c->done += take;
     p += take;
     n -= take;
@@ -1297,82 +1133,39 @@ static void chk_destroy(void *ctx) {
   sl__free(c);
 }
 
-/* sl_gunzip_new's rules for its options. */
-static bool zopts_valid(const sl_zlib_opts *o) {
-  const sl_gzip_header *h = o->header;
-
-  if (o->name != NULL && o->name[0] == '\0')
-    return false;
-  if (o->level < SL_ZLIB_LEVEL_DEFAULT || o->level > SL_ZLIB_LEVEL_BEST)
-    return false;
-  if (o->strategy < SL_ZLIB_STRATEGY_DEFAULT ||
-      o->strategy > SL_ZLIB_STRATEGY_FIXED)
-    return false;
-  if (o->window_bits != 0 && (o->window_bits < 8 || o->window_bits > 15))
-    return false;
-  if (o->mem_level < 0 || o->mem_level > 9)
-    return false;
-  if (h != NULL && (h->extra_len > 65535 || (h->extra == NULL && h->extra_len)))
-    return false;
-  return true;
-}
-
 int sl_pgunzip_chain(sl_pipeline *p, sl_stage *src, sl_stage *next,
                      const sl_zlib_opts *opts) {
-  static const sl_stage_ops gun_ops = {.transform = gun_transform,
-                                       .flush = gun_flush,
-                                       .sync = gun_sync,
-                                       .destroy = gun_destroy};
   static const sl_stage_ops chk_ops = {
       .transform = chk_transform, .flush = chk_flush, .destroy = chk_destroy};
   sl_stage *inf = NULL, *chk = NULL;
   trailer_queue *q = NULL;
-  pgun *u = NULL;
   pgchk *c = NULL;
   char *chk_name = NULL;
   const char *name;
-  sl_zlib_opts o;
-  int rc = SL_ENOMEM, wbits;
+  int rc = SL_ENOMEM;
 
   if (p == NULL || src == NULL || next == NULL)
     return SL_EINVAL;
-  if (opts != NULL)
-    o = *opts;
-  else
-    sl_zlib_opts_init(&o);
-  if (!zopts_valid(&o))
-    return SL_EINVAL;
-  name = o.name != NULL ? o.name : "gunzip";
-  /* As sl_gunzip_new: a window of 2^8 is taken as 2^9. */
-  wbits = o.window_bits == 0 ? 15 : o.window_bits == 8 ? 9 : o.window_bits;
-
+  name = opts != NULL && opts->name != NULL ? opts->name : "gunzip";
   q = queue_new();
-  u = sl__calloc(1, sizeof *u);
+  if (q == NULL)
+    return SL_ENOMEM;
+  atomic_fetch_add(&q->refs, 1); /* the inflating stage's */
+  if ((rc = sl__gunzip_split_new(&inf, opts, queue_member_end, q,
+                                 queue_release)) != 0) {
+    queue_unref(q);
+    return rc;
+  }
+  rc = SL_ENOMEM;
   c = sl__calloc(1, sizeof *c);
   chk_name = sl__malloc(strlen(name) + sizeof "-check");
-  if (q == NULL || u == NULL || c == NULL || chk_name == NULL)
+  if (c == NULL || chk_name == NULL)
     goto fail;
   strcpy(chk_name, name);
   strcat(chk_name, "-check");
-  u->strm.zalloc = z_alloc;
-  u->strm.zfree = z_free;
-  int zr = inflateInit2(&u->strm, 16 + wbits);
-  if (zr != Z_OK) {
-    rc = zr == Z_MEM_ERROR ? SL_ENOMEM : SL_EIO;
-    goto fail;
-  }
-  u->strm_ready = true;
-  u->ignore_trailing = o.ignore_trailing != 0;
-  u->phase = GP_NEXT;
-  u->q = q;
-  atomic_fetch_add(&q->refs, 1);
   c->q = q; /* the creator's reference */
   q = NULL;
-  c->crc = (uint32_t)crc32(0L, Z_NULL, 0);
-
-  if ((rc = sl_stage_new(&inf, name, &gun_ops, u)) != 0)
-    goto fail;
-  u = NULL; /* inf owns it */
+  c->crc = sl__crc32(0, NULL, 0);
   if ((rc = sl_stage_new(&chk, chk_name, &chk_ops, c)) != 0)
     goto fail;
   c = NULL;
@@ -1383,7 +1176,6 @@ int sl_pgunzip_chain(sl_pipeline *p, sl_stage *src, sl_stage *next,
 fail:
   sl_stage_free(chk);
   sl_stage_free(inf);
-  gun_destroy(u);
   chk_destroy(c);
   queue_unref(q);
   sl__free(chk_name);
@@ -1391,12 +1183,5 @@ fail:
 }
 
 int sl_pgunzip_trailing(const sl_stage *stage, uint64_t *offset, int *garbage) {
-  if (stage == NULL || stage->ops.transform != gun_transform)
-    return SL_EINVAL;
-  const pgun *u = stage->ctx;
-  if (offset != NULL)
-    *offset = u->trailing ? u->trail_off : 0;
-  if (garbage != NULL)
-    *garbage = u->trailing && u->trail_garbage;
-  return u->trailing ? 1 : 0;
+  return sl__gunzip_trailing(stage, offset, garbage);
 }

@@ -22,4 +22,29 @@
 int sl__gzip_header_make(const sl_gzip_header *h, int level, int strategy,
                          unsigned char **out, size_t *len);
 
+/* A member's end, for a gunzip that leaves the CRC-32 to another stage:
+ * the CRC-32 stored in its trailer, the member's length in bytes and the
+ * trailer's input offset. Returns 0 or SL_ENOMEM. */
+typedef int (*sl__member_end_fn)(void *arg, uint32_t crc, uint64_t len,
+                                 uint64_t off);
+
+/* For sl_pgunzip_chain: a gunzip stage as sl_gunzip_new makes it with
+ * opts (the same checks, the same errors at the same offsets, on the
+ * engine opts choose), except that it computes no CRC-32. At the end of
+ * each member it checks ISIZE, calls end(arg, ...) and then pushes the
+ * member's last output, so that a member's output ends a chunk and the
+ * call comes before any byte of the next member leaves. A member with no
+ * output is checked here (its CRC-32 must be 0) and not reported. The
+ * stage owns arg from the call on, success or not, and releases it with
+ * arg_free. Returns as sl_gunzip_new. Any thread. */
+int sl__gunzip_split_new(sl_stage **out, const sl_zlib_opts *opts,
+                         sl__member_end_fn end, void *arg,
+                         void (*arg_free)(void *));
+
+/* What followed the stream, for a gunzip (or unzip) stage made with
+ * ignore_trailing: sl_pgunzip_trailing, for the stages of zlib.c. Returns
+ * as sl_pgunzip_trailing; SL_EINVAL for any other stage. */
+int sl__gunzip_trailing(const sl_stage *stage, uint64_t *offset,
+                        int *garbage);
+
 #endif

@@ -36,6 +36,8 @@
  * once published, so the pointers a getter hands out stay valid until the
  * stage is destroyed.
  */
+#include "engine-int.h"
+#include "gzip-int.h"
 #include "stage-int.h"
 #include "zlib-int.h"
 
@@ -75,16 +77,6 @@ enum dstate {
   DS_IGNORE        /* the stream ended; the rest of the input is ignored */
 };
 
-/* Fields of a gzip header, in the order they come. */
-enum hstep { HS_FIXED, HS_XLEN, HS_EXTRA, HS_NAME, HS_COMMENT, HS_HCRC };
-
-/* A growing zero-terminated byte string, at most SL_GZIP_FIELD_MAX bytes
- * with its terminator. */
-struct field {
-  char *p;
-  size_t len, cap;
-};
-
 typedef struct zctx {
   enum zkind kind;
   z_stream strm;
@@ -104,25 +96,30 @@ typedef struct zctx {
   uint64_t nmember; /* index of the gzip member being read */
   uint32_t check;   /* CRC-32 or Adler-32 of the member's output so far */
   uint32_t isize;   /* its length, modulo 2^32 */
+  uint64_t mlen;    /* its length */
+
+  /* sl__gunzip_split_new: no CRC-32 here; member ends go to end(). */
+  sl__member_end_fn end;
+  void *end_arg;
+  void (*end_free)(void *);
   unsigned char det[2];
   unsigned ndet;
 
-  /* The gzip header parser. */
-  enum hstep hstep;
-  unsigned char fixed[10];
-  unsigned nfixed;
-  unsigned flg;
-  unsigned xlen, xgot;
-  uLong hcrc;            /* CRC-32 of the header bytes before FHCRC */
+  /* The inflate engine (decompressors). */
+  sl__inflater *inf;
+
+  /* The gzip header reader; it keeps the first member's header, published
+   * when complete. */
+  sl__gzhdr gh;
+  /* Ignored bytes after the stream (ignore_trailing): where they began,
+   * and whether any was not zero (zero padding is accepted silently).
+   * Read by sl__gunzip_trailing once the stage's thread has ended. */
+  bool trailing, trail_garbage;
+  uint64_t trail_off;
   uint64_t member_off;   /* offset of the member's first byte */
-  unsigned char tail[8]; /* a trailer, XLEN, FHCRC or a zlib header */
+  unsigned char tail[8]; /* a trailer or a zlib header */
   unsigned ntail;
   uint64_t tail_off; /* offset of tail[0] */
-
-  /* The first member's header as it is read; published when complete. */
-  sl_gzip_header first;
-  struct field f_name, f_comment;
-  unsigned char *f_extra;
 
   /* Published under mu for the getters. */
   pthread_mutex_t mu;
@@ -153,11 +150,6 @@ static bool is_compressor(enum zkind k) {
 
 static uInt clamp_uint(size_t n) {
   return n > UINT_MAX ? UINT_MAX : (uInt)n;
-}
-
-static uint32_t le32(const unsigned char *p) {
-  return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
-         (uint32_t)p[3] << 24;
 }
 
 static uint32_t be32(const unsigned char *p) {
@@ -307,210 +299,68 @@ static int dz_feed(sl_stage *st, zctx *z, const unsigned char *p, size_t n);
 static void body_begin(zctx *z) {
   z->state = DS_BODY;
   z->isize = 0;
+  z->mlen = 0;
   z->check = z->kind == ZK_INFLATE ||
                      (z->kind == ZK_UNZIP && z->format == SL_ZLIB_FORMAT_ZLIB)
                  ? (uint32_t)adler32(0L, Z_NULL, 0)
-                 : (uint32_t)crc32(0L, Z_NULL, 0);
+                 : sl__crc32(0, NULL, 0);
 }
 
 static void member_begin(zctx *z) {
   z->state = DS_GZ_HEADER;
-  z->hstep = HS_FIXED;
-  z->nfixed = 0;
   z->ntail = 0;
-  z->hcrc = crc32(0L, Z_NULL, 0);
   z->member_off = z->in_off;
+  sl__gzhdr_begin(&z->gh, z->nmember == 0, z->in_off);
 }
 
 /* Bytes after the end of the stream, the first at off: an error, or from
- * now on ignored. */
-static int trailing(sl_stage *st, zctx *z, uint64_t off) {
+ * now on ignored (and recorded for sl__gunzip_trailing). */
+static int trailing(sl_stage *st, zctx *z, uint64_t off,
+                    const unsigned char *seen, size_t nseen) {
   if (z->ignore_trailing) {
     z->state = DS_IGNORE;
+    z->trailing = true;
+    z->trail_off = off;
+    /* seen: the bytes from off that the header reader took already. */
+    for (size_t i = 0; i < nseen; i++)
+      z->trail_garbage |= seen[i] != 0;
     return 0;
   }
   return data_error(st, "trailing garbage at input byte %llu",
                     (unsigned long long)off);
 }
 
-/* Add byte c to a kept name or comment. */
-static int field_add(struct field *f, unsigned char c, unsigned bit,
-                     unsigned *truncated) {
-  if (f->len + 1 >= SL_GZIP_FIELD_MAX) {
-    *truncated |= bit;
-    return 0;
-  }
-  if (f->len + 2 > f->cap) {
-    size_t cap = f->cap ? f->cap * 2 : 64;
-    if (cap > SL_GZIP_FIELD_MAX)
-      cap = SL_GZIP_FIELD_MAX;
-    char *grown = sl__realloc(f->p, cap);
-    if (grown == NULL)
-      return SL_ENOMEM;
-    f->p = grown;
-    f->cap = cap;
-  }
-  f->p[f->len++] = (char)c;
-  f->p[f->len] = '\0';
-  return 0;
-}
-
-/* An empty kept field, for a name or comment that is present. */
-static int field_start(struct field *f) {
-  if (f->p == NULL) {
-    f->p = sl__malloc(1);
-    if (f->p == NULL)
-      return SL_ENOMEM;
-    f->cap = 1;
-  }
-  f->p[0] = '\0';
-  f->len = 0;
-  return 0;
-}
-
-/* The field that follows `after` in this header, or HS_FIXED when the
- * header is complete. */
-static enum hstep next_step(unsigned flg, enum hstep after) {
-  if (after < HS_XLEN && (flg & SL_GZIP_FEXTRA))
-    return HS_XLEN;
-  if (after < HS_NAME && (flg & SL_GZIP_FNAME))
-    return HS_NAME;
-  if (after < HS_COMMENT && (flg & SL_GZIP_FCOMMENT))
-    return HS_COMMENT;
-  if (after < HS_HCRC && (flg & SL_GZIP_FHCRC))
-    return HS_HCRC;
-  return HS_FIXED;
-}
-
-/* Move past a field; at the end of the header start the body, and publish
- * the first member's header. */
-static int header_step(sl_stage *st, zctx *z, enum hstep after) {
-  bool keep = z->nmember == 0;
-
-  z->hstep = next_step(z->flg, after);
-  z->ntail = 0;
-  if (keep && z->hstep == HS_NAME && field_start(&z->f_name) != 0)
-    goto nomem;
-  if (keep && z->hstep == HS_COMMENT && field_start(&z->f_comment) != 0)
-    goto nomem;
-  if (z->hstep != HS_FIXED)
-    return 0;
-  if (keep) {
-    z->first.name = z->flg & SL_GZIP_FNAME ? z->f_name.p : NULL;
-    z->first.comment = z->flg & SL_GZIP_FCOMMENT ? z->f_comment.p : NULL;
-    z->first.extra = z->flg & SL_GZIP_FEXTRA ? z->f_extra : NULL;
-    z->first.extra_len = z->flg & SL_GZIP_FEXTRA ? z->xlen : 0;
-    pthread_mutex_lock(&z->mu);
-    z->have_header = true;
-    pthread_mutex_unlock(&z->mu);
-  }
-  body_begin(z);
-  return 0;
-nomem:
-  sl_stage_set_error(st, "out of memory for the gzip header");
-  return SL_ENOMEM;
-}
-
-/* Read a gzip header from p[0..n); *used gets the bytes taken. */
+/* Read a gzip header from p[0..n); *used gets the bytes taken. At its
+ * end the body starts, and the first member's header is published. */
 static int gz_header_feed(sl_stage *st, zctx *z, const unsigned char *p,
                           size_t n, size_t *used) {
-  bool keep = z->nmember == 0;
-  size_t i = 0;
-  int rc = 0;
+  char msg[SL_ERRMSG_MAX];
+  int rc = sl__gzhdr_feed(&z->gh, p, n, used, msg, sizeof msg);
 
-  while (i < n && z->state == DS_GZ_HEADER && rc == 0) {
-    unsigned char c = p[i++];
-    uint64_t off = z->in_off++;
-
-    if (z->hstep != HS_HCRC)
-      z->hcrc = crc32(z->hcrc, &c, 1);
-    switch (z->hstep) {
-    case HS_FIXED:
-      z->fixed[z->nfixed++] = c;
-      if ((z->nfixed == 1 && c != 0x1f) || (z->nfixed == 2 && c != 0x8b)) {
-        if (z->nmember > 0)
-          rc = trailing(st, z, z->member_off);
-        else
-          rc = data_error(st, "not in gzip format at input byte %llu",
-                          (unsigned long long)off);
-      } else if (z->nfixed == 3 && c != 8) {
-        rc = data_error(st, "unknown compression method %u at input byte %llu",
-                        c, (unsigned long long)off);
-      } else if (z->nfixed == 4 && (c & 0xe0) != 0) {
-        rc =
-            data_error(st, "reserved flag bits set (0x%02x) at input byte %llu",
-                       c & 0xe0u, (unsigned long long)off);
-      } else if (z->nfixed == 10) {
-        z->flg = z->fixed[3];
-        if (keep) {
-          z->first.flags = z->flg;
-          z->first.text = (z->flg & SL_GZIP_FTEXT) != 0;
-          z->first.mtime = le32(z->fixed + 4);
-          z->first.xfl = z->fixed[8];
-          z->first.os = z->fixed[9];
-          z->first.hcrc = (z->flg & SL_GZIP_FHCRC) != 0;
-        }
-        rc = header_step(st, z, HS_FIXED);
-      }
-      break;
-    case HS_XLEN:
-      z->tail[z->ntail++] = c;
-      if (z->ntail == 2) {
-        z->xlen = (unsigned)z->tail[0] | (unsigned)z->tail[1] << 8;
-        z->xgot = 0;
-        if (keep) {
-          z->f_extra = sl__malloc(z->xlen ? z->xlen : 1);
-          if (z->f_extra == NULL) {
-            sl_stage_set_error(st, "out of memory for the gzip header");
-            rc = SL_ENOMEM;
-            break;
-          }
-        }
-        if (z->xlen > 0)
-          z->hstep = HS_EXTRA;
-        else
-          rc = header_step(st, z, HS_EXTRA);
-      }
-      break;
-    case HS_EXTRA:
-      if (keep)
-        z->f_extra[z->xgot] = c;
-      if (++z->xgot == z->xlen)
-        rc = header_step(st, z, HS_EXTRA);
-      break;
-    case HS_NAME:
-    case HS_COMMENT:
-      if (c == 0) {
-        rc = header_step(st, z, z->hstep);
-      } else if (keep) {
-        bool name = z->hstep == HS_NAME;
-        rc = field_add(name ? &z->f_name : &z->f_comment, c,
-                       name ? SL_GZIP_FNAME : SL_GZIP_FCOMMENT,
-                       &z->first.truncated);
-        if (rc != 0)
-          sl_stage_set_error(st, "out of memory for the gzip header");
-      }
-      break;
-    case HS_HCRC:
-      if (z->ntail == 0)
-        z->tail_off = off;
-      z->tail[z->ntail++] = c;
-      if (z->ntail == 2) {
-        unsigned stored = (unsigned)z->tail[0] | (unsigned)z->tail[1] << 8;
-        unsigned computed = (unsigned)(z->hcrc & 0xffff);
-        if (stored != computed)
-          rc = data_error(st,
-                          "header crc16 mismatch at input byte %llu "
-                          "(stored 0x%04x, computed 0x%04x)",
-                          (unsigned long long)z->tail_off, stored, computed);
-        else
-          rc = header_step(st, z, HS_HCRC);
-      }
-      break;
+  z->in_off += *used;
+  switch (rc) {
+  case SL__GZH_MORE:
+    return 0;
+  case SL__GZH_DONE:
+    if (z->nmember == 0) {
+      pthread_mutex_lock(&z->mu);
+      z->have_header = true;
+      pthread_mutex_unlock(&z->mu);
     }
+    body_begin(z);
+    return 0;
+  case SL__GZH_NOMAGIC:
+    if (z->nmember > 0)
+      return trailing(st, z, z->member_off, z->gh.fixed, z->gh.nfixed);
+    return data_error(st, "not in gzip format at input byte %llu",
+                      (unsigned long long)(z->in_off - 1));
+  case SL_ENOMEM:
+    sl_stage_set_error(st, "%s", msg);
+    return SL_ENOMEM;
+  default:
+    sl_stage_set_error(st, "%s", msg);
+    return SL_EDATA;
   }
-  *used = i;
-  return rc;
 }
 
 /* Read a zlib header (two bytes). */
@@ -578,19 +428,29 @@ static int trailer_feed(sl_stage *st, zctx *z, const unsigned char *p, size_t n,
     z->state = DS_END;
     return 0;
   }
-  uint32_t crc = le32(z->tail), isize = le32(z->tail + 4);
-  if (crc != z->check)
-    return data_error(st,
-                      "crc32 mismatch at input byte %llu "
-                      "(stored 0x%08x, computed 0x%08x)",
-                      (unsigned long long)z->tail_off, (unsigned)crc,
-                      (unsigned)z->check);
-  if (isize != z->isize)
-    return data_error(st,
-                      "isize mismatch at input byte %llu "
-                      "(stored %u, computed %u)",
-                      (unsigned long long)z->tail_off + 4, (unsigned)isize,
-                      (unsigned)z->isize);
+  char msg[SL_ERRMSG_MAX];
+  if (z->end != NULL) {
+    /* The CRC-32 is checked downstream: ISIZE here, and an empty
+     * member's CRC, which has nothing to travel with. */
+    uint32_t crc = sl__le32(z->tail);
+    if (sl__gz_trailer_check(z->tail, crc, z->isize, z->tail_off, msg,
+                             sizeof msg) != 0 ||
+        (z->mlen == 0 &&
+         sl__gz_trailer_check(z->tail, 0, 0, z->tail_off, msg, sizeof msg)))
+      return data_error(st, "%s", msg);
+    if (z->mlen > 0) {
+      int rc = z->end(z->end_arg, crc, z->mlen, z->tail_off);
+      if (rc != 0) {
+        sl_stage_set_error(st, "out of memory for a member's trailer");
+        return rc;
+      }
+      if ((rc = out_emit(st, z)) != 0)
+        return rc;
+    }
+  } else if (sl__gz_trailer_check(z->tail, z->check, z->isize, z->tail_off, msg,
+                                  sizeof msg) != 0) {
+    return data_error(st, "%s", msg);
+  }
   pthread_mutex_lock(&z->mu);
   z->members++;
   pthread_mutex_unlock(&z->mu);
@@ -644,7 +504,7 @@ static void body_end(zctx *z) {
     z->state = DS_ZLIB_TRAILER;
   } else {
     z->state = DS_GZ_TRAILER;
-    inflateReset(&z->strm); /* for the next member; keeps the window */
+    sl__inflater_reset(z->inf); /* for the next member */
   }
   z->ntail = 0;
 }
@@ -653,7 +513,7 @@ static void body_end(zctx *z) {
  * pushing every output buffer that fills. */
 static int body_feed(sl_stage *st, zctx *z, const unsigned char *p, size_t n,
                      size_t *used) {
-  bool sum = z->kind != ZK_INFLATE_RAW &&
+  bool sum = z->kind != ZK_INFLATE_RAW && z->end == NULL &&
              !(z->kind == ZK_UNZIP && z->format == SL_ZLIB_FORMAT_RAW);
   bool adler = z->kind == ZK_INFLATE ||
                (z->kind == ZK_UNZIP && z->format == SL_ZLIB_FORMAT_ZLIB);
@@ -664,55 +524,41 @@ static int body_feed(sl_stage *st, zctx *z, const unsigned char *p, size_t n,
   for (;;) {
     if ((rc = out_room(st, z, 1)) != 0)
       return rc;
-    uInt in_now = clamp_uint(n - done);
     size_t len = sl_buf_len(z->out);
     unsigned char *o = sl_buf_data(z->out) + len;
-    uInt room = clamp_uint(sl_buf_cap(z->out) - len);
-    z->strm.next_in = p + done;
-    z->strm.avail_in = in_now;
-    z->strm.next_out = o;
-    z->strm.avail_out = room;
-    int zr = inflate(&z->strm, Z_NO_FLUSH);
-    size_t took = in_now - z->strm.avail_in;
-    uInt made = room - z->strm.avail_out;
-    if (zr == Z_STREAM_END) {
-      /* Whole bytes inflate read ahead are not part of the stream. */
-      size_t ahead = (size_t)(z->strm.data_type & 63) >> 3;
-      if (ahead <= took)
-        took -= ahead;
-    }
+    size_t took = n - done, made = sl_buf_cap(z->out) - len;
+    const char *msg = NULL;
+    int r = sl__inflate(z->inf, p + done, &took, o, &made, &msg);
+    if (r < 0)
+      return zlib_error(st, "inflate", r == SL_ENOMEM ? Z_MEM_ERROR : r);
     done += took;
     z->in_off += took;
     *used = done;
     if (made > 0) {
       if (sum)
-        z->check = adler ? (uint32_t)adler32(z->check, o, made)
-                         : (uint32_t)crc32(z->check, o, made);
+        z->check = adler ? (uint32_t)adler32_z(z->check, o, made)
+                         : sl__crc32(z->check, o, made);
       z->isize += (uint32_t)made;
+      z->mlen += made;
       sl_buf_set_len(z->out, len + made);
     }
-    switch (zr) {
-    case Z_STREAM_END:
+    if (r == SL__INF_END) {
+      /* Bytes the engine read past the end are read again, as what
+       * follows the stream (a trailer, the next member). */
+      unsigned char left[8];
+      size_t nleft = sl__inflater_leftover(z->inf, left);
+      z->in_off -= nleft;
       body_end(z);
-      return 0;
-    case Z_OK:
-      break;
-    case Z_BUF_ERROR: /* no progress: input used up, nothing pending */
-      return 0;
-    case Z_DATA_ERROR:
-      return data_error(st, "%s at input byte %llu",
-                        z->strm.msg ? z->strm.msg : "invalid deflate data",
-                        (unsigned long long)(z->in_off ? z->in_off - 1 : 0));
-    case Z_NEED_DICT: /* not in raw mode; kept for completeness */
-      return data_error(st, "preset dictionary required at input byte %llu",
-                        (unsigned long long)z->in_off);
-    default:
-      return zlib_error(st, "inflate", zr);
+      return nleft > 0 ? dz_feed(st, z, left, nleft) : 0;
     }
-    if (z->strm.avail_out == 0)
-      continue; /* more output may be pending */
-    if (done == n)
-      return 0;
+    if (r == SL__INF_DATA) {
+      uint64_t back = sl__inflater_behind(z->inf) + 1;
+      return data_error(
+          st, "%s at input byte %llu", msg,
+          (unsigned long long)(z->in_off >= back ? z->in_off - back : 0));
+    }
+    if (made == 0 && (done == n || took == 0))
+      return 0; /* input used up, nothing pending */
   }
 }
 
@@ -743,9 +589,11 @@ static int dz_feed(sl_stage *st, zctx *z, const unsigned char *p, size_t n) {
       member_begin(z);
       break;
     case DS_END:
-      rc = trailing(st, z, z->in_off);
+      rc = trailing(st, z, z->in_off, NULL, 0);
       break;
     case DS_IGNORE:
+      for (size_t i = 0; i < n && !z->trail_garbage; i++)
+        z->trail_garbage = p[i] != 0;
       used = n;
       z->in_off += n;
       break;
@@ -778,8 +626,8 @@ static int dz_flush(sl_stage *st, void *ctx) {
   case DS_IGNORE:
     break;
   case DS_GZ_HEADER:
-    if (z->nmember > 0 && z->nfixed < 2) { /* a lone byte after a member */
-      int rc = trailing(st, z, z->member_off);
+    if (z->nmember > 0 && z->gh.pos < 2) { /* a lone byte after a member */
+      int rc = trailing(st, z, z->member_off, z->gh.fixed, z->gh.nfixed);
       if (rc != 0)
         return rc;
       break;
@@ -803,19 +651,16 @@ static void z_destroy(void *ctx) {
 
   if (z == NULL)
     return;
-  if (z->strm_ready) {
-    if (is_compressor(z->kind))
-      deflateEnd(&z->strm);
-    else
-      inflateEnd(&z->strm);
-  }
+  if (z->strm_ready)
+    deflateEnd(&z->strm);
+  sl__inflater_free(z->inf);
   sl_buf_unref(z->out);
   sl__free(z->w_name);
   sl__free(z->w_comment);
   sl__free(z->w_extra);
-  sl__free(z->f_name.p);
-  sl__free(z->f_comment.p);
-  sl__free(z->f_extra);
+  sl__gzhdr_free(&z->gh);
+  if (z->end_free != NULL)
+    z->end_free(z->end_arg);
   pthread_mutex_destroy(&z->mu);
   sl__free(z);
 }
@@ -846,6 +691,8 @@ static bool opts_valid(const sl_zlib_opts *o) {
   if (o->mem_level < 0 || o->mem_level > 9)
     return false;
   if (h != NULL && (h->extra_len > 65535 || (h->extra == NULL && h->extra_len)))
+    return false;
+  if (sl_zlib_engine_name(o->engine) == NULL)
     return false;
   return true;
 }
@@ -1001,6 +848,10 @@ static int zstage_new(sl_stage **out, const sl_zlib_opts *opts,
   z->ignore_trailing = o.ignore_trailing != 0;
 
   if (is_compressor(kind)) {
+    if (o.engine != SL_ZLIB_ENGINE_AUTO && o.engine != SL_ZLIB_ENGINE_ZLIB) {
+      rc = SL_EINVAL; /* only zlib compresses a stream */
+      goto fail;
+    }
     int wbits = z->window_bits;
     if (kind == ZK_GZIP)
       wbits += 16;
@@ -1008,16 +859,22 @@ static int zstage_new(sl_stage **out, const sl_zlib_opts *opts,
       wbits = -wbits;
     zr = deflateInit2(&z->strm, o.level, Z_DEFLATED, wbits,
                       o.mem_level ? o.mem_level : 8, o.strategy);
+    if (zr != Z_OK) {
+      rc = zr == Z_MEM_ERROR      ? SL_ENOMEM
+           : zr == Z_STREAM_ERROR ? SL_EINVAL
+                                  : SL_EIO;
+      goto fail;
+    }
+    z->strm_ready = true;
   } else {
-    zr = inflateInit2(&z->strm, -z->window_bits);
+    int engine = sl__inflate_engine(o.engine, z->window_bits);
+    if (engine < 0) {
+      rc = engine;
+      goto fail;
+    }
+    if ((rc = sl__inflater_new(&z->inf, engine, z->window_bits)) != 0)
+      goto fail;
   }
-  if (zr != Z_OK) {
-    rc = zr == Z_MEM_ERROR      ? SL_ENOMEM
-         : zr == Z_STREAM_ERROR ? SL_EINVAL
-                                : SL_EIO;
-    goto fail;
-  }
-  z->strm_ready = true;
 
   switch (kind) {
   case ZK_GZIP:
@@ -1063,6 +920,22 @@ fail:
   z_destroy(z);
   *out = NULL;
   return rc;
+}
+
+int sl__gunzip_split_new(sl_stage **out, const sl_zlib_opts *opts,
+                         sl__member_end_fn end, void *arg,
+                         void (*arg_free)(void *)) {
+  int rc = zstage_new(out, opts, ZK_GUNZIP);
+
+  if (rc != 0) {
+    arg_free(arg);
+    return rc;
+  }
+  zctx *z = (*out)->ctx;
+  z->end = end;
+  z->end_arg = arg;
+  z->end_free = arg_free;
+  return 0;
 }
 
 int sl_gzip_new(sl_stage **out, const sl_zlib_opts *opts) {
@@ -1115,7 +988,7 @@ int sl_gzip_header_get(sl_stage *stage, sl_gzip_header *h) {
   else if (!z->have_header)
     rc = SL_AGAIN;
   else {
-    *h = z->first;
+    *h = z->gh.h;
     h->members = z->members;
   }
   pthread_mutex_unlock(&z->mu);
@@ -1135,4 +1008,18 @@ int sl_zlib_format_get(sl_stage *stage, int *format) {
     *format = z->format;
   pthread_mutex_unlock(&z->mu);
   return rc;
+}
+
+int sl__gunzip_trailing(const sl_stage *stage, uint64_t *offset,
+                        int *garbage) {
+  if (stage == NULL || stage->ops.transform != dz_transform)
+    return SL_EINVAL;
+  const zctx *z = stage->ctx;
+  if (z->kind != ZK_GUNZIP && z->kind != ZK_UNZIP)
+    return SL_EINVAL;
+  if (offset != NULL)
+    *offset = z->trailing ? z->trail_off : 0;
+  if (garbage != NULL)
+    *garbage = z->trailing && z->trail_garbage;
+  return z->trailing ? 1 : 0;
 }
