@@ -60,6 +60,9 @@ case $libdir/ in "$real"/*) ok "sluice.pc: libdir in the prefix" ;;
 case $incdir/ in "$real"/*) ok "sluice.pc: includedir in the prefix" ;;
 *) bad "sluice.pc: includedir $incdir is not under $real" ;; esac
 [ -f "$incdir/sluice.h" ] || bad "no sluice.h in $incdir"
+for pc in "$libdir"/pkgconfig/sluice*.pc; do
+  ! grep -n '@[A-Za-z_]*@' "$pc" || bad "$pc: a configure variable left unsubstituted"
+done
 [ "$fail" = 0 ] || exit 1
 ls "$libdir"/libsluice.so* > /dev/null 2>&1 || skip "no shared library (--disable-shared)"
 static=yes
