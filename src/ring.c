@@ -524,6 +524,14 @@ static int ring_read(sl_ring *r, sl_buf **out, size_t max, size_t *n,
   int rc;
   *n = 0;
   for (;;) {
+    /* head is read before the state: an abort sets err, then claims
+     * chunks from head. Had the read of head come after the look at err,
+     * it could find head already past the chunks an abort released, and
+     * the CAS below would take the ones after them: a stream with a hole
+     * in it. Read first (acquire, pairing with the abort's CAS), head
+     * either shows no claim, and the CAS fails if one comes, or shows
+     * one, and then the state shows the abort. */
+    uint64_t head = LOAD(&r->head, acquire);
     rc = reader_state(r);
     if (rc == SL_AGAIN && block)
       rc = reader_spin(r);
@@ -533,7 +541,6 @@ static int ring_read(sl_ring *r, sl_buf **out, size_t max, size_t *n,
     if (rc)
       return rc;
 
-    uint64_t head = LOAD(&r->head, relaxed);
     uint64_t avail = LOAD(&r->tail, acquire) - head;
     size_t got = avail < max ? (size_t)avail : max;
     for (size_t i = 0; i < got; i++)

@@ -1164,6 +1164,39 @@ START_TEST(test_abort_wakes_blocked_batch_reader) {
 }
 END_TEST
 
+/* An abort that comes between a reader's look at the ring and its claim
+ * of the chunks it saw. The reader's wait hook runs on the reader's
+ * thread after its wait found a chunk and before it claims it; the hook
+ * aborts there, which releases that chunk. The read must then end with
+ * the abort's code: had the reader read head only after its look, it
+ * would find the ring empty past the released chunk and return success
+ * with nothing, and where more was queued it would take the chunks after
+ * the released ones, a stream with a hole. */
+static void abort_in_hook(void *arg, uint64_t t0, uint64_t t1) {
+  (void)t0;
+  (void)t1;
+  sl_ring_abort(arg, SL_EPIPE);
+}
+
+START_TEST(test_abort_between_look_and_claim) {
+  sl_ring *r = ring_make(100, SL_LWM_DEFAULT, SL_RING_OBJECTS, 0);
+  test_counter dtor;
+  call rd;
+
+  test_counter_init(&dtor);
+  sl__ring_set_wait_hook(r, SL__READER, abort_in_hook, r);
+  call_start(&rd, r, NULL, call_read_batch_main);
+  ck_assert_int_eq(sl__ring_wait_blocked(r, SL__READER), 0);
+  write_ok(r, object(&dtor));
+  call_join(&rd);
+  ck_assert_int_eq(rd.rc, SL_EPIPE);
+  ck_assert_uint_eq(rd.n, 0);
+  ck_assert_int_eq(test_counter_get(&dtor), 1); /* released once, by abort */
+  sl_ring_free(r);
+  ck_assert_int_eq(test_counter_get(&dtor), 1);
+}
+END_TEST
+
 START_TEST(test_abort_releases_queued_chunks) {
   sl_ring *r = ring_make(100, SL_LWM_DEFAULT, SL_RING_OBJECTS, 0);
   test_counter dtor;
@@ -1623,6 +1656,7 @@ static Suite *ring_suite(void) {
   tcase_add_test(tc, test_abort_wakes_blocked_reader);
   tcase_add_test(tc, test_abort_wakes_blocked_batch_reader);
   tcase_add_test(tc, test_abort_releases_queued_chunks);
+  tcase_add_test(tc, test_abort_between_look_and_claim);
   tcase_add_test(tc, test_first_abort_wins);
   tcase_add_test(tc, test_abort_after_close_fails_stream);
   tcase_add_test(tc, test_abort_rejects_nonnegative_code);
