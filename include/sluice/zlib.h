@@ -95,10 +95,9 @@ typedef struct sl_gzip_header sl_gzip_header;
  * and zlib wrappers, which the stages read themselves. */
 enum sl_zlib_engine {
   /* The fastest engine built in that keeps the stage's promises: for
-   * streaming decompression zlib for now (ISA-L only when named: the
-   * fuzzer found it writing other bytes than zlib before an error on
-   * damaged input, once, and that is being looked into); for
-   * sl_pgzip_new, ISA-L at levels 1 to 3, else zlib. */
+   * streaming decompression ISA-L, with the default window (a smaller
+   * window needs zlib, which enforces it), else zlib; for sl_pgzip_new,
+   * ISA-L at levels 1 to 3, else zlib. */
   SL_ZLIB_ENGINE_AUTO = 0,
   SL_ZLIB_ENGINE_ZLIB = 1,
   /* ISA-L: streaming raw inflate (window 15 only); in sl_pgzip_new,

@@ -98,12 +98,9 @@ int sl__inflate_engine(int engine, int window_bits) {
     if (sl__engine_prefer != 0 &&
         sl__inflate_engine(sl__engine_prefer, window_bits) > 0)
       return sl__engine_prefer;
-    /* zlib: the fuzzer found ISA-L's inflate writing bytes that zlib
-     * does not before the error on a damaged stream, in one run of many
-     * and not again on the same input. Until that is understood, ISA-L
-     * inflates only when asked for by name. */
-    (void)window_bits;
-    return SL_ZLIB_ENGINE_ZLIB;
+    return sl__engine_built(SL_ZLIB_ENGINE_ISAL) && window_bits == 15
+               ? SL_ZLIB_ENGINE_ISAL
+               : SL_ZLIB_ENGINE_ZLIB;
   case SL_ZLIB_ENGINE_ZLIB:
     return engine;
   case SL_ZLIB_ENGINE_ISAL:
