@@ -14,6 +14,10 @@
  *   cancel         a cancel while a fetch waits on the server returns
  *   redelivery     a cancelled pipeline's unacknowledged messages go to
  *                  the next consumer of the durable, the acknowledged not
+ *   restart        the server killed (SIGKILL) and restarted on its port
+ *                  and storage while the pipeline runs: every message
+ *                  still arrives, none lost (a redelivered one may come
+ *                  twice: at least once)
  */
 #include "natsutil.h"
 #include "pipeutil.h"
@@ -439,6 +443,112 @@ START_TEST(test_redelivery_after_cancel) {
 }
 END_TEST
 
+/* A sink that counts distinct messages ("message %d") among the first
+ * n, pauses once after `pause_at` distinct ones until release_fd is
+ * readable (telling notify_fd first), and ends the stream (SL_DONE) once
+ * it has seen all n. */
+typedef struct {
+  int n, pause_at, distinct, dups;
+  char *seen;
+  int release_fd, notify_fd;
+} distinct;
+
+static int distinct_write(sl_stage *s, void *ctx, sl_buf *in) {
+  distinct *d = ctx;
+  int i = -1;
+  char text[32];
+  size_t len = sl_buf_len(in) < sizeof text - 1 ? sl_buf_len(in)
+                                                   : sizeof text - 1;
+  memcpy(text, sl_buf_data(in), len);
+  text[len] = '\0';
+  sl_buf_unref(in);
+  if (sscanf(text, "message %d", &i) != 1 || i < 0 || i >= d->n)
+    return SL_EINVAL;
+  if (d->seen[i]) {
+    d->dups++;
+    return 0;
+  }
+  d->seen[i] = 1;
+  if (++d->distinct == d->pause_at) {
+    if (write(d->notify_fd, "p", 1) != 1)
+      return SL_EIO;
+    struct pollfd pfd[2] = {{.fd = d->release_fd, .events = POLLIN},
+                            {.fd = sl_stage_cancel_fd(s), .events = POLLIN}};
+    while (poll(pfd, 2, -1) < 0)
+      ;
+    if (pfd[1].revents)
+      return SL_ECANCELED;
+  }
+  return d->distinct == d->n ? SL_DONE : 0;
+}
+
+START_TEST(test_server_restart) {
+  client c;
+  client_open(&c);
+  add_stream(&c, "RST", "rst.>", 0);
+  const int n = 2000;
+  publish_n(&c, "rst.data", n, 0);
+  client_close(&c);
+
+  int notify[2], release[2];
+  ck_assert_int_eq(pipe(notify), 0);
+  ck_assert_int_eq(pipe(release), 0);
+  distinct d = {.n = n,
+                .pause_at = n / 4,
+                .seen = calloc((size_t)n, 1),
+                .release_fd = release[0],
+                .notify_fd = notify[1]};
+  sl_nats_source_opts so = source_opts("RST", "rst");
+  so.max_batch = 50;
+  so.ack_wait_ms = 1000; /* what a lost ack costs: one redelivery delay */
+  so.conn.reconnect_wait_ms = 50;
+  sl_stage *src, *sink;
+  sl_stage_ops ops = {.write = distinct_write};
+  ck_assert_int_eq(sl_nats_source_new(&src, &so), 0);
+  ck_assert_int_eq(sl_stage_new(&sink, "distinct", &ops, &d), 0);
+  /* Small rings: the source stops pulling soon after the sink pauses,
+   * so most of the stream is still on the server when it dies. */
+  sl_pipeline_opts po = {.hwm = 16 << 10};
+  sl_pipeline *p;
+  ck_assert_int_eq(sl_pipeline_new(&p, &po), 0);
+  ck_assert_int_eq(sl_pipeline_chain(p, src, sink, NULL), 0);
+  ck_assert_int_eq(sl_pipeline_start(p), 0);
+
+  /* A quarter in, with the sink paused: the server dies with the rest of
+   * the stream, some of it fetched and unacknowledged, and comes back on
+   * its port and storage. */
+  char byte;
+  ck_assert_int_eq(read(notify[0], &byte, 1), 1);
+  client_open(&c);
+  jsConsumerInfo *ci = consumer_info(&c, "RST", "rst");
+  ck_assert_uint_gt(ci->NumPending, (uint64_t)n / 2); /* still to come */
+  jsConsumerInfo_Destroy(ci);
+  client_close(&c);
+  ck_assert_int_eq(nu_server_kill_foreign(&server), 0);
+  server.pid = 0;
+  ck_assert_int_eq(nu_server_run(&server), 0);
+  ck_assert_int_eq(write(release[1], "r", 1), 1);
+
+  int rc = sl_pipeline_wait(p);
+  ck_assert_msg(rc == 0, "%s", sl_pipeline_error(p));
+  sl_pipeline_free(p);
+  ck_assert_int_eq(d.distinct, n); /* nothing lost */
+  printf("check_nats: server restart: %d messages, %d delivered twice\n", n,
+         d.dups);
+
+  /* The stream survived the kill whole. */
+  client_open(&c);
+  ck_assert_uint_eq(stream_msgs(&c, "RST"), (uint64_t)n);
+  client_close(&c);
+  nu_server_kill(&server); /* ours now: reap it */
+  free(d.seen);
+  for (int i = 0; i < 2; i++) {
+    close(notify[i]);
+    close(release[i]);
+  }
+}
+END_TEST
+
 static Suite *nats_suite(void) {
   Suite *s = suite_create("nats");
   TCase *tc = tcase_create("jetstream");
@@ -449,6 +559,12 @@ static Suite *nats_suite(void) {
   tcase_add_test(tc, test_publish_refused);
   tcase_add_test(tc, test_cancel_while_fetching);
   tcase_add_test(tc, test_redelivery_after_cancel);
+  suite_add_tcase(s, tc);
+  /* A server of its own: the test kills it. */
+  tc = tcase_create("restart");
+  tcase_add_unchecked_fixture(tc, server_setup, server_teardown);
+  tcase_set_timeout(tc, 60);
+  tcase_add_test(tc, test_server_restart);
   suite_add_tcase(s, tc);
   return s;
 }

@@ -23,7 +23,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
 #include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <sys/socket.h>
 #include <sys/types.h>
 #include <sys/wait.h>
@@ -153,6 +155,24 @@ static inline void nu_server_kill(nu_server *sv) {
     waitpid(sv->pid, NULL, 0);
     sv->pid = 0;
   }
+}
+
+/* Kill the server from a process that is not its parent (a test, which
+ * Check runs in a child of the process that started it): the group is
+ * killed, then the call waits until the server has exited (its sockets
+ * closed, its port free) through a pidfd, since only the parent can reap
+ * it. sv->pid is kept for the parent to reap. Returns 0 or -1. */
+static inline int nu_server_kill_foreign(nu_server *sv) {
+  int fd = (int)syscall(SYS_pidfd_open, sv->pid, 0);
+  if (fd < 0)
+    return -1;
+  kill(-sv->pid, SIGKILL);
+  struct pollfd p = {.fd = fd, .events = POLLIN};
+  int rc;
+  while ((rc = poll(&p, 1, -1)) < 0)
+    ;
+  close(fd);
+  return rc == 1 ? 0 : -1;
 }
 
 static inline void nu_server_stop(nu_server *sv) {
