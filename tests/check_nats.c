@@ -18,9 +18,14 @@
  *                  and storage while the pipeline runs: every message
  *                  still arrives, none lost (a redelivered one may come
  *                  twice: at least once)
+ *   restart while  the same with publishes on the wire (the server
+ *   publishing     stopped first, so they are never read): the sink
+ *                  sends them again after the reconnect, and the stream
+ *                  stores each message once
  */
 #include "natsutil.h"
 #include "pipeutil.h"
+#include "sluice-int.h"
 #include "sluice.h"
 #include "sluice/nats.h"
 #include "testutil.h"
@@ -457,8 +462,8 @@ static int distinct_write(sl_stage *s, void *ctx, sl_buf *in) {
   distinct *d = ctx;
   int i = -1;
   char text[32];
-  size_t len = sl_buf_len(in) < sizeof text - 1 ? sl_buf_len(in)
-                                                   : sizeof text - 1;
+  size_t len =
+      sl_buf_len(in) < sizeof text - 1 ? sl_buf_len(in) : sizeof text - 1;
   memcpy(text, sl_buf_data(in), len);
   text[len] = '\0';
   sl_buf_unref(in);
@@ -549,6 +554,103 @@ START_TEST(test_server_restart) {
 }
 END_TEST
 
+/* A source of n messages ("message %d", msg_text) that, after pause_at
+ * of them, pushes a checkpoint, which tells notify_fd when it has passed
+ * the sink (every publish before it acknowledged), and pauses until
+ * release_fd is readable. */
+typedef struct {
+  int n, next, pause_at;
+  int release_fd, notify_fd;
+} gen;
+
+static void gen_passed(void *arg, int passed) {
+  gen *g = arg;
+  if (write(g->notify_fd, passed ? "p" : "d", 1) != 1)
+    abort();
+}
+
+static int gen_read(sl_stage *s, void *ctx) {
+  gen *g = ctx;
+  if (g->next == g->n)
+    return SL_EOF;
+  if (g->next == g->pause_at) {
+    sl_buf *mark;
+    int rc = sl_buf_new_checkpoint(sl_stage_pool(s), gen_passed, g, &mark);
+    if (rc || (rc = sl_stage_push(s, mark)) != 0)
+      return rc;
+    struct pollfd pfd[2] = {{.fd = g->release_fd, .events = POLLIN},
+                            {.fd = sl_stage_cancel_fd(s), .events = POLLIN}};
+    while (poll(pfd, 2, -1) < 0)
+      ;
+    if (pfd[1].revents)
+      return SL_ECANCELED;
+  }
+  char buf[4096];
+  size_t len = msg_text(buf, sizeof buf, g->next++);
+  sl_buf *b;
+  int rc = sl_buf_new_copy(sl_stage_pool(s), buf, len, &b);
+  return rc ? rc : sl_stage_push(s, b);
+}
+
+START_TEST(test_server_restart_publishing) {
+  client c;
+  client_open(&c);
+  add_stream(&c, "PUB", "pub.>", 0);
+  client_close(&c);
+  const int n = 3000;
+  int notify[2], release[2];
+  ck_assert_int_eq(pipe(notify), 0);
+  ck_assert_int_eq(pipe(release), 0);
+  gen g = {.n = n,
+           .pause_at = n / 3,
+           .release_fd = release[0],
+           .notify_fd = notify[1]};
+  sl_stage_ops ops = {.read = gen_read};
+  sl_stage *src, *sink;
+  ck_assert_int_eq(sl_stage_new(&src, "gen", &ops, &g), 0);
+  sl_nats_sink_opts ko = {.conn.url = server.url,
+                          .conn.reconnect_wait_ms = 50,
+                          .stream = "PUB",
+                          .subject = "pub.data",
+                          .id_prefix = "rs-",
+                          .max_pending = 64};
+  ck_assert_int_eq(sl_nats_sink_new(&sink, &ko), 0);
+  sl_pipeline_opts po = {.hwm = 16 << 10};
+  sl_pipeline *p;
+  ck_assert_int_eq(sl_pipeline_new(&p, &po), 0);
+  ck_assert_int_eq(sl_pipeline_chain(p, src, sink, NULL), 0);
+  ck_assert_int_eq(sl_pipeline_start(p), 0);
+
+  /* A third published and acknowledged, the source paused. The server
+   * is stopped (SIGSTOP) and the source released: the sink publishes
+   * into the stopped server's socket until max_pending publishes wait
+   * for acks, and then the ring into it fills. Those publishes are on
+   * the wire when the server is killed: their acks will never come. The
+   * server comes back on its port and storage. */
+  char byte;
+  ck_assert_int_eq(read(notify[0], &byte, 1), 1);
+  ck_assert_int_eq(byte, 'p');
+  ck_assert_int_eq(kill(-server.pid, SIGSTOP), 0);
+  ck_assert_int_eq(write(release[1], "r", 1), 1);
+  ck_assert_int_eq(sl__ring_wait_blocked(sl_stage_output(src), SL__WRITER), 0);
+  ck_assert_int_eq(nu_server_kill_foreign(&server), 0);
+  server.pid = 0;
+  ck_assert_int_eq(nu_server_run(&server), 0);
+  int rc = sl_pipeline_wait(p);
+  ck_assert_msg(rc == 0, "%s", sl_pipeline_error(p));
+  sl_pipeline_free(p);
+  client_open(&c);
+  uint64_t got = stream_msgs(&c, "PUB");
+  ck_assert_uint_eq(got, (uint64_t)n); /* each once: ids deduplicate */
+  client_close(&c);
+  nu_server_kill(&server);
+  for (int i = 0; i < 2; i++) {
+    close(notify[i]);
+    close(release[i]);
+  }
+}
+END_TEST
+
 static Suite *nats_suite(void) {
   Suite *s = suite_create("nats");
   TCase *tc = tcase_create("jetstream");
@@ -565,6 +667,11 @@ static Suite *nats_suite(void) {
   tcase_add_unchecked_fixture(tc, server_setup, server_teardown);
   tcase_set_timeout(tc, 60);
   tcase_add_test(tc, test_server_restart);
+  suite_add_tcase(s, tc);
+  tc = tcase_create("restart-publishing");
+  tcase_add_unchecked_fixture(tc, server_setup, server_teardown);
+  tcase_set_timeout(tc, 60);
+  tcase_add_test(tc, test_server_restart_publishing);
   suite_add_tcase(s, tc);
   return s;
 }

@@ -43,7 +43,12 @@
  * reported by the pipeline as "<stage>: ..." naming the URL, stream and
  * subject. The client reconnects after a lost connection by the policy in
  * sl_nats_conn_opts; publishes and fetches during the outage fail or time
- * out and are retried while the pipeline runs.
+ * out and are retried while the pipeline runs. A server that dies and
+ * comes back (its storage kept) loses nothing: the source's
+ * unacknowledged messages are delivered again, and the sink sends again,
+ * after a reconnect, every publish whose ack has not come (the connection
+ * took it); with message ids (id_prefix or msg_id) the stream stores each
+ * once, without them one may be stored twice.
  */
 #ifndef SLUICE_NATS_H
 #define SLUICE_NATS_H

@@ -93,8 +93,11 @@ static int map_status(natsStatus s) {
   }
 }
 
-/* Connect by c; on failure say why on stage and return the code. */
-static int conn_open(sl_stage *stage, const conn_cfg *c, natsConnection **nc) {
+/* Connect by c; on failure say why on stage and return the code.
+ * reconnected, when not NULL, is called (on the client's thread) after
+ * every reconnect. */
+static int conn_open(sl_stage *stage, const conn_cfg *c, natsConnection **nc,
+                     natsConnectionHandler reconnected, void *arg) {
   natsOptions *o = NULL;
   natsStatus s = natsOptions_Create(&o);
   if (s == NATS_OK)
@@ -105,6 +108,8 @@ static int conn_open(sl_stage *stage, const conn_cfg *c, natsConnection **nc) {
     s = natsOptions_SetMaxReconnect(o, c->max_reconnect);
   if (s == NATS_OK)
     s = natsOptions_SetReconnectWait(o, c->reconnect_wait_ms);
+  if (s == NATS_OK && reconnected)
+    s = natsOptions_SetReconnectedCB(o, reconnected, arg);
   if (s == NATS_OK && c->creds_file)
     s = natsOptions_SetUserCredentialsFromFiles(o, c->creds_file, NULL);
   if (s == NATS_OK && c->tls)
@@ -189,7 +194,7 @@ static int source_connect(sl_stage *stage, source *src) {
     return SL_ENOMEM;
   atomic_init(&l->refs, 1);
   src->l = l;
-  int rc = conn_open(stage, &src->cfg, &l->nc);
+  int rc = conn_open(stage, &src->cfg, &l->nc, NULL, NULL);
   if (rc)
     return rc;
   jsOptions jo;
@@ -428,7 +433,35 @@ typedef struct sink {
   pthread_mutex_t mu; /* guards err, errtext: the client's thread sets them */
   int err;
   char errtext[200];
+  atomic_uint reconnects; /* counted by the client's thread */
+  unsigned resent;        /* reconnects whose lost publishes were resent */
 } sink;
+
+static void sink_reconnected(natsConnection *nc, void *closure) {
+  (void)nc;
+  sink *k = closure;
+  atomic_fetch_add(&k->reconnects, 1);
+}
+
+/* After a reconnect, send again every publish still waiting for its ack:
+ * those that were on the wire when the connection was lost will never be
+ * acknowledged, and a wait for them would last for ever. Those whose ack
+ * is merely late are sent twice; with a message id (id_prefix, msg_id)
+ * the stream stores them once (within its duplicate window), without
+ * one a message may be stored twice. Called where a publish or the wait
+ * for acks timed out, on the stage's thread. */
+static void sink_resend(sink *k) {
+  unsigned now = atomic_load(&k->reconnects);
+  if (now == k->resent)
+    return;
+  k->resent = now;
+  natsMsgList lost;
+  if (js_PublishAsyncGetPendingList(&lost, k->js) != NATS_OK)
+    return; /* none pending */
+  for (int i = 0; i < lost.Count; i++)
+    js_PublishMsgAsync(k->js, &lost.Msgs[i], NULL); /* takes it on success */
+  natsMsgList_Destroy(&lost);                       /* those not taken */
+}
 
 static void sink_on_error(jsCtx *js, jsPubAckErr *pae, void *closure) {
   (void)js;
@@ -463,7 +496,7 @@ static int sink_check(sl_stage *stage, sink *k) {
 }
 
 static int sink_connect(sl_stage *stage, sink *k) {
-  int rc = conn_open(stage, &k->cfg, &k->nc);
+  int rc = conn_open(stage, &k->cfg, &k->nc, sink_reconnected, k);
   if (rc)
     return rc;
   jsOptions jo;
@@ -515,7 +548,7 @@ static int sink_write(sl_stage *stage, void *ctx, sl_buf *in) {
   while ((s = js_PublishAsync(k->js, k->subject, sl_buf_data(in),
                               (int)sl_buf_len(in), &po)) == NATS_TIMEOUT &&
          !sl_stage_cancelled(stage) && !sink_failed(k))
-    ;
+    sink_resend(k);
   sl_buf_unref(in);
   if ((rc = sink_check(stage, k)) != 0)
     return rc;
@@ -541,7 +574,7 @@ static int sink_complete(sl_stage *stage, void *ctx) {
   natsStatus s;
   while ((s = js_PublishAsyncComplete(k->js, &po)) == NATS_TIMEOUT &&
          !sl_stage_cancelled(stage))
-    ;
+    sink_resend(k);
   int rc = sink_check(stage, k);
   if (rc)
     return rc;
