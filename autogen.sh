@@ -151,6 +151,7 @@ want curl "tests/http.sh, make bench-http" have curl
 want strace "tests/sgzip.sh: the order of the output's metadata calls" have strace
 want libnats-dev "the NATS JetStream stages (--with-nats)" have_module libnats libnats-dev
 want nats-server "tests/check_nats, tests/nats-gzip.sh" have_nats_server
+want openssl "tests/check_nats: certificates for the TLS case" have openssl
 want "g++ libtbb-dev" "make bench-map: the peer, oneTBB's parallel_pipeline" have_module tbb libtbb-dev
 want libisal-dev "the ISA-L engine (--with-isal)" test -f /usr/include/isa-l/igzip_lib.h
 want libdeflate-dev "the libdeflate engine (--with-libdeflate)" have_module libdeflate libdeflate-dev

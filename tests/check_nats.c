@@ -18,6 +18,10 @@
  *                  and storage while the pipeline runs: every message
  *                  still arrives, none lost (a redelivered one may come
  *                  twice: at least once)
+ *   tls            a round trip with a server that speaks TLS only,
+ *                  trusting its CA; refused without the CA; a
+ *                  credentials file that is not there is refused naming
+ *                  the URL
  *   restart while  the same with publishes on the wire (the server
  *   publishing     stopped first, so they are never read): the sink
  *                  sends them again after the reconnect, and the stream
@@ -40,6 +44,10 @@ static int server_ok;
 
 static void server_setup(void) {
   server_ok = nu_server_start(&server) == 0;
+}
+
+static void server_setup_tls(void) {
+  server_ok = nu_server_start_as(&server, 1) == 0;
 }
 
 static void server_teardown(void) {
@@ -448,6 +456,71 @@ START_TEST(test_redelivery_after_cancel) {
 }
 END_TEST
 
+/* A source of the stream TLS over the test server, with conn. Returns the
+ * pipeline's outcome; k gets what came. */
+static int tls_pull(const sl_nats_conn_opts *conn, collect *k, int n) {
+  sl_nats_source_opts so = source_opts("TLS", "tls");
+  so.conn = *conn;
+  so.max_msgs = (uint64_t)n;
+  sl_stage *src;
+  ck_assert_int_eq(sl_nats_source_new(&src, &so), 0);
+  sl_pipeline *p;
+  ck_assert_int_eq(sl_pipeline_new(&p, NULL), 0);
+  ck_assert_int_eq(sl_pipeline_chain(p, src, collect_stage(k), NULL), 0);
+  ck_assert_int_eq(sl_pipeline_start(p), 0);
+  int rc = sl_pipeline_wait(p);
+  if (rc)
+    printf("check_nats: tls: refused as expected: %s\n", sl_pipeline_error(p));
+  ck_assert(rc == 0 || strstr(sl_pipeline_error(p), server.url) != NULL);
+  sl_pipeline_free(p);
+  return rc;
+}
+
+START_TEST(test_tls) {
+  client c;
+  client_open(&c); /* over TLS, trusting the test CA */
+  add_stream(&c, "TLS", "tls.>", 0);
+  const int n = 50;
+  publish_n(&c, "tls.data", n, 0);
+  client_close(&c);
+
+  char ca[300];
+  snprintf(ca, sizeof ca, "%s/ca.pem", server.dir);
+  sl_nats_conn_opts conn = {.url = server.url, .tls = 1, .ca_file = ca};
+  collect k = {.release_fd = -1};
+  ck_assert_int_eq(tls_pull(&conn, &k, n), 0);
+  collect_check(&k, 0, n, 0);
+  collect_free(&k);
+
+  /* The server's certificate is not trusted without its CA. */
+  conn.ca_file = NULL;
+  collect k2 = {.release_fd = -1};
+  ck_assert_int_eq(tls_pull(&conn, &k2, n), SL_EIO);
+  ck_assert_uint_eq(k2.n, 0);
+  collect_free(&k2);
+}
+END_TEST
+
+START_TEST(test_creds_missing) {
+  sl_nats_source_opts so = source_opts("NONE", "none");
+  so.conn.creds_file = "/nonexistent/sluice-test.creds";
+  sl_stage *src;
+  ck_assert_int_eq(sl_nats_source_new(&src, &so), 0);
+  collect k = {.release_fd = -1};
+  sl_pipeline *p;
+  ck_assert_int_eq(sl_pipeline_new(&p, NULL), 0);
+  ck_assert_int_eq(sl_pipeline_chain(p, src, collect_stage(&k), NULL), 0);
+  ck_assert_int_eq(sl_pipeline_start(p), 0);
+  int rc = sl_pipeline_wait(p);
+  ck_assert_int_ne(rc, 0);
+  ck_assert_msg(strstr(sl_pipeline_error(p), server.url) != NULL, "%s",
+                sl_pipeline_error(p));
+  printf("check_nats: creds: %s\n", sl_pipeline_error(p));
+  sl_pipeline_free(p);
+  collect_free(&k);
+}
+END_TEST
+
 /* A sink that counts distinct messages ("message %d") among the first
  * n, pauses once after `pause_at` distinct ones until release_fd is
  * readable (telling notify_fd first), and ends the stream (SL_DONE) once
@@ -661,7 +734,17 @@ static Suite *nats_suite(void) {
   tcase_add_test(tc, test_publish_refused);
   tcase_add_test(tc, test_cancel_while_fetching);
   tcase_add_test(tc, test_redelivery_after_cancel);
+  tcase_add_test(tc, test_creds_missing);
   suite_add_tcase(s, tc);
+  if (system("openssl version >/dev/null 2>&1") == 0) {
+    tc = tcase_create("tls");
+    tcase_add_unchecked_fixture(tc, server_setup_tls, server_teardown);
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, test_tls);
+    suite_add_tcase(s, tc);
+  } else {
+    printf("check_nats: openssl not found; the TLS case is left out\n");
+  }
   /* A server of its own: the test kills it. */
   tc = tcase_create("restart");
   tcase_add_unchecked_fixture(tc, server_setup, server_teardown);

@@ -36,6 +36,7 @@ typedef struct nu_server {
   int port;
   char dir[256];
   char url[64];
+  int tls; /* serve TLS only, with dir/server.pem and dir/server.key */
 } nu_server;
 
 static inline const char *nu_server_bin(void) {
@@ -72,13 +73,18 @@ static inline int nu_free_port(void) {
   return port;
 }
 
-/* Connect to url, retrying for about tries * 50 ms in the client. */
-static inline natsStatus nu_connect(const char *url, int tries,
-                                    natsConnection **nc) {
+/* Connect to url, retrying for about tries * 50 ms in the client; with
+ * ca_file, over TLS trusting it. */
+static inline natsStatus nu_connect_ca(const char *url, const char *ca_file,
+                                       int tries, natsConnection **nc) {
   natsOptions *o = NULL;
   natsStatus s = natsOptions_Create(&o);
   if (s == NATS_OK)
     s = natsOptions_SetURL(o, url);
+  if (s == NATS_OK && ca_file)
+    s = natsOptions_SetSecure(o, true);
+  if (s == NATS_OK && ca_file)
+    s = natsOptions_LoadCATrustedCertificates(o, ca_file);
   if (s == NATS_OK)
     s = natsOptions_SetRetryOnFailedConnect(o, true, NULL, NULL);
   if (s == NATS_OK)
@@ -89,6 +95,11 @@ static inline natsStatus nu_connect(const char *url, int tries,
     s = natsConnection_Connect(nc, o);
   natsOptions_Destroy(o);
   return s;
+}
+
+static inline natsStatus nu_connect(const char *url, int tries,
+                                    natsConnection **nc) {
+  return nu_connect_ca(url, NULL, tries, nc);
 }
 
 /* Start the server on a fresh port and directory (the port of a killed
@@ -117,8 +128,16 @@ static inline int nu_server_run(nu_server *sv) {
       dup2(null, 1);
       dup2(null, 2);
     }
-    execl(bin, bin, "-js", "-a", "127.0.0.1", "-p", port, "-sd", sd,
-          (char *)NULL);
+    if (sv->tls) {
+      char cert[300], key[300];
+      snprintf(cert, sizeof cert, "%s/server.pem", sv->dir);
+      snprintf(key, sizeof key, "%s/server.key", sv->dir);
+      execl(bin, bin, "-js", "-a", "127.0.0.1", "-p", port, "-sd", sd, "--tls",
+            "--tlscert", cert, "--tlskey", key, (char *)NULL);
+    } else {
+      execl(bin, bin, "-js", "-a", "127.0.0.1", "-p", port, "-sd", sd,
+            (char *)NULL);
+    }
     _exit(127);
   }
   setpgid(pid, pid);
@@ -132,20 +151,55 @@ static inline int nu_server_run(nu_server *sv) {
  * fork of a multithreaded process, so each test connects this way. */
 static inline natsStatus nu_server_connect(const nu_server *sv,
                                            natsConnection **nc) {
-  natsStatus s = nu_connect(sv->url, 200, nc);
+  char ca[300];
+  snprintf(ca, sizeof ca, "%s/ca.pem", sv->dir);
+  natsStatus s = nu_connect_ca(sv->url, sv->tls ? ca : NULL, 200, nc);
   if (s == NATS_NOT_YET_CONNECTED || s == NATS_OK)
     s = natsConnection_FlushTimeout(*nc, 10000);
   return s;
 }
 
-static inline int nu_server_start(nu_server *sv) {
+/* A fresh server: its directory, then the process (with tls, serving
+ * TLS only: nu_server_make_tls). Returns 0 or -1. */
+static inline int nu_server_make_tls(nu_server *sv);
+
+static inline int nu_server_start_as(nu_server *sv, int tls) {
   memset(sv, 0, sizeof *sv);
   const char *tmp = getenv("TMPDIR");
   snprintf(sv->dir, sizeof sv->dir, "%s/sluice-nats-XXXXXX",
            tmp && *tmp ? tmp : "/tmp");
-  if (!mkdtemp(sv->dir))
+  if (!mkdtemp(sv->dir) || (tls && nu_server_make_tls(sv) != 0))
     return -1;
   return nu_server_run(sv);
+}
+
+static inline int nu_server_start(nu_server *sv) {
+  return nu_server_start_as(sv, 0);
+}
+
+/* Make, in sv->dir, a certificate authority (ca.pem) and a server
+ * certificate for 127.0.0.1 signed by it (server.pem, server.key), with
+ * the openssl tool; then serve TLS only. Returns 0, or -1 when openssl
+ * failed (its messages on stderr). */
+static inline int nu_server_make_tls(nu_server *sv) {
+  char cmd[2048];
+  snprintf(cmd, sizeof cmd,
+           "cd '%s' && "
+           "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 "
+           "-nodes -keyout ca.key -out ca.pem -days 2 -subj /CN=sluice-test-ca "
+           ">/dev/null 2>&1 && "
+           "openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes "
+           "-keyout server.key -out server.csr -subj /CN=127.0.0.1 "
+           ">/dev/null 2>&1 && "
+           "printf 'subjectAltName=IP:127.0.0.1\\n' > san.ext && "
+           "openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key "
+           "-CAcreateserial -out server.pem -days 2 -extfile san.ext "
+           ">/dev/null 2>&1",
+           sv->dir);
+  if (system(cmd) != 0)
+    return -1;
+  sv->tls = 1;
+  return 0;
 }
 
 /* Kill the server (its whole group) and reap it; the storage stays. */
