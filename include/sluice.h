@@ -256,6 +256,22 @@ SL_EXTERN int sl_buf_new_copy(sl_pool *pool, const void *data, size_t len,
 SL_EXTERN int sl_buf_new_object(sl_pool *pool, void *obj, void (*dtor)(void *),
                                 sl_buf **out);
 
+/* A byte buffer over len bytes at data, which stay where they are: no
+ * copy. The buffer has len bytes in use and capacity len, reference count
+ * one, owned by the caller; when its last reference is released, dtor(arg)
+ * runs (dtor may be NULL) on the releasing thread, and from then on the
+ * bytes are the caller's again. Until then they must stay valid, and
+ * writable: a stage that holds the only reference may change them in place
+ * or shorten them (sl_buf_set_len), as with any byte buffer. From pool
+ * only a small header is taken (the bytes are not counted as the pool's);
+ * pool may be NULL. For a source whose input arrives in memory someone
+ * else allocated (a message a client library received): the chunk points
+ * at it, and the destructor frees it. On failure nothing is called and
+ * the bytes are still the caller's. Returns 0; SL_EINVAL (out NULL, or
+ * data NULL with len above 0); SL_ENOMEM. Any thread. */
+SL_EXTERN int sl_buf_new_wrap(sl_pool *pool, void *data, size_t len,
+                              void (*dtor)(void *), void *arg, sl_buf **out);
+
 /* Take one more reference; returns buf. Any thread. */
 SL_EXTERN sl_buf *sl_buf_ref(sl_buf *buf);
 

@@ -14,6 +14,13 @@
  * decrement publishes the buffer's contents to whoever frees it, the
  * acquire on the last decrement sees them.
  *
+ * A wrapped buffer (sl_buf_new_wrap) is a bare header, taken from the
+ * object list, whose data points at the caller's bytes: the way a source
+ * hands on memory it was given (a message a client library received)
+ * without copying it. Its release runs the caller's destructor and
+ * returns the header as bare as it came, so the pool's byte counts see
+ * only memory the pool owns.
+ *
  * Lifetime: sl_pool_new and sl_pool_ref give owner references (several
  * pipelines may share a pool) and sl_pool_free drops one; when the last
  * owner is gone the free lists are released, outstanding buffers keep the
@@ -289,7 +296,7 @@ static void pool_give(sl_pool *pool, sl_buf *b) {
 
 static void buf_init(sl_buf *b, bool object) {
   atomic_init(&b->refs, 1);
-  b->flags &= ~(unsigned)(BUF_OBJECT | BUF_FLUSH | BUF_CHECKPOINT);
+  b->flags &= ~(unsigned)(BUF_OBJECT | BUF_FLUSH | BUF_CHECKPOINT | BUF_WRAP);
   atomic_init(&b->dropped, 0);
   if (object)
     b->flags |= BUF_OBJECT;
@@ -355,6 +362,23 @@ int sl_buf_new_object(sl_pool *pool, void *obj, void (*dtor)(void *),
   return 0;
 }
 
+int sl_buf_new_wrap(sl_pool *pool, void *data, size_t len, void (*dtor)(void *),
+                    void *arg, sl_buf **out) {
+  if (!out || (!data && len)) {
+    if (out)
+      *out = NULL;
+    return SL_EINVAL;
+  }
+  /* A bare header, as an object buffer's, of byte kind. */
+  int rc = sl_buf_new_object(pool, arg, dtor, out);
+  if (rc == 0) {
+    (*out)->flags = ((*out)->flags & ~(unsigned)BUF_OBJECT) | BUF_WRAP;
+    (*out)->data = data;
+    (*out)->len = (*out)->cap = len;
+  }
+  return rc;
+}
+
 sl_buf *sl_buf_ref(sl_buf *buf) {
   if (buf)
     atomic_fetch_add_explicit(&buf->refs, 1, memory_order_relaxed);
@@ -372,8 +396,12 @@ static void buf_release(sl_buf *buf, bool passed) {
   if (buf->flags & BUF_CHECKPOINT) {
     buf->passed(buf->obj,
                 !atomic_load_explicit(&buf->dropped, memory_order_relaxed));
-  } else if ((buf->flags & BUF_OBJECT) && buf->dtor) {
+  } else if ((buf->flags & (BUF_OBJECT | BUF_WRAP)) && buf->dtor) {
     buf->dtor(buf->obj);
+  }
+  if (buf->flags & BUF_WRAP) { /* back to a bare header */
+    buf->data = NULL;
+    buf->cap = 0;
   }
   if (buf->pool)
     pool_give(buf->pool, buf);

@@ -22,6 +22,7 @@ enum {
   BUF_CACHEABLE = 2u,
   BUF_FLUSH = 4u,
   BUF_CHECKPOINT = 8u, /* a flush marker with a callback: obj, dtor */
+  BUF_WRAP = 16u,      /* bytes of the caller's (data): dtor(obj) frees */
   BUF_CLASS_SHIFT = 8
 };
 
@@ -33,7 +34,7 @@ struct sl_buf {
   unsigned char *data;
   void *obj;
   union {
-    void (*dtor)(void *);    /* object: releases obj */
+    void (*dtor)(void *);    /* object, wrap: releases obj */
     sl_checkpoint_cb passed; /* checkpoint: told whether it passed */
   };
   sl_buf *next;        /* free-list link while cached */

@@ -264,6 +264,66 @@ START_TEST(test_object_dtor_null) {
 }
 END_TEST
 
+/* A wrapped buffer is the caller's bytes, not a copy: the same address,
+ * writable in place; its destructor runs once, on the last release, and
+ * the header goes back to the pool bare (no bytes counted, and an object
+ * or byte buffer made from it afterwards sees none of the wrap). */
+START_TEST(test_wrap_no_copy) {
+  sl_pool *p = pool_make(64, 0);
+  test_counter c;
+  unsigned char bytes[100];
+  sl_buf *b, *o;
+
+  memset(bytes, 'x', sizeof bytes);
+  test_counter_init(&c);
+  ck_assert_int_eq(
+      sl_buf_new_wrap(p, bytes, sizeof bytes, test_counter_dtor, &c, &b), 0);
+  ck_assert_ptr_eq(sl_buf_data(b), bytes);
+  ck_assert_uint_eq(sl_buf_len(b), sizeof bytes);
+  ck_assert_uint_eq(sl_buf_cap(b), sizeof bytes);
+  ck_assert_int_eq(sl_buf_is_object(b), 0);
+  ck_assert_ptr_null(sl_buf_object(b));
+  ck_assert_int_eq(sl_buf_is_flush(b), 0);
+  ck_assert_uint_eq(pool_stats(p).bytes_outstanding, 0);
+  sl_buf_data(b)[0] = 'y';
+  ck_assert_int_eq(bytes[0], 'y');
+  ck_assert_int_eq(sl_buf_set_len(b, 10), 0);
+  ck_assert_int_eq(sl_buf_set_len(b, sizeof bytes + 1), SL_EINVAL);
+  sl_buf_ref(b);
+  sl_buf_unref(b);
+  ck_assert_int_eq(test_counter_get(&c), 0);
+  sl_buf_unref(b);
+  ck_assert_int_eq(test_counter_get(&c), 1);
+  ck_assert_uint_eq(pool_stats(p).outstanding, 0);
+  ck_assert_uint_eq(pool_stats(p).bytes_outstanding, 0);
+
+  /* The recycled header: an object buffer with no bytes, then a flush. */
+  ck_assert_int_eq(sl_buf_new_object(p, &c, NULL, &o), 0);
+  ck_assert_ptr_null(sl_buf_data(o));
+  ck_assert_uint_eq(sl_buf_cap(o), 0);
+  ck_assert_uint_eq(sl_buf_len(o), 0);
+  sl_buf_unref(o);
+  ck_assert_int_eq(sl_buf_new_flush(p, &o), 0);
+  ck_assert_ptr_null(sl_buf_data(o));
+  ck_assert_uint_eq(sl_buf_len(o), 0);
+  sl_buf_unref(o);
+  ck_assert_int_eq(test_counter_get(&c), 1);
+
+  /* Without a pool, without a destructor, and empty. */
+  ck_assert_int_eq(sl_buf_new_wrap(NULL, bytes, 3, NULL, NULL, &b), 0);
+  ck_assert_ptr_eq(sl_buf_data(b), bytes);
+  sl_buf_unref(b);
+  ck_assert_int_eq(sl_buf_new_wrap(NULL, NULL, 0, NULL, NULL, &b), 0);
+  ck_assert_uint_eq(sl_buf_len(b), 0);
+  sl_buf_unref(b);
+  ck_assert_int_eq(sl_buf_new_wrap(NULL, NULL, 1, NULL, NULL, &b), SL_EINVAL);
+  ck_assert_ptr_null(b);
+  ck_assert_int_eq(sl_buf_new_wrap(NULL, bytes, 1, NULL, NULL, NULL),
+                   SL_EINVAL);
+  sl_pool_free(p);
+}
+END_TEST
+
 /* Object buffers from a pool are counted (no bytes) and their headers
  * recycled: the destructor still runs once per buffer. */
 START_TEST(test_object_from_pool) {
@@ -1150,6 +1210,7 @@ static Suite *buf_suite(void) {
   tcase_add_test(tc, test_object_dtor_runs_once_on_last_unref);
   tcase_add_test(tc, test_object_dtor_null);
   tcase_add_test(tc, test_object_from_pool);
+  tcase_add_test(tc, test_wrap_no_copy);
   tcase_add_test(tc, test_ref_keeps_bytes_alive);
   tcase_add_test(tc, test_recycled_header_is_clean);
 

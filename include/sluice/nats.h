@@ -32,11 +32,13 @@
  * twice; a NATS sink given message ids (the same input giving the same id)
  * has the server drop the duplicates within the stream's duplicate window.
  *
- * Copies. The client owns each message's payload; a sl_buf can only wrap
- * foreign memory as an object, which byte stages do not take. The source
- * therefore copies each payload once into a pooled byte buffer and keeps
- * the natsMsg (for its ack) until the batch's checkpoint is settled. The
- * sink's publish is copied by the client into its outgoing buffer.
+ * Copies. The source copies nothing: each chunk is a byte buffer over
+ * its message's payload (sl_buf_new_wrap), and the batch's messages are
+ * freed when its checkpoint has been settled and its last chunk released,
+ * in either order (the ack needs the message, a stage may keep a chunk
+ * longer). A pipeline therefore holds the fetched messages themselves,
+ * bounded as any chunks are by the rings' marks. The sink's publish is
+ * copied by the client into its outgoing buffer.
  *
  * Connections. Each stage opens its own connection on its thread, at its
  * first op, so errors (an unreachable server, a missing stream) are

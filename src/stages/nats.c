@@ -154,10 +154,25 @@ static void link_unref(link *l) {
   free(l);
 }
 
+/* A fetched batch: its messages, and the references that keep them. The
+ * chunks point into the messages' payloads (sl_buf_new_wrap, no copy), so
+ * the messages live until the last chunk is released and the batch has
+ * been settled (acknowledged, or left to be redelivered), in either
+ * order: a stage may keep a chunk past the checkpoint that settles it. */
 typedef struct batch {
   link *l;
   natsMsgList list;
+  atomic_int refs; /* the checkpoint's, and one per chunk */
 } batch;
+
+static void batch_unref(void *arg) {
+  batch *b = arg;
+  if (atomic_fetch_sub(&b->refs, 1) != 1)
+    return;
+  natsMsgList_Destroy(&b->list);
+  link_unref(b->l);
+  free(b);
+}
 
 static void batch_settle(void *arg, int passed) {
   batch *b = arg;
@@ -169,9 +184,7 @@ static void batch_settle(void *arg, int passed) {
   } else {
     atomic_fetch_add(&b->l->dropped, 1);
   }
-  natsMsgList_Destroy(&b->list);
-  link_unref(b->l);
-  free(b);
+  batch_unref(b);
 }
 
 #define SOURCE_MAGIC 0x4e415453u /* "NATS" */
@@ -331,6 +344,7 @@ static int source_read(sl_stage *stage, void *ctx) {
   src->taken += (uint64_t)b->list.Count;
   atomic_fetch_add(&src->l->refs, 1);
   b->l = src->l;
+  atomic_init(&b->refs, 1);
   /* The checkpoint first, so that every failure below settles the batch
    * (unacknowledged) through it. */
   sl_buf *mark;
@@ -346,10 +360,17 @@ static int source_read(sl_stage *stage, void *ctx) {
     int64_t size = 2 * (int64_t)natsMsg_GetDataLength(m) + 1024;
     if (size > src->floor)
       src->floor = size;
+    /* The chunk is the message's payload: the message was received for
+     * this batch alone, and the client reads nothing of it but the reply
+     * subject, to acknowledge it. */
     sl_buf *chunk;
-    rc = sl_buf_new_copy(sl_stage_pool(stage), natsMsg_GetData(m),
-                         (size_t)natsMsg_GetDataLength(m), &chunk);
-    if (rc == 0)
+    atomic_fetch_add(&b->refs, 1);
+    rc = sl_buf_new_wrap(sl_stage_pool(stage), (void *)natsMsg_GetData(m),
+                         (size_t)natsMsg_GetDataLength(m), batch_unref, b,
+                         &chunk);
+    if (rc)
+      atomic_fetch_sub(&b->refs, 1); /* never the last: the mark holds one */
+    else
       rc = sl_stage_push(stage, chunk);
     if (rc) {
       sl_buf_unref(mark); /* dropped: nothing acknowledged */
