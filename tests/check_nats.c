@@ -145,6 +145,8 @@ typedef struct {
   atomic_long seen;
   int release_fd; /* >= 0: the first write waits until it is readable */
   int notify_fd;  /* > 0: written to when it blocks after block_after */
+  int keep;       /* hold every chunk (kept) until collect_free */
+  sl_buf **kept;
 } collect;
 
 static int collect_write(sl_stage *s, void *ctx, sl_buf *in) {
@@ -159,10 +161,15 @@ static int collect_write(sl_stage *s, void *ctx, sl_buf *in) {
   if (k->n == k->cap) {
     k->cap = k->cap ? 2 * k->cap : 256;
     k->lens = realloc(k->lens, k->cap * sizeof *k->lens);
+    if (k->keep)
+      k->kept = realloc(k->kept, k->cap * sizeof *k->kept);
   }
+  if (k->keep)
+    k->kept[k->n] = in;
   k->lens[k->n++] = sl_buf_len(in);
   pu_bytes_add(&k->all, sl_buf_data(in), sl_buf_len(in));
-  sl_buf_unref(in);
+  if (!k->keep)
+    sl_buf_unref(in);
   long seen = atomic_fetch_add(&k->seen, 1) + 1;
   if (k->block_after > 0 && seen >= k->block_after) {
     if (k->notify_fd > 0 && write(k->notify_fd, "b", 1) != 1)
@@ -183,6 +190,9 @@ static sl_stage *collect_stage(collect *k) {
 }
 
 static void collect_free(collect *k) {
+  for (size_t i = 0; k->keep && i < k->n; i++)
+    sl_buf_unref(k->kept[i]);
+  free(k->kept);
   pu_bytes_free(&k->all);
   free(k->lens);
 }
@@ -521,6 +531,46 @@ START_TEST(test_creds_missing) {
 }
 END_TEST
 
+/* The source's chunks are the messages' payloads, not copies: a sink
+ * that keeps every chunk past its batch's acknowledgement (and past the
+ * pipeline) still reads each message's bytes, and the messages go when
+ * the last chunk does (ASan and valgrind see a use after free or a leak
+ * otherwise). */
+START_TEST(test_chunks_outlive_ack) {
+  client c;
+  client_open(&c);
+  add_stream(&c, "KEEP", "keep.>", 0);
+  const int n = 300;
+  publish_n(&c, "keep.data", n, 0);
+
+  sl_nats_source_opts so = source_opts("KEEP", "keep");
+  so.max_msgs = n;
+  so.max_batch = 32;
+  collect k = {.release_fd = -1, .keep = 1};
+  sl_stage *src;
+  ck_assert_int_eq(sl_nats_source_new(&src, &so), 0);
+  sl_pipeline *p;
+  ck_assert_int_eq(sl_pipeline_new(&p, NULL), 0);
+  ck_assert_int_eq(sl_pipeline_chain(p, src, collect_stage(&k), NULL), 0);
+  ck_assert_int_eq(sl_pipeline_start(p), 0);
+  ck_assert_msg(sl_pipeline_wait(p) == 0, "%s", sl_pipeline_error(p));
+  uint64_t acked;
+  ck_assert_int_eq(sl_nats_source_counts(src, NULL, &acked, NULL), 0);
+  ck_assert_uint_eq(acked, (uint64_t)n); /* every batch settled */
+  sl_pipeline_free(p);
+  client_close(&c);
+
+  char text[4096];
+  for (int i = 0; i < n; i++) {
+    size_t len = msg_text(text, sizeof text, i);
+    ck_assert_uint_eq(sl_buf_len(k.kept[i]), len);
+    ck_assert_int_eq(memcmp(sl_buf_data(k.kept[i]), text, len), 0);
+  }
+  collect_check(&k, 0, n, 0);
+  collect_free(&k);
+}
+END_TEST
+
 /* A sink that counts distinct messages ("message %d") among the first
  * n, pauses once after `pause_at` distinct ones until release_fd is
  * readable (telling notify_fd first), and ends the stream (SL_DONE) once
@@ -735,6 +785,7 @@ static Suite *nats_suite(void) {
   tcase_add_test(tc, test_cancel_while_fetching);
   tcase_add_test(tc, test_redelivery_after_cancel);
   tcase_add_test(tc, test_creds_missing);
+  tcase_add_test(tc, test_chunks_outlive_ack);
   suite_add_tcase(s, tc);
   if (system("openssl version >/dev/null 2>&1") == 0) {
     tc = tcase_create("tls");
