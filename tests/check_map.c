@@ -514,6 +514,8 @@ static uint64_t mix(uint64_t x) {
   return x;
 }
 
+static void em_wait_gate(emitter *e);
+
 static int em_run(void *owner, void *wctx, sl_buf *in, void *arg,
                   sl_buf **out) {
   emitter *e = owner;
@@ -523,7 +525,14 @@ static int em_run(void *owner, void *wctx, sl_buf *in, void *arg,
   *out = NULL;
   /* A random amount of work, so that jobs finish in every order. */
   pu_spin(e->spin ? mix((uint64_t)seq) % e->spin : 0);
-  return seq == e->fail_at ? SL_EDATA : 0;
+  if (seq != e->fail_at)
+    return 0;
+  /* With the gate, fail only once job 0 is inside its emit: a failure
+   * filed before job 0 finished would stop its emit from ever starting,
+   * and the test means the failure to come while it runs. */
+  if (e->gate_first)
+    em_wait_gate(e);
+  return SL_EDATA;
 }
 
 /* The checks of every emit: nobody else inside, the seq the next one. */
