@@ -890,10 +890,10 @@ static int run_job(struct job *j) {
       rc = sl_pipeline_chain(p, src, gate, NULL);
       if (rc == 0) {
         chained = 1; /* src and gate are the pipeline's now */
-        rc = sl_pgunzip_chain(p, gate, sink, &zo);
+        rc = sl_pgunzip_chain_workers(p, gate, sink, &zo, opt.workers);
       }
     } else {
-      rc = sl_pgunzip_chain(p, src, sink, &zo);
+      rc = sl_pgunzip_chain_workers(p, src, sink, &zo, opt.workers);
     }
   } else {
     rc = sl_pipeline_chain(p, src, mid, sink, NULL);
