@@ -45,6 +45,8 @@ def main():
     if a.bgzf and a.b > 60000:
         a.b = 60000
     sizes = [int(x) for x in a.sizes.split(',') if x != ''] or [a.b]
+    if max(sizes) <= 0:
+        ap.error('a block size must be positive')
     plain = {int(x) for x in a.plain.split(',') if x != ''}
     data = sys.stdin.buffer.read()
     out = sys.stdout.buffer
