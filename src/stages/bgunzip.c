@@ -75,6 +75,14 @@
 #define WINDOW_JOBS 256u
 #define WINDOW_BYTES ((size_t)4 << 20)
 #define SCRATCH ((size_t)32 << 10)
+/* The members and their outputs come from a pool of the stage's own, in
+ * power-of-two classes up to this size (the pipeline's pool keeps only
+ * chunks of its buffer size): a member's buffers are used again by a
+ * later member instead of being mapped afresh from the allocator, whose
+ * large allocations cost a page fault per page. At most POOL_KEEP are
+ * kept per class, and never more than were in use at once. */
+#define POOL_BUF ((size_t)1 << 20)
+#define POOL_KEEP 64
 
 enum bmode {
   BM_HEADER, /* a member's header */
@@ -102,6 +110,7 @@ typedef struct bgz {
   sl_stage *stage;
   sl_stage *inner; /* the streaming gunzip; never in a pipeline */
   sl__map *m;
+  sl_pool *pool; /* members and outputs; any thread */
   sl__member_pass_fn pass;
   void *pass_arg; /* the inner stage owns it */
   int engine;     /* the inflate engine of the workers' checked path */
@@ -253,7 +262,7 @@ static int bg_run(void *owner, void *wctx, sl_buf *in, void *arg,
   int rc;
 
   *out = NULL;
-  if (cap > 0 && (rc = sl_stage_buf(g->stage, cap, &o)) != 0) {
+  if (cap > 0 && (rc = sl_buf_new(g->pool, cap, &o)) != 0) {
     sl_buf_unref(in);
     sl_stage_set_error(g->stage, "inflate: out of memory");
     return rc;
@@ -424,7 +433,7 @@ static int header_done(sl_stage *st, bgz *g) {
                        (unsigned long long)g->member_off);
     return SL_EDATA;
   }
-  if ((rc = sl_stage_buf(st, (size_t)clen, &g->member)) != 0) {
+  if ((rc = sl_buf_new(g->pool, (size_t)clen, &g->member)) != 0) {
     sl_stage_set_error(st, "out of memory for a member");
     return rc;
   }
@@ -591,6 +600,7 @@ static void bg_destroy(void *ctx) {
   sl__free(g->hdr);
   sl__free(g->jobs);
   sl_stage_free(g->inner);
+  sl_pool_free(g->pool);
   sl__free(g);
 }
 
@@ -640,6 +650,8 @@ int sl__bgunzip_new(sl_stage **out, const sl_zlib_opts *opts, unsigned workers,
   }
   for (unsigned i = 0; i <= WINDOW_JOBS; i++)
     job_put(g, &g->jobs[i]);
+  if ((rc = sl_pool_new(&g->pool, POOL_BUF, POOL_KEEP)) != 0)
+    goto fail;
   member_next(g);
 
   rc = sl_stage_new(&s, opts && opts->name ? opts->name : "gunzip", &bg_ops, g);
