@@ -7,6 +7,8 @@
  *
  *   compress     read -> pgzip (N workers) -> write (atomic file sink)
  *   decompress   read -> gunzip -> gunzip-check (CRC-32) -> write
+ *                (gunzip inflates members that carry their length, BGZF's
+ *                and the block format's, on N workers)
  *   to stdout    read -> gate -> gunzip -> gunzip-check -> write
  *   test (-t)    read -> gunzip -> gunzip-check -> a sink that discards
  *
@@ -1568,7 +1570,8 @@ static void help(void) {
          "                       the input's name and time\n"
          "  -N, --name           store (the default) or restore the name and "
          "time\n"
-         "  -p, --processes=N    compress with N threads (default: the online\n"
+         "  -p, --processes=N    compress, and decompress BGZF and block\n"
+         "                       files, with N threads (default: the online\n"
          "                       processors, at most %u, or $SGZIP_THREADS)\n"
          "  -q, --quiet          suppress warnings, the progress bar and "
          "--stats\n"

@@ -257,7 +257,12 @@ SL_EXTERN int sl_pgzip_result(const sl_stage *stage, uint32_t *crc,
  * a member's CRC-32 and one later, the later one may be the one
  * reported. The gzip header is checked (magic, method, reserved flags,
  * header CRC16 when present) but not kept: read it with sl_gunzip_new and
- * sl_gzip_header_get when it matters. */
+ * sl_gzip_header_get when it matters.
+ *
+ * Members that carry their length (BGZF, the block format: see the top of
+ * this file) are inflated on sl_cpu_count() worker threads, with the
+ * errors listed at sl_pgunzip_chain_workers, which this is with workers
+ * 0; other streams are read exactly as described above. */
 SL_EXTERN int sl_pgunzip_chain(sl_pipeline *p, sl_stage *src, sl_stage *next,
                                const sl_zlib_opts *opts);
 
