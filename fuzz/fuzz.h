@@ -46,7 +46,7 @@
 #define FZ_OUT_MAX ((size_t)1 << 18)
 
 /* Formats the oracle decodes (the targets' stream rules). */
-enum fz_format { FZ_GZIP, FZ_ZLIB, FZ_RAW, FZ_AUTO };
+enum fz_format { FZ_GZIP, FZ_ZLIB, FZ_RAW, FZ_AUTO, FZ_GZIP_BLOCKS };
 
 /* How one input is run, from its hash. */
 struct fz_params {
@@ -62,7 +62,8 @@ struct fz_params {
 struct fz_oracle {
   int ok;           /* the whole input decodes under the rules */
   int capped;       /* decoding stopped at FZ_OUT_MAX + 1 bytes */
-  int format;       /* FZ_GZIP, FZ_ZLIB or FZ_RAW (FZ_AUTO resolved) */
+  int format;       /* FZ_GZIP, FZ_ZLIB or FZ_RAW (FZ_AUTO resolved,
+                       FZ_GZIP_BLOCKS read as FZ_GZIP) */
   unsigned members; /* gzip members read whole */
   unsigned char *out;
   size_t len;
@@ -173,9 +174,77 @@ static int fz_detect(const uint8_t *d, size_t n) {
   return FZ_RAW;
 }
 
+/* The block rule of sl_pgunzip_chain (src/stages/bgunzip.c), for
+ * FZ_GZIP_BLOCKS. While every member so far carried its length, a member
+ * whose header carries one ('S','L' LEN 4: the length; 'B','C' LEN 2: the
+ * length - 1; the first such subfield of a well-formed extra field) is
+ * read by that length, which must then be the member's own: a wrong one
+ * fails the stream where gzip would read on. The members that the stage
+ * streams instead (from the first one without a length, or one too large
+ * to hold: over 4 MiB, or an ISIZE over 64 MiB that its data could make)
+ * end the rule for the rest of the input. Returns the length (0: none),
+ * and in *stream whether the rule ends at this member. */
+#define FZ_MEMBER_MAX ((uint64_t)4 << 20)
+#define FZ_OUT_BIG ((uint64_t)64 << 20)
+
+static uint64_t fz_block_length(const uint8_t *d, size_t n, int *stream) {
+  *stream = 1;
+  if (n < 12 || d[0] != 0x1f || d[1] != 0x8b || d[2] != 8 || (d[3] & 0xe0) ||
+      !(d[3] & 4))
+    return 0;
+  size_t xlen = (size_t)d[10] | (size_t)d[11] << 8, hlen = 12 + xlen;
+  if (hlen > n)
+    return 0;
+  const uint8_t *x = d + 12;
+  uint64_t len = 0;
+  while (xlen >= 4) {
+    size_t sl = (size_t)x[2] | (size_t)x[3] << 8;
+    if (sl > xlen - 4)
+      break;
+    if (x[0] == 'S' && x[1] == 'L' && sl == 4) {
+      len = (uint64_t)x[4] | (uint64_t)x[5] << 8 | (uint64_t)x[6] << 16 |
+            (uint64_t)x[7] << 24;
+      break;
+    }
+    if (x[0] == 'B' && x[1] == 'C' && sl == 2) {
+      len = ((uint64_t)x[4] | (uint64_t)x[5] << 8) + 1;
+      break;
+    }
+    x += 4 + sl;
+    xlen -= 4 + sl;
+  }
+  if (len == 0 || len > FZ_MEMBER_MAX)
+    return 0;
+  /* The rest of the header, as far as the input holds it. */
+  for (unsigned f = 8; f <= 16; f <<= 1) {
+    if (!(d[3] & f))
+      continue;
+    while (hlen < n && d[hlen] != 0)
+      hlen++;
+    hlen++;
+  }
+  if (d[3] & 2)
+    hlen += 2;
+  /* A length shorter than the header and trailer, or past the input's
+   * end: the stage fails either way; so does zlib, or the length is not
+   * the member's. */
+  if (len >= hlen + 8 && len <= n) {
+    uint64_t isize = (uint64_t)d[len - 4] | (uint64_t)d[len - 3] << 8 |
+                     (uint64_t)d[len - 2] << 16 | (uint64_t)d[len - 1] << 24;
+    if (isize > FZ_OUT_BIG && isize <= (len - 8 - hlen) * 1032 + 64)
+      return 0;
+  }
+  *stream = 0;
+  return len;
+}
+
 static void fz_oracle_run(struct fz_oracle *o, int format, const uint8_t *d,
                           size_t n, int ignore_trailing) {
   size_t pos = 0, used;
+  int blocks = format == FZ_GZIP_BLOCKS;
+
+  if (blocks)
+    format = FZ_GZIP;
 
   memset(o, 0, sizeof *o);
   if (format == FZ_AUTO) {
@@ -199,8 +268,16 @@ static void fz_oracle_run(struct fz_oracle *o, int format, const uint8_t *d,
       o->ok = ignore_trailing;
       return;
     }
+    uint64_t blen = 0;
+    if (blocks) {
+      int stream;
+      blen = fz_block_length(d + pos, n - pos, &stream);
+      blocks = !stream;
+    }
     if (!fz_inflate_one(o, d + pos, n - pos, 15 + 16, &used))
       return;
+    if (blocks && blen != used)
+      return; /* a wrong block length */
     o->members++;
     pos += used;
     if (pos == n) {

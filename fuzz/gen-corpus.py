@@ -16,6 +16,10 @@ makes OUTDIR/gunzip, OUTDIR/pgunzip (the same gzip seeds) and OUTDIR/unzip
     and FTEXT set;
   - empty members, multi-member files (one of them empty), members with
     sync-flushed blocks;
+  - block-format and BGZF files (members that carry their length, read
+    in parallel by the pgunzip target): many members, empty ones, a plain
+    member after or before them, padding and garbage after them, wrong
+    lengths, a flipped bit in a member's data or trailer, truncation;
   - damaged members: truncated at every part (header, deflate data,
     trailer), a flipped bit in the magic, method, flags, header CRC,
     deflate data, CRC-32 and ISIZE, reserved flag bits, trailing garbage
@@ -138,6 +142,66 @@ def gzip_seeds(p):
     return s
 
 
+def block_member(data, kind="sl", level=6, pre=b"", adjust=0, length=None):
+    """A member that carries its length: the block format's 'S','L'
+    subfield (the whole member's length, LE32) or BGZF's 'B','C' (the
+    length - 1, LE16), after the subfields pre; adjust or length makes
+    it wrong."""
+    body = raw_deflate(data, level)
+    sub_len = 8 if kind == "sl" else 6
+    total = 12 + len(pre) + sub_len + len(body) + 8
+    if length is not None:
+        adjust = length - total
+    if kind == "sl":
+        sub = b"SL" + struct.pack("<HI", 4, total + adjust)
+    else:
+        sub = b"BC" + struct.pack("<HH", 2, total - 1 + adjust)
+    extra = pre + sub
+    head = (b"\x1f\x8b\x08\x04" + bytes(4) + b"\x00\x03" +
+            struct.pack("<H", len(extra)) + extra)
+    trailer = struct.pack("<II", zlib.crc32(data) & 0xFFFFFFFF,
+                          len(data) & 0xFFFFFFFF)
+    return head + body + trailer
+
+
+def block_seeds(p):
+    """Block-format and BGZF files, whole and damaged: the parallel path
+    of the pgunzip target (sl_pgunzip_chain)."""
+    s = {}
+    text, runs = p["text"], p["runs"]
+    parts = [text[i:i + 400] for i in range(0, len(text), 400)]
+    for kind in ("sl", "bc"):
+        m = [block_member(x, kind) for x in parts]
+        eof = block_member(b"", kind)
+        s["blk-%s-one" % kind] = block_member(p["hello"], kind)
+        s["blk-%s-empty" % kind] = eof
+        s["blk-%s-many" % kind] = b"".join(m) + eof
+        s["blk-%s-tiny" % kind] = b"".join(block_member(bytes([65 + i]) * i, kind)
+                                          for i in range(8))
+        s["blk-%s-plain-after" % kind] = m[0] + m[1] + gzip.compress(runs, mtime=0)
+        s["blk-%s-plain-first" % kind] = gzip.compress(runs, mtime=0) + m[0] + m[1]
+        s["blk-%s-zeros" % kind] = m[0] + m[1] + bytes(16)
+        s["blk-%s-garbage" % kind] = m[0] + m[1] + b"garbage\n"
+        s["blk-%s-lone-byte" % kind] = m[0] + b"\x1f"
+        s["blk-%s-long" % kind] = m[0] + block_member(parts[1], kind, adjust=1) + m[2]
+        s["blk-%s-short" % kind] = m[0] + block_member(parts[1], kind, adjust=-1) + m[2]
+        s["blk-%s-tiny-len" % kind] = m[0] + block_member(parts[1], kind, length=12) + m[2]
+        s["blk-%s-past-end" % kind] = m[0] + block_member(parts[1], kind, adjust=50)
+        s["blk-%s-after-extra" % kind] = block_member(p["hello"], kind,
+                                                     pre=b"AB\x02\x00hi")
+        many = s["blk-%s-many" % kind]
+        k = len(m[0]) + len(m[1])  # member 2
+        for off, tag in ((k + 30, "data"), (k + len(m[2]) - 8, "crc"),
+                         (k + len(m[2]) - 4, "isize")):
+            b = bytearray(many)
+            b[off] ^= 0x10
+            s["blk-%s-flip-%s" % (kind, tag)] = bytes(b)
+        for cut, tag in ((k + 5, "hdr"), (k + 25, "data"),
+                         (k + len(m[2]) - 3, "trailer")):
+            s["blk-%s-trunc-%s" % (kind, tag)] = many[:cut]
+    return s
+
+
 def damaged(seeds):
     d = {}
     base = {k: seeds[k] for k in ("py-text", "hdr-all", "multi-2", "py-hello")
@@ -212,6 +276,7 @@ def main():
     p = payloads()
     gz = gzip_seeds(p)
     gz.update(damaged(gz))
+    gz.update(block_seeds(p))
     write(os.path.join(out, "gunzip"), gz)
     write(os.path.join(out, "pgunzip"), gz)
     allz = dict(gz)

@@ -3,8 +3,9 @@
 # The compression engines (zlib, ISA-L, libdeflate), each against the
 # others and against gzip(1), pigz and Python's gzip module:
 #
-#   - the gzip Check suites (tests/check_zlib, tests/check_pgzip) once per
-#     streaming engine built in, with AUTO resolved to it (SL_TEST_ENGINE):
+#   - the gzip Check suites (tests/check_zlib, tests/check_pgzip,
+#     tests/check_bgunzip) once per streaming engine built in, with AUTO
+#     resolved to it (SL_TEST_ENGINE):
 #     every round trip and every corrupt-input test, with the same errors
 #     at the same offsets, on each decoder
 #   - sgzip -V and --help name the engines built in; --engine refuses an
@@ -28,7 +29,8 @@ unset SGZIP_THREADS SL_TEST_ENGINE
 
 top=${1:-.}
 sg=$top/tools/sgzip
-for f in "$sg" "$top/tests/check_zlib" "$top/tests/check_pgzip"; do
+for f in "$sg" "$top/tests/check_zlib" "$top/tests/check_pgzip" \
+  "$top/tests/check_bgunzip"; do
   if test ! -x "$f"; then
     echo "engines.sh: $f not found or not executable; build it first" >&2
     exit 1
@@ -85,7 +87,7 @@ case " $engines " in *" isal "*) default=isal ;; esac
 for e in $engines; do
   test "$e" = libdeflate && continue # no streaming inflate
   test "$e" = $default && continue
-  for s in check_zlib check_pgzip; do
+  for s in check_zlib check_pgzip check_bgunzip; do
     if ! SL_TEST_ENGINE=$e "$top/tests/$s" >"$work/log" 2>&1; then
       fail "$s on $e"
       tail -20 "$work/log" >&2

@@ -7,6 +7,8 @@
  *
  *   compress     read -> pgzip (N workers) -> write (atomic file sink)
  *   decompress   read -> gunzip -> gunzip-check (CRC-32) -> write
+ *                (gunzip inflates members that carry their length, BGZF's
+ *                and the block format's, on N workers)
  *   to stdout    read -> gate -> gunzip -> gunzip-check -> write
  *   test (-t)    read -> gunzip -> gunzip-check -> a sink that discards
  *
@@ -890,10 +892,10 @@ static int run_job(struct job *j) {
       rc = sl_pipeline_chain(p, src, gate, NULL);
       if (rc == 0) {
         chained = 1; /* src and gate are the pipeline's now */
-        rc = sl_pgunzip_chain(p, gate, sink, &zo);
+        rc = sl_pgunzip_chain_workers(p, gate, sink, &zo, opt.workers);
       }
     } else {
-      rc = sl_pgunzip_chain(p, src, sink, &zo);
+      rc = sl_pgunzip_chain_workers(p, src, sink, &zo, opt.workers);
     }
   } else {
     rc = sl_pipeline_chain(p, src, mid, sink, NULL);
@@ -1568,7 +1570,8 @@ static void help(void) {
          "                       the input's name and time\n"
          "  -N, --name           store (the default) or restore the name and "
          "time\n"
-         "  -p, --processes=N    compress with N threads (default: the online\n"
+         "  -p, --processes=N    compress, and decompress BGZF and block\n"
+         "                       files, with N threads (default: the online\n"
          "                       processors, at most %u, or $SGZIP_THREADS)\n"
          "  -q, --quiet          suppress warnings, the progress bar and "
          "--stats\n"

@@ -48,6 +48,15 @@
  * trailers, so that reading, inflating, checking and writing each run on
  * a thread of their own.
  *
+ * Block files decompress in parallel. A gzip member whose header carries
+ * its own length in an FEXTRA subfield (the block format: SI1 'S', SI2
+ * 'L', LEN 4, the member's length from its first byte to the end of its
+ * trailer as a little-endian uint32; or BGZF's SI1 'B', SI2 'C', LEN 2,
+ * the length - 1, which bgzip and htslib write) can be read whole without
+ * inflating it; when every member is one of those (each with a deflate
+ * stream of its own, as both formats require), the members are inflated on
+ * a pool of workers and their outputs pushed in order.
+ *
  * Included by <sluice.h>.
  */
 /* The umbrella first, outside the guard: whichever header a program
@@ -248,9 +257,75 @@ SL_EXTERN int sl_pgzip_result(const sl_stage *stage, uint32_t *crc,
  * a member's CRC-32 and one later, the later one may be the one
  * reported. The gzip header is checked (magic, method, reserved flags,
  * header CRC16 when present) but not kept: read it with sl_gunzip_new and
- * sl_gzip_header_get when it matters. */
+ * sl_gzip_header_get when it matters.
+ *
+ * Members that carry their length (BGZF, the block format: see the top of
+ * this file) are inflated on sl_cpu_count() worker threads, with the
+ * errors listed at sl_pgunzip_chain_workers, which this is with workers
+ * 0; other streams are read exactly as described above. */
 SL_EXTERN int sl_pgunzip_chain(sl_pipeline *p, sl_stage *src, sl_stage *next,
                                const sl_zlib_opts *opts);
+
+/* sl_pgunzip_chain, with members whose length is known inflated on
+ * workers threads (1 .. SL_MAP_MAX_WORKERS; 0: sl_cpu_count(), which is
+ * what sl_pgunzip_chain uses). The stages, their names, arguments, returns
+ * and ownership are sl_pgunzip_chain's; SL_EINVAL also for workers out of
+ * range.
+ *
+ * The first stage reads each member's header. While every member carries
+ * a length (the 'S','L' or 'B','C' subfield described at the top of this
+ * file), it gathers each whole member into one buffer and hands it to a
+ * worker, which inflates it at once (with libdeflate when the library was
+ * built with it, into a buffer of the size the trailer's ISIZE gives;
+ * else on the engine opts choose), checks that the deflate data ends
+ * exactly where the length puts the trailer, and checks the CRC-32 and
+ * ISIZE. The outputs are pushed in input order, each a chunk of its own.
+ * Up to 256 members are inside the stage at once, fewer once they weigh
+ * 4 MiB (at least 2 * workers + 2), so memory is bounded by the largest
+ * member and its output, and a full output ring stops the stage from
+ * taking input, as for any stage.
+ *
+ * Everything else is read by the streaming gunzip of sl_pgunzip_chain, on
+ * the first stage's thread, from its first byte to the end of the input:
+ *   - a stream whose first member has no length subfield: all of it,
+ *     exactly as before this call existed (same output, same errors, same
+ *     offsets);
+ *   - a member without a length after block members (another gzip file
+ *     appended to a block file), the bytes after the last member (zero
+ *     padding, garbage: ignore_trailing decides, as for sl_gunzip_new),
+ *     and a header that is damaged or longer than 256 KiB: every member
+ *     before is pushed first, then the streaming gunzip reads on from that
+ *     member's first byte. Such a member's end can only be found by
+ *     inflating it, so the members after it are read on one thread too.
+ *     The output is the same as gzip's;
+ *   - a member longer than 4 MiB compressed, or whose ISIZE says more than
+ *     64 MiB: likewise from that member on (memory stays bounded, whatever
+ *     the lengths claim).
+ *
+ * Errors of block members are reported in input order (the first damaged
+ * member is the one named, whichever worker found what first), by the
+ * first stage, with the offsets of sl_pgunzip_chain's messages (the
+ * CRC-32's too, which for a block member comes from the first stage, not
+ * from "-check"), and these:
+ *
+ *   gunzip: wrong block length at input byte 4096: the deflate data ends
+ *           at byte 5000, the length says 5010
+ *   gunzip: wrong block length at input byte 4096: the deflate data runs
+ *           past the member's end at byte 4990
+ *   gunzip: block length 12 shorter than its header and trailer at input
+ *           byte 4096
+ *   gunzip: truncated input at byte 10000
+ *
+ * where the first offset is the member's first byte. Damaged deflate data
+ * is named where the engine's inflate found it, as sl_gunzip_new names it
+ * (with libdeflate built in, a member that libdeflate refuses is inflated
+ * again on the streaming engine to find the byte). A stream cut inside a
+ * block member is checked as far as it goes: damage there, or deflate
+ * data that ends before the length says, is reported as such, else the
+ * truncation. */
+SL_EXTERN int sl_pgunzip_chain_workers(sl_pipeline *p, sl_stage *src,
+                                       sl_stage *next, const sl_zlib_opts *opts,
+                                       unsigned workers);
 
 /* What followed the last member, for a chain made with ignore_trailing:
  * stage is its first stage (the one named opts->name, "gunzip" by

@@ -968,9 +968,10 @@ int sl_pgzip_result(const sl_stage *stage, uint32_t *crc, uint64_t *bytes_in,
 
 /* A member's trailer, from the inflating stage to the checking one. */
 typedef struct member_end {
-  uint64_t len; /* the member's output bytes */
-  uint64_t off; /* input offset of its trailer */
-  uint32_t crc; /* the CRC-32 stored there */
+  uint64_t len;   /* the member's output bytes */
+  uint64_t off;   /* input offset of its trailer */
+  uint32_t crc;   /* the CRC-32 stored there */
+  bool unchecked; /* checked already (a block member): only counted */
 } member_end;
 
 /* The queue between the two stages: a ring of entries that grows when
@@ -1058,6 +1059,12 @@ static int queue_member_end(void *arg, uint32_t crc, uint64_t len,
   return queue_push(arg, &e);
 }
 
+static int queue_pass(void *arg, uint64_t len) {
+  member_end e = {.len = len, .unchecked = true};
+
+  return queue_push(arg, &e);
+}
+
 static void queue_release(void *arg) {
   queue_unref(arg);
 }
@@ -1077,7 +1084,7 @@ static int chk_count(sl_stage *st, pgchk *c, const unsigned char *p, size_t n) {
   for (;;) {
     bool have = queue_peek(c->q, &e);
     if (have && c->done == e.len) {
-      if (c->crc != e.crc)
+      if (!e.unchecked && c->crc != e.crc)
         return data_error(st,
                           "crc32 mismatch at input byte %llu "
                           "(stored 0x%08x, computed 0x%08x)",
@@ -1093,7 +1100,8 @@ static int chk_count(sl_stage *st, pgchk *c, const unsigned char *p, size_t n) {
     size_t take = n;
     if (have && e.len - c->done < take)
       take = (size_t)(e.len - c->done);
-    c->crc = sl__crc32(c->crc, p, take);
+    if (!have || !e.unchecked)
+      c->crc = sl__crc32(c->crc, p, take);
     c->done += take;
     p += take;
     n -= take;
@@ -1135,6 +1143,11 @@ static void chk_destroy(void *ctx) {
 
 int sl_pgunzip_chain(sl_pipeline *p, sl_stage *src, sl_stage *next,
                      const sl_zlib_opts *opts) {
+  return sl_pgunzip_chain_workers(p, src, next, opts, 0);
+}
+
+int sl_pgunzip_chain_workers(sl_pipeline *p, sl_stage *src, sl_stage *next,
+                             const sl_zlib_opts *opts, unsigned workers) {
   static const sl_stage_ops chk_ops = {
       .transform = chk_transform, .flush = chk_flush, .destroy = chk_destroy};
   sl_stage *inf = NULL, *chk = NULL;
@@ -1144,15 +1157,15 @@ int sl_pgunzip_chain(sl_pipeline *p, sl_stage *src, sl_stage *next,
   const char *name;
   int rc = SL_ENOMEM;
 
-  if (p == NULL || src == NULL || next == NULL)
+  if (p == NULL || src == NULL || next == NULL || workers > SL_MAP_MAX_WORKERS)
     return SL_EINVAL;
   name = opts != NULL && opts->name != NULL ? opts->name : "gunzip";
   q = queue_new();
   if (q == NULL)
     return SL_ENOMEM;
   atomic_fetch_add(&q->refs, 1); /* the inflating stage's */
-  if ((rc = sl__gunzip_split_new(&inf, opts, queue_member_end, q,
-                                 queue_release)) != 0) {
+  if ((rc = sl__bgunzip_new(&inf, opts, workers, queue_member_end, queue_pass,
+                            q, queue_release)) != 0) {
     queue_unref(q);
     return rc;
   }
@@ -1183,5 +1196,5 @@ fail:
 }
 
 int sl_pgunzip_trailing(const sl_stage *stage, uint64_t *offset, int *garbage) {
-  return sl__gunzip_trailing(stage, offset, garbage);
+  return sl__bgunzip_trailing(stage, offset, garbage);
 }

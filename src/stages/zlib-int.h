@@ -41,10 +41,39 @@ int sl__gunzip_split_new(sl_stage **out, const sl_zlib_opts *opts,
                          sl__member_end_fn end, void *arg,
                          void (*arg_free)(void *));
 
+/* Make a gunzip from sl__gunzip_split_new read on from the member at
+ * input offset in_off, the member's index nmember (> 0): as if it had
+ * read every byte before (sl__bgunzip_new hands it the rest of a stream
+ * whose first members it read itself). Before the stage is fed. */
+void sl__gunzip_resume(sl_stage *stage, uint64_t in_off, uint64_t nmember);
+
+/* For sl_pgunzip_chain: len bytes of output follow whose CRC-32 was
+ * checked already (the next stage counts them, checks nothing). Called
+ * before they are pushed. Returns 0 or SL_ENOMEM. */
+typedef int (*sl__member_pass_fn)(void *arg, uint64_t len);
+
+/* A gunzip that inflates members whose length is known (the block
+ * format's 'S','L' subfield, BGZF's 'B','C') on workers threads (0: every
+ * processor) and hands everything else to a gunzip made by
+ * sl__gunzip_split_new with opts, end, arg and arg_free (bgunzip.c tells
+ * how); pass announces the block members' output. The stage owns arg
+ * from the call on, success or not. Returns as sl__gunzip_split_new;
+ * SL_EINVAL for workers over SL_MAP_MAX_WORKERS. */
+int sl__bgunzip_new(sl_stage **out, const sl_zlib_opts *opts, unsigned workers,
+                    sl__member_end_fn end, sl__member_pass_fn pass, void *arg,
+                    void (*arg_free)(void *));
+
+/* sl__gunzip_trailing for a stage of sl__bgunzip_new (and, for any other
+ * stage, sl__gunzip_trailing itself). */
+int sl__bgunzip_trailing(const sl_stage *stage, uint64_t *offset, int *garbage);
+
+/* Tests: how many members a stage of sl__bgunzip_new had inflated on its
+ * workers and pushed (0 for any other stage). After the pipeline ends. */
+uint64_t sl__bgunzip_blocks(const sl_stage *stage);
+
 /* What followed the stream, for a gunzip (or unzip) stage made with
  * ignore_trailing: sl_pgunzip_trailing, for the stages of zlib.c. Returns
  * as sl_pgunzip_trailing; SL_EINVAL for any other stage. */
-int sl__gunzip_trailing(const sl_stage *stage, uint64_t *offset,
-                        int *garbage);
+int sl__gunzip_trailing(const sl_stage *stage, uint64_t *offset, int *garbage);
 
 #endif

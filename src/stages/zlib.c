@@ -938,6 +938,14 @@ int sl__gunzip_split_new(sl_stage **out, const sl_zlib_opts *opts,
   return 0;
 }
 
+void sl__gunzip_resume(sl_stage *stage, uint64_t in_off, uint64_t nmember) {
+  zctx *z = stage->ctx;
+
+  z->in_off = in_off;
+  z->nmember = nmember;
+  z->state = DS_NEXT;
+}
+
 int sl_gzip_new(sl_stage **out, const sl_zlib_opts *opts) {
   return zstage_new(out, opts, ZK_GZIP);
 }
@@ -1010,8 +1018,7 @@ int sl_zlib_format_get(sl_stage *stage, int *format) {
   return rc;
 }
 
-int sl__gunzip_trailing(const sl_stage *stage, uint64_t *offset,
-                        int *garbage) {
+int sl__gunzip_trailing(const sl_stage *stage, uint64_t *offset, int *garbage) {
   if (stage == NULL || stage->ops.transform != dz_transform)
     return SL_EINVAL;
   const zctx *z = stage->ctx;
