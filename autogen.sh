@@ -144,6 +144,7 @@ need gzip have gzip
 
 want python3 "interop tests, make fuzz" have python3
 want pigz "interop tests, bench peer" have pigz
+want tabix "tests/blocks.sh: BGZF files written by bgzip (htslib)" have bgzip
 want "$(fuzz_packages)" "make fuzz (.ci/run)" have_fuzz_clang
 want valgrind "make helgrind, make drd (.ci/run)" have valgrind
 want libmicrohttpd-dev "examples/http-server, tests/http.sh" have_module libmicrohttpd libmicrohttpd-dev
