@@ -114,6 +114,7 @@ static struct {
   const char *trace;  /* --trace FILE */
   const char *suffix; /* -S */
   int engine;         /* --engine: an SL_ZLIB_ENGINE_* */
+  int format;         /* --format: an SL_PGZIP_FORMAT_* */
 } opt = {.level = 6, .name = -1, .suffix = ".gz"};
 
 static int exit_code = EXIT_OK;
@@ -782,7 +783,15 @@ static int run_job(struct job *j) {
     popts.buf_size = (size_t)32 << 10;
     popts.hwm = popts.buf_size * 4;
   } else {
-    popts.buf_size = opt.block;
+    /* The block the compressor will use (-b, or its format's default). */
+    sl_pgzip_opts ro;
+    sl_pgzip_opts_init(&ro);
+    ro.level = opt.level;
+    ro.block_size = opt.block;
+    ro.engine = opt.engine;
+    ro.format = opt.format;
+    popts.buf_size = sl_pgzip_opts_resolve(&ro) == 0 ? ro.block_size
+                                                     : SL_PGZIP_BLOCK_DEFAULT;
     if (popts.buf_size < ((size_t)128 << 10))
       popts.buf_size = (size_t)128 << 10;
     if (popts.buf_size > ((size_t)1 << 20))
@@ -831,6 +840,7 @@ static int run_job(struct job *j) {
     po.workers = opt.workers;
     po.header = j->header;
     po.engine = opt.engine;
+    po.format = opt.format;
     if ((rc = sl_pgzip_new(&mid, &po)) != 0) {
       errorf("%s: %s", j->label, sl_strerror(rc));
       goto out;
@@ -1547,14 +1557,22 @@ static void help(void) {
          "  -1 ... -9, --fast, --best\n"
          "                       compression level: 1 fastest, 9 smallest "
          "(default 6)\n"
-         "  -b, --blocksize=KIB  compress in blocks of KIB KiB (default 128, "
-         "at least 32)\n"
+         "  -b, --blocksize=KIB  compress in blocks of KIB KiB (at least 32; "
+         "default 128\n"
+         "                       in the pigz format, 512 in the block "
+         "format)\n"
          "  -c, --stdout         write to standard output, keep the input "
          "files\n"
          "  -d, --decompress     decompress\n"
          "      --engine=NAME    the deflate library: auto (the default), "
          "zlib,\n"
          "                       isal or libdeflate (see below)\n"
+         "      --format=FMT     auto (the default: see sgzip(1)), pigz (one "
+         "gzip member,\n"
+         "                       pigz's chained blocks) or blocks (a member "
+         "per block\n"
+         "                       that carries its length, for parallel "
+         "decompression)\n"
          "  -f, --force          overwrite outputs, write to or read from a "
          "terminal,\n"
          "                       follow symbolic links, compress files with "
@@ -1604,7 +1622,19 @@ static unsigned long parse_count(const char *what, const char *s,
   return v;
 }
 
-enum { OPT_FAST = 256, OPT_BEST, OPT_STATS, OPT_TRACE, OPT_ENGINE };
+enum { OPT_FAST = 256, OPT_BEST, OPT_STATS, OPT_TRACE, OPT_ENGINE, OPT_FORMAT };
+
+/* --format NAME. */
+static int parse_format(const char *s) {
+  if (strcmp(s, "auto") == 0)
+    return SL_PGZIP_FORMAT_AUTO;
+  if (strcmp(s, "pigz") == 0)
+    return SL_PGZIP_FORMAT_PIGZ;
+  if (strcmp(s, "blocks") == 0)
+    return SL_PGZIP_FORMAT_BLOCKS;
+  usage_error("--format: '%s' is not auto, pigz or blocks", s);
+  return SL_PGZIP_FORMAT_AUTO;
+}
 
 /* --engine NAME: one built in, or auto. */
 static int parse_engine(const char *s) {
@@ -1627,6 +1657,7 @@ int main(int argc, char **argv) {
       {"engine", required_argument, NULL, OPT_ENGINE},
       {"fast", no_argument, NULL, OPT_FAST},
       {"force", no_argument, NULL, 'f'},
+      {"format", required_argument, NULL, OPT_FORMAT},
       {"help", no_argument, NULL, 'h'},
       {"keep", no_argument, NULL, 'k'},
       {"list", no_argument, NULL, 'l'},
@@ -1646,7 +1677,7 @@ int main(int argc, char **argv) {
       {"verbose", no_argument, NULL, 'v'},
       {"version", no_argument, NULL, 'V'},
       {NULL, 0, NULL, 0}};
-  unsigned long block_kib = SL_PGZIP_BLOCK_DEFAULT >> 10;
+  unsigned long block_kib = 0; /* the format's default */
   const char *env;
   int c, threads_set = 0;
 
@@ -1736,6 +1767,9 @@ int main(int argc, char **argv) {
       break;
     case OPT_ENGINE:
       opt.engine = parse_engine(optarg);
+      break;
+    case OPT_FORMAT:
+      opt.format = parse_format(optarg);
       break;
     default: /* '?' */
       if (optopt == 0)
