@@ -1035,7 +1035,7 @@ static uint32_t le32(const unsigned char *b) {
 }
 
 static void list_one(const char *name_out, uint64_t packed,
-                     const struct gz_info *g, uint32_t crc, uint32_t isize,
+                     const struct gz_info *g, uint32_t crc, uint64_t isize,
                      time_t fallback_time) {
   if (list_count == 0) {
     if (opt.verbose > 0)
@@ -1076,6 +1076,39 @@ static void list_totals(void) {
          ratio(list_total_out, list_total_in, list_last_hdr));
 }
 
+static int pread_all(int fd, unsigned char *b, size_t n, uint64_t at) {
+  ssize_t r;
+  do
+    r = pread(fd, b, n, (off_t)at);
+  while (r < 0 && errno == EINTR);
+  return r == (ssize_t)n;
+}
+
+/* The block format (sgzip --format=blocks): every member gives its own
+ * length at byte 16 of its header, so -l can add up every member's ISIZE
+ * with two short reads per member, where gzip -l (and -l on a stream)
+ * shows the last member's alone. Returns 1 with the sum in *isize when
+ * the file is members of that format end to end, else 0. */
+static int list_blocks(int fd, uint64_t size, uint64_t *isize) {
+  unsigned char h[20];
+  uint64_t at = 0, sum = 0;
+
+  while (at < size) {
+    if (size - at < 28 || !pread_all(fd, h, sizeof h, at))
+      return 0;
+    if (h[0] != 0x1f || h[1] != 0x8b || h[2] != 8 || !(h[3] & 4) || h[10] < 8 ||
+        memcmp(h + 12, "SL\4\0", 4) != 0)
+      return 0;
+    uint32_t len = le32(h + 16);
+    if (len < 28 || len > size - at || !pread_all(fd, h, 4, at + len - 4))
+      return 0;
+    sum += le32(h);
+    at += len;
+  }
+  *isize = sum;
+  return 1;
+}
+
 static void list_file(const char *path, int fd, const struct stat *st,
                       const char *name_out) {
   struct gz_info g = {0};
@@ -1104,8 +1137,10 @@ static void list_file(const char *path, int fd, const struct stat *st,
     errorf("%s: %s", path, n < 0 ? strerror(errno) : "unexpected end of file");
     return;
   }
+  uint64_t isize = le32(tail + 4);
+  list_blocks(fd, (uint64_t)st->st_size, &isize);
   list_one(opt.name == 1 && g.name ? g.name : name_out, (uint64_t)st->st_size,
-           &g, le32(tail), le32(tail + 4), st->st_mtime);
+           &g, le32(tail), isize, st->st_mtime);
   free(g.name);
 }
 
