@@ -1569,9 +1569,7 @@ START_TEST(test_resolve) {
     }
     ck_assert_int_eq(sl_pgzip_opts_resolve(&o), 0);
     /* The table (pgz_auto). */
-    if (l == 1 && isal)
-      e = SL_ZLIB_ENGINE_ISAL, f = SL_PGZIP_FORMAT_BLOCKS;
-    else if (l >= 1 && ld)
+    if (l >= 1 && ld)
       e = SL_ZLIB_ENGINE_LIBDEFLATE, f = SL_PGZIP_FORMAT_BLOCKS;
     else
       e = SL_ZLIB_ENGINE_ZLIB, f = SL_PGZIP_FORMAT_PIGZ;

@@ -1594,7 +1594,7 @@ static void help(void) {
          "(default 6)\n"
          "  -b, --blocksize=KIB  compress in blocks of KIB KiB (at least 32; "
          "default 128\n"
-         "                       in the pigz format, 512 in the block "
+         "                       in the pigz format, 1024 in the block "
          "format)\n"
          "  -c, --stdout         write to standard output, keep the input "
          "files\n"

@@ -14,7 +14,10 @@
  * store it too (see deflate_incompressible). Each worker also computes the
  * CRC-32 of its block; the stage's own thread merges them in order with
  * crc32_combine. Out comes one standard gzip member: header, the blocks,
- * trailer, readable by gzip(1), pigz, zlib and sl_gunzip_new.
+ * trailer, readable by gzip(1), pigz, zlib and sl_gunzip_new. That is
+ * pigz's format; the block format writes a member per block instead (enum
+ * sl_pgzip_format), and is what the defaults pick where libdeflate is
+ * built in.
  *
  * The output is a function of the input, the options (level, memory level,
  * block size, deflate_incompressible) and the positions of flush markers
@@ -68,7 +71,7 @@ extern "C" {
  * the block format, the smallest (one dictionary's worth) and the
  * largest. */
 #define SL_PGZIP_BLOCK_DEFAULT ((size_t)128 << 10)
-#define SL_PGZIP_BLOCKS_DEFAULT ((size_t)512 << 10)
+#define SL_PGZIP_BLOCKS_DEFAULT ((size_t)1 << 20)
 #define SL_PGZIP_BLOCK_MIN ((size_t)32 << 10)
 #define SL_PGZIP_BLOCK_MAX ((size_t)256 << 20)
 
@@ -91,18 +94,21 @@ extern "C" {
  * no name, XFL from the level, OS 3). Blocks are cut at fixed offsets of
  * the input and at flush markers, and an empty input gives one member of
  * empty content, so the bytes depend on the input, level, engine and
- * block size alone. Every gzip reader reads it as one stream (the
- * members' contents joined); a reader that knows the subfield (as BGZF's
+ * block size alone. Every gzip reader that reads several members reads
+ * it as one stream (the members' contents joined), as RFC 1952 asks; one
+ * that stops after the first (curl's and some browsers' decoders of an
+ * HTTP body) needs PIGZ. A reader that knows the subfield (as BGZF's
  * 'B' 'C' subfield, whose 16-bit length caps BGZF's blocks at 64 KiB)
  * can hand whole members to several threads, from a pipe as well as from
  * a file. It costs a header and trailer (28 bytes) and a cold start of
- * the match history per block: with the default 1 MiB blocks about 0.1%
- * more than chaining them, which libdeflate's better parsing more than
- * makes up for.
+ * the match history per block: with the default 1 MiB blocks a few
+ * tenths of a percent against chaining them, which libdeflate's better
+ * parsing more than makes up for.
  *
  * AUTO (0, the default): what measurement picked for the level and the
  * engine (see sl_pgzip_opts.engine): BLOCKS when the engine is libdeflate
- * (named, or chosen by AUTO), PIGZ otherwise. */
+ * (named, or chosen by AUTO), PIGZ otherwise. sl_pgzip_opts_resolve says
+ * which. */
 enum sl_pgzip_format {
   SL_PGZIP_FORMAT_AUTO = 0,
   SL_PGZIP_FORMAT_PIGZ = 1,
@@ -135,7 +141,7 @@ typedef struct sl_pgzip_opts {
 
   /* Bytes per block, SL_PGZIP_BLOCK_MIN .. SL_PGZIP_BLOCK_MAX; 0: the
    * format's default, SL_PGZIP_BLOCK_DEFAULT (128 KiB) for PIGZ and
-   * SL_PGZIP_BLOCKS_DEFAULT (512 KiB) for BLOCKS. Larger blocks compress a
+   * SL_PGZIP_BLOCKS_DEFAULT (1 MiB) for BLOCKS. Larger blocks compress a
    * little better and cost more memory and a later first output; smaller
    * ones spread a small input over more workers. In the block format a
    * block is also what a parallel reader holds whole, per worker. */
@@ -181,16 +187,16 @@ typedef struct sl_pgzip_opts {
    * block as a fresh raw deflate stream, ended, with no dictionary.
    *
    * AUTO (0, the default), with format AUTO: by measurement (sgzip(1)
-   * has the table), the fastest engine that writes no more than pigz at
-   * the level: level 1 on ISA-L, 2 to 12 on libdeflate, both in the
-   * block format; without ISA-L level 1 takes libdeflate too; without
-   * libdeflate levels 2 to 9 (and 1 without either) are zlib in pigz's
-   * format, as is level 0 always. (ISA-L's levels 2 and 3 write about 2%
-   * more than pigz -2 and -3; libdeflate writes 0.5 to 2.5% less than
-   * zlib at every level, with about half its CPU time.) AUTO with format
-   * PIGZ: ISA-L at 1 to 3 when built in, else zlib, as before the block
-   * format existed. An engine not built in, or a level or format it
-   * cannot do, fails with SL_EINVAL. Part of what the output is a
+   * has the table and the figures), the fastest engine that writes no
+   * more than pigz at the level: libdeflate in the block format at levels
+   * 1 to 12 when built in (smaller than pigz at every level, and faster),
+   * else zlib in pigz's format; level 0 is zlib in pigz's format always.
+   * ISA-L, the fastest, writes more than pigz at each of its levels, so
+   * AUTO picks it only where the caller asks for pigz's format: AUTO with
+   * format PIGZ is ISA-L at 1 to 3 when built in, else zlib, as before
+   * the block format existed (and with format BLOCKS, where libdeflate is
+   * not built in, the same). An engine not built in, or a level or format
+   * it cannot do, fails with SL_EINVAL. Part of what the output is a
    * function of (ISA-L's bytes may also differ between processors, as it
    * picks its code by the instruction sets there; on one machine they are
    * fixed; libdeflate's between its versions). */

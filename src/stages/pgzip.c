@@ -22,6 +22,15 @@
  * itself; the bytes are the same in effect.) The worker also computes the
  * block's CRC-32 and leaves it in the job.
  *
+ * The block format (format BLOCKS) runs the same machinery with every
+ * block on its own: no dictionary (the stage keeps no previous block),
+ * each block finished instead of flushed, and the worker writes the whole
+ * member into its output area, header first (the caller's on the first
+ * block, a bare one after), the deflate data, the trailer, and last the
+ * member's length into the header's 'S' 'L' subfield. So the stage only
+ * pushes members as they come back; it writes no header or trailer of its
+ * own. libdeflate compresses a block in one call and can only do this.
+ *
  * A block that looks incompressible (looks_incompressible: bytes close to
  * uniform, no repeats worth a match) skips deflate: the worker writes it
  * as stored blocks, the bytes zlib itself writes at level 0, and the
@@ -899,25 +908,17 @@ int sl_pgzip_opts_init(sl_pgzip_opts *opts) {
 }
 
 /* AUTO's choice at each level 0..12, engine and format, by measurement
- * (bench/sgzip.sh's corpus, 2 workers; see sgzip(1) and the header): the
- * fastest that writes no more than pigz at the level. ISA-L is the
- * fastest at level 1, and its level 1 is smaller than pigz -1; its levels
- * 2 and 3 are not smaller than pigz -2 and -3 (about 2% larger), where
- * libdeflate is, and faster than zlib. libdeflate at 2 to 12 is smaller
- * than zlib at the same level by 0.5 to 2.5% and takes about half its
- * CPU time. Both write the block format, which a reader can inflate in
- * parallel; without them, zlib in pigz's format, whose chained blocks
- * cost nothing against pigz. Level 0 stores: zlib, pigz's format. */
+ * (sgzip(1) has the table and the figures): the fastest that writes no
+ * more than pigz at the level. libdeflate, in the block format with its
+ * default 1 MiB blocks, writes less than pigz at every level, in about
+ * half zlib's CPU time. ISA-L is faster still but writes more than pigz
+ * at each of its levels, in either format, so AUTO never picks it.
+ * Without libdeflate, zlib in pigz's format, whose chained blocks cost
+ * next to nothing against pigz. Level 0 stores: zlib, pigz's format. */
 static void pgz_auto(int level, int *engine, int *format) {
-  bool isal = sl__engine_built(SL_ZLIB_ENGINE_ISAL);
-  bool ld = sl__engine_built(SL_ZLIB_ENGINE_LIBDEFLATE);
-
   *engine = SL_ZLIB_ENGINE_ZLIB;
   *format = SL_PGZIP_FORMAT_PIGZ;
-  if (level == 1 && isal) {
-    *engine = SL_ZLIB_ENGINE_ISAL;
-    *format = SL_PGZIP_FORMAT_BLOCKS;
-  } else if (level >= 1 && ld) {
+  if (level >= 1 && sl__engine_built(SL_ZLIB_ENGINE_LIBDEFLATE)) {
     *engine = SL_ZLIB_ENGINE_LIBDEFLATE;
     *format = SL_PGZIP_FORMAT_BLOCKS;
   }
