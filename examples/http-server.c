@@ -597,6 +597,9 @@ static enum MHD_Result start_file(struct server *s, struct MHD_Connection *conn,
     sl_pgzip_opts_init(&po);
     po.level = s->level;
     po.workers = s->workers;
+    /* One gzip member: an HTTP client may read only the first member of
+     * a gzip body (curl's decoder does), so not the block format. */
+    po.format = SL_PGZIP_FORMAT_PIGZ;
     po.block_size = sl_pool_buf_size(s->pool) < SL_PGZIP_BLOCK_MIN
                         ? SL_PGZIP_BLOCK_MIN
                         : sl_pool_buf_size(s->pool);

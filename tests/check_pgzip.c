@@ -138,6 +138,10 @@ static uint32_t crc_of(const void *p, size_t n) {
 static void pgz_opts(sl_pgzip_opts *o, int level, size_t block,
                      unsigned workers) {
   ck_assert_int_eq(sl_pgzip_opts_init(o), 0);
+  /* pigz's format: what these tests are about (one member, chained
+   * blocks); the block format has its own tests, and AUTO's choice its
+   * own. */
+  o->format = SL_PGZIP_FORMAT_PIGZ;
   o->level = level;
   o->block_size = block;
   o->workers = workers;
@@ -1211,6 +1215,420 @@ START_TEST(test_flush_marker_delivers) {
 END_TEST
 
 /* ------------------------------------------------------------------------
+ * The block format
+ * ---------------------------------------------------------------------- */
+
+/* One member of the block format, as blocks_parse found it. */
+typedef struct bmember {
+  size_t at, len; /* its offset in the stream, its bytes */
+  size_t plain;   /* the bytes it inflates to */
+  size_t hlen;    /* its header's bytes */
+  unsigned char flg;
+} bmember;
+
+#define BMEMBERS_MAX 64
+
+/* Walk gz as the block format: every member's header has FEXTRA, its
+ * extra field starts with 'S' 'L', LEN 4 and the member's length, which
+ * must end inside gz; the member, cut out alone at that length, is one
+ * whole gzip member to zlib (inflateInit2 with 31, no byte left over:
+ * zlib_gunzip checks the CRC-32, ISIZE and the header's CRC). Every
+ * member after the first has the bare header (20 bytes: mtime 0, FEXTRA
+ * alone, XLEN 8, OS 3). The contents joined go to *plain. Returns the
+ * number of members (at most max, into m). */
+static size_t blocks_parse(const pu_bytes *gz, pu_bytes *plain, bmember *m,
+                           size_t max) {
+  size_t at = 0, n = 0;
+
+  ck_assert_uint_gt(gz->len, 0);
+  while (at < gz->len) {
+    const unsigned char *h = gz->p + at;
+    size_t rest = gz->len - at, before = plain->len;
+    ck_assert_uint_ge(rest, 20 + 8);
+    ck_assert(h[0] == 0x1f && h[1] == 0x8b && h[2] == 8);
+    ck_assert_msg(h[3] & 4, "member %zu: no FEXTRA", n);
+    size_t xlen = h[10] | (size_t)h[11] << 8;
+    ck_assert_uint_ge(xlen, 8);
+    ck_assert(h[12] == 'S' && h[13] == 'L' && h[14] == 4 && h[15] == 0);
+    size_t len = (size_t)h[16] | (size_t)h[17] << 8 | (size_t)h[18] << 16 |
+                 (size_t)h[19] << 24;
+    ck_assert_msg(len >= 20 + 8 && len <= rest,
+                  "member %zu at %zu: length %zu, %zu bytes left", n, at, len,
+                  rest);
+    ck_assert_int_eq(zlib_gunzip(plain, h, len), Z_STREAM_END);
+    if (n > 0) {
+      ck_assert_uint_eq(h[3], 4);
+      ck_assert(h[4] == 0 && h[5] == 0 && h[6] == 0 && h[7] == 0);
+      ck_assert_uint_eq(xlen, 8);
+      ck_assert_uint_eq(h[9], 3);
+    }
+    ck_assert_uint_lt(n, max);
+    m[n] = (bmember){.at = at,
+                     .len = len,
+                     .plain = plain->len - before,
+                     .hlen = 12 + xlen,
+                     .flg = h[3]};
+    n++;
+    at += len;
+  }
+  return n;
+}
+
+/* Engines and levels for the block format's round trips. */
+static const struct {
+  int engine, level;
+} bcases[] = {{SL_ZLIB_ENGINE_ZLIB, 0},       {SL_ZLIB_ENGINE_ZLIB, 1},
+              {SL_ZLIB_ENGINE_ZLIB, 6},       {SL_ZLIB_ENGINE_ZLIB, 9},
+              {SL_ZLIB_ENGINE_ISAL, 0},       {SL_ZLIB_ENGINE_ISAL, 1},
+              {SL_ZLIB_ENGINE_ISAL, 3},       {SL_ZLIB_ENGINE_LIBDEFLATE, 0},
+              {SL_ZLIB_ENGINE_LIBDEFLATE, 1}, {SL_ZLIB_ENGINE_LIBDEFLATE, 6},
+              {SL_ZLIB_ENGINE_LIBDEFLATE, 9}, {SL_ZLIB_ENGINE_LIBDEFLATE, 10},
+              {SL_ZLIB_ENGINE_LIBDEFLATE, 12}};
+#define NBCASES ((int)NELEM(bcases))
+
+static bool engine_built(int e) {
+  return (sl_zlib_engines() & (1u << e)) != 0;
+}
+
+/* Every engine built in, at a few levels, at every edge size of a
+ * minimal block (32 KiB): each member carries its true length and
+ * inflates alone, the contents joined are the input, a block is a member
+ * (one member of empty content for no input), and the bytes are the same
+ * on 4 workers with odd chunks as on 1 with large ones; sl_gunzip_new
+ * reads it too. An engine not built in is SL_EINVAL. */
+START_TEST(test_blocks_edge_sizes) {
+  static const size_t sizes[] = {0,        1,    2,        3,
+                                 BMIN - 1, BMIN, BMIN + 1, 10 * BMIN + 7};
+  int e = bcases[_i / (int)NELEM(sizes)].engine;
+  int level = bcases[_i / (int)NELEM(sizes)].level;
+  size_t len = sizes[_i % NELEM(sizes)];
+  unsigned char *data = pu_mixed_data(len, (uint64_t)_i + 31);
+  pu_bytes a = {0}, b = {0}, plain = {0};
+  bmember m[BMEMBERS_MAX];
+  sl_pgzip_opts o;
+  sl_stage *st = NULL;
+
+  ck_assert_ptr_nonnull(data);
+  pgz_opts(&o, level, BMIN, 4);
+  o.format = SL_PGZIP_FORMAT_BLOCKS;
+  o.engine = e;
+  if (!engine_built(e)) {
+    ck_assert_int_eq(sl_pgzip_new(&st, &o), SL_EINVAL);
+    ck_assert_ptr_null(st);
+    free(data);
+    return;
+  }
+  pgzip_bytes(&a, data, len, sizes_mixed, NELEM(sizes_mixed), &o);
+  size_t n = blocks_parse(&a, &plain, m, BMEMBERS_MAX);
+  ck_assert_uint_eq(plain.len, len);
+  ck_assert(len == 0 || memcmp(plain.p, data, len) == 0);
+  ck_assert_uint_eq(n, len == 0 ? 1 : (len + BMIN - 1) / BMIN);
+  for (size_t i = 0; i < n; i++)
+    ck_assert_uint_eq(m[i].plain, i + 1 < n ? BMIN : len - i * BMIN);
+  o.workers = 1;
+  pgzip_bytes(&b, data, len, sizes_big, NELEM(sizes_big), &o);
+  ck_assert(a.len == b.len && memcmp(a.p, b.p, a.len) == 0);
+  roundtrip(data, len, &o, D_GUNZIP, sizes_mixed, NELEM(sizes_mixed));
+  pu_bytes_free(&a);
+  pu_bytes_free(&b);
+  pu_bytes_free(&plain);
+  free(data);
+}
+END_TEST
+
+/* The default block of the block format, and blocks larger than the
+ * pool's buffers: a few members of SL_PGZIP_BLOCKS_DEFAULT on the default
+ * engine, with incompressible blocks among text (stored, a result longer
+ * than its block), same bytes on 1 and 3 workers. */
+START_TEST(test_blocks_default_block) {
+  size_t len = 3 * SL_PGZIP_BLOCKS_DEFAULT + 5;
+  unsigned char *data = pu_mixed_data(len, 77);
+  pu_bytes a = {0}, b = {0}, plain = {0};
+  bmember m[BMEMBERS_MAX];
+  sl_pgzip_opts o;
+
+  ck_assert_ptr_nonnull(data);
+  pgz_opts(&o, 6, 0, 3);
+  o.format = SL_PGZIP_FORMAT_BLOCKS;
+  o.engine = SL_ZLIB_ENGINE_AUTO;
+  pgzip_bytes(&a, data, len, sizes_big, NELEM(sizes_big), &o);
+  ck_assert_uint_eq(blocks_parse(&a, &plain, m, BMEMBERS_MAX), 4);
+  ck_assert_uint_eq(m[0].plain, SL_PGZIP_BLOCKS_DEFAULT);
+  ck_assert_uint_eq(m[3].plain, 5);
+  ck_assert(plain.len == len && memcmp(plain.p, data, len) == 0);
+  o.workers = 1;
+  pgzip_bytes(&b, data, len, sizes_mixed, NELEM(sizes_mixed), &o);
+  ck_assert(a.len == b.len && memcmp(a.p, b.p, a.len) == 0);
+  pu_bytes_free(&a);
+  pu_bytes_free(&b);
+  pu_bytes_free(&plain);
+  free(data);
+}
+END_TEST
+
+/* The first member carries the caller's header: name, comment, mtime,
+ * the caller's extra subfields after 'S' 'L', and a header CRC that
+ * covers the length written into it (zlib checks it); every later member
+ * has the bare header (blocks_parse). */
+START_TEST(test_blocks_header) {
+  static const char name[] = "blocks.txt", comment[] = "a comment";
+  static const unsigned char extra[] = {'A', 'B', 2, 0, 7, 9};
+  size_t len = 2 * BMIN + 100;
+  unsigned char *data = pu_mixed_data(len, 5);
+  pu_bytes gz = {0}, plain = {0};
+  bmember m[BMEMBERS_MAX];
+  sl_gzip_header h;
+  sl_pgzip_opts o;
+
+  ck_assert_ptr_nonnull(data);
+  memset(&h, 0, sizeof h);
+  h.name = name;
+  h.comment = comment;
+  h.mtime = 1700000000u;
+  h.extra = extra;
+  h.extra_len = sizeof extra;
+  h.hcrc = _i == 1;
+  pgz_opts(&o, 6, BMIN, 2);
+  o.format = SL_PGZIP_FORMAT_BLOCKS;
+  o.engine = SL_ZLIB_ENGINE_ZLIB;
+  o.header = &h;
+  pgzip_bytes(&gz, data, len, sizes_mixed, NELEM(sizes_mixed), &o);
+  ck_assert_uint_eq(blocks_parse(&gz, &plain, m, BMEMBERS_MAX), 3);
+  ck_assert(plain.len == len && memcmp(plain.p, data, len) == 0);
+  ck_assert_uint_eq(m[0].hlen, 12 + 8 + sizeof extra);
+  ck_assert_uint_eq(gz.p[10], 8 + sizeof extra);
+  ck_assert(memcmp(gz.p + 20, extra, sizeof extra) == 0);
+  ck_assert_uint_eq(gz.p[4] | gz.p[5] << 8 | gz.p[6] << 16 |
+                        (uint32_t)gz.p[7] << 24,
+                    h.mtime);
+  ck_assert_uint_eq(m[0].flg & (8 | 16 | 2), 8 | 16 | (_i == 1 ? 2 : 0));
+  ck_assert(memcmp(gz.p + m[0].hlen, name, sizeof name) == 0);
+  ck_assert_uint_eq(m[1].hlen, 20);
+  /* A header CRC must cover the length: break the length's copy and
+   * zlib refuses the member. */
+  if (_i == 1) {
+    pu_bytes bad = {0}, out = {0};
+    ck_assert(pu_bytes_add(&bad, gz.p, m[0].len));
+    bad.p[16] ^= 1;
+    ck_assert_int_ne(zlib_gunzip(&out, bad.p, bad.len), Z_STREAM_END);
+    pu_bytes_free(&bad);
+    pu_bytes_free(&out);
+  }
+  /* sl_gunzip_new reads the header of the first member. */
+  roundtrip(data, len, &o, D_GUNZIP, sizes_mixed, NELEM(sizes_mixed));
+  pu_bytes_free(&gz);
+  pu_bytes_free(&plain);
+  free(data);
+}
+END_TEST
+
+/* A source that pushes a bytes, a flush marker, then the rest. */
+typedef struct msrc {
+  const unsigned char *data;
+  size_t a, len;
+  int step;
+} msrc;
+
+static int msrc_read(sl_stage *st, void *ctx) {
+  msrc *s = ctx;
+  int rc;
+
+  if (s->step++ == 0) {
+    if ((rc = fsrc_push(st, s->data, s->a)) != 0)
+      return rc;
+    return sl_stage_push_flush(st);
+  }
+  if ((rc = fsrc_push(st, s->data + s->a, s->len - s->a)) != 0)
+    return rc;
+  return SL_EOF;
+}
+
+/* A flush marker ends the block being filled: with a bytes before it,
+ * the members hold a mod BMIN bytes then a fresh block; a marker before
+ * any byte, or on a block's boundary, makes no empty member. Workers do
+ * not change the bytes. */
+START_TEST(test_blocks_flush_cuts) {
+  static const size_t as[] = {0, 1000, BMIN, 2 * BMIN + 3};
+  size_t a = as[_i % 4], len = a + BMIN + 9;
+  unsigned char *data = pu_mixed_data(len, 3);
+  sl_stage_ops src_ops = {.read = msrc_read};
+  pu_bytes out[2] = {{0}, {0}}, plain = {0};
+  bmember m[BMEMBERS_MAX];
+  size_t n = 0;
+
+  ck_assert_ptr_nonnull(data);
+  for (int k = 0; k < 2; k++) {
+    msrc s = {.data = data, .a = a, .len = len};
+    sl_stage *src, *pg, *sink;
+    sl_pipeline *p;
+    sl_pgzip_opts o;
+    const void *d = NULL;
+    size_t dn = 0;
+
+    pgz_opts(&o, 6, BMIN, k == 0 ? 1 : 4);
+    o.format = SL_PGZIP_FORMAT_BLOCKS;
+    o.engine = _i < 4 ? SL_ZLIB_ENGINE_ZLIB : SL_ZLIB_ENGINE_AUTO;
+    ck_assert_int_eq(sl_pipeline_new(&p, NULL), 0);
+    ck_assert_int_eq(sl_stage_new(&src, "src", &src_ops, &s), 0);
+    ck_assert_int_eq(sl_pgzip_new(&pg, &o), 0);
+    ck_assert_int_eq(sl_mem_sink_new(&sink, NULL), 0);
+    ck_assert_int_eq(sl_pipeline_chain(p, src, pg, sink, NULL), 0);
+    ck_assert_int_eq(sl_pipeline_start(p), 0);
+    int rc = sl_pipeline_wait(p);
+    ck_assert_msg(rc == 0, "%s", sl_pipeline_error(p));
+    ck_assert_int_eq(sl_mem_sink_data(sink, &d, &dn), 0);
+    ck_assert(pu_bytes_add(&out[k], d, dn));
+    sl_pipeline_free(p);
+  }
+  ck_assert(out[0].len == out[1].len &&
+            memcmp(out[0].p, out[1].p, out[0].len) == 0);
+  n = blocks_parse(&out[0], &plain, m, BMEMBERS_MAX);
+  ck_assert(plain.len == len && memcmp(plain.p, data, len) == 0);
+  size_t before = a / BMIN + (a % BMIN != 0); /* members before the mark */
+  ck_assert_uint_eq(n, before + 2);
+  if (a % BMIN != 0)
+    ck_assert_uint_eq(m[before - 1].plain, a % BMIN);
+  ck_assert_uint_eq(m[before].plain, BMIN);
+  ck_assert_uint_eq(m[before + 1].plain, 9);
+  pu_bytes_free(&out[0]);
+  pu_bytes_free(&out[1]);
+  pu_bytes_free(&plain);
+  free(data);
+}
+END_TEST
+
+/* What no engine can do is SL_EINVAL, from sl_pgzip_new and from
+ * sl_pgzip_opts_resolve (which then leaves opts as they were). */
+START_TEST(test_blocks_invalid) {
+  static const struct {
+    int engine, format, level;
+  } bad[] = {
+      {SL_ZLIB_ENGINE_LIBDEFLATE, SL_PGZIP_FORMAT_PIGZ, 6},
+      {SL_ZLIB_ENGINE_LIBDEFLATE, SL_PGZIP_FORMAT_BLOCKS, 13},
+      {SL_ZLIB_ENGINE_ISAL, SL_PGZIP_FORMAT_BLOCKS, 4},
+      {SL_ZLIB_ENGINE_ISAL, SL_PGZIP_FORMAT_PIGZ, 4},
+      {SL_ZLIB_ENGINE_ZLIB, SL_PGZIP_FORMAT_BLOCKS, 10},
+      {SL_ZLIB_ENGINE_ZLIB, SL_PGZIP_FORMAT_PIGZ, 10},
+      {SL_ZLIB_ENGINE_ZLIB, SL_PGZIP_FORMAT_AUTO, 10},
+      {SL_ZLIB_ENGINE_AUTO, SL_PGZIP_FORMAT_PIGZ, 10},
+      {SL_ZLIB_ENGINE_AUTO, SL_PGZIP_FORMAT_AUTO, 13},
+      {SL_ZLIB_ENGINE_ZLIB, 3, 6},
+      {SL_ZLIB_ENGINE_ZLIB, -1, 6},
+  };
+  sl_gzip_header h;
+  sl_pgzip_opts o, keep;
+  sl_stage *st;
+
+  for (size_t i = 0; i < NELEM(bad); i++) {
+    pgz_opts(&o, bad[i].level, 0, 2);
+    o.engine = bad[i].engine;
+    o.format = bad[i].format;
+    keep = o;
+    st = (sl_stage *)&o;
+    ck_assert_msg(sl_pgzip_new(&st, &o) == SL_EINVAL, "case %zu", i);
+    ck_assert_ptr_null(st);
+    ck_assert_int_eq(sl_pgzip_opts_resolve(&o), SL_EINVAL);
+    ck_assert(memcmp(&o, &keep, sizeof o) == 0);
+  }
+  /* The extra field must leave room for the subfield. */
+  memset(&h, 0, sizeof h);
+  h.extra = calloc(1, 65535);
+  ck_assert_ptr_nonnull(h.extra);
+  pgz_opts(&o, 6, 0, 2);
+  o.engine = SL_ZLIB_ENGINE_ZLIB;
+  o.header = &h;
+  h.extra_len = 65535 - 8;
+  o.format = SL_PGZIP_FORMAT_BLOCKS;
+  ck_assert_int_eq(sl_pgzip_new(&st, &o), 0);
+  sl_stage_free(st);
+  h.extra_len = 65535 - 7;
+  ck_assert_int_eq(sl_pgzip_new(&st, &o), SL_EINVAL);
+  o.format = SL_PGZIP_FORMAT_PIGZ;
+  ck_assert_int_eq(sl_pgzip_new(&st, &o), 0);
+  sl_stage_free(st);
+  free((void *)h.extra);
+  ck_assert_int_eq(sl_pgzip_opts_resolve(NULL), SL_EINVAL);
+}
+END_TEST
+
+/* sl_pgzip_opts_resolve says what sl_pgzip_new will do: the level's
+ * number, the engine and format AUTO picks (the table in sgzip(1)), the
+ * format's default block; a choice made by the caller stays. */
+START_TEST(test_resolve) {
+  bool isal = engine_built(SL_ZLIB_ENGINE_ISAL);
+  bool ld = engine_built(SL_ZLIB_ENGINE_LIBDEFLATE);
+  sl_pgzip_opts o;
+
+  for (int level = -1; level <= 12; level++) {
+    int l = level < 0 ? 6 : level, e, f;
+    ck_assert_int_eq(sl_pgzip_opts_init(&o), 0);
+    o.level = level;
+    if (l > 9 && !ld) {
+      ck_assert_int_eq(sl_pgzip_opts_resolve(&o), SL_EINVAL);
+      continue;
+    }
+    ck_assert_int_eq(sl_pgzip_opts_resolve(&o), 0);
+    /* The table (pgz_auto). */
+    if (l >= 1 && ld)
+      e = SL_ZLIB_ENGINE_LIBDEFLATE, f = SL_PGZIP_FORMAT_BLOCKS;
+    else
+      e = SL_ZLIB_ENGINE_ZLIB, f = SL_PGZIP_FORMAT_PIGZ;
+    ck_assert_msg(o.level == l && o.engine == e && o.format == f,
+                  "level %d: %d %d %d", level, o.level, o.engine, o.format);
+    ck_assert_uint_eq(o.block_size, f == SL_PGZIP_FORMAT_BLOCKS
+                                        ? SL_PGZIP_BLOCKS_DEFAULT
+                                        : SL_PGZIP_BLOCK_DEFAULT);
+  }
+  /* pigz's format named: ISA-L at 1 to 3 when built in, else zlib. */
+  pgz_opts(&o, 2, 0, 1);
+  o.engine = SL_ZLIB_ENGINE_AUTO;
+  ck_assert_int_eq(sl_pgzip_opts_resolve(&o), 0);
+  ck_assert_int_eq(o.engine, isal ? SL_ZLIB_ENGINE_ISAL : SL_ZLIB_ENGINE_ZLIB);
+  ck_assert_int_eq(o.format, SL_PGZIP_FORMAT_PIGZ);
+  ck_assert_uint_eq(o.block_size, SL_PGZIP_BLOCK_DEFAULT);
+  /* An engine named with format AUTO: libdeflate writes blocks, the
+   * others pigz's format; a block size given stays. */
+  pgz_opts(&o, 6, BMIN, 1);
+  o.format = SL_PGZIP_FORMAT_AUTO;
+  o.engine = SL_ZLIB_ENGINE_ZLIB;
+  ck_assert_int_eq(sl_pgzip_opts_resolve(&o), 0);
+  ck_assert_int_eq(o.format, SL_PGZIP_FORMAT_PIGZ);
+  ck_assert_uint_eq(o.block_size, BMIN);
+  if (ld) {
+    o.format = SL_PGZIP_FORMAT_AUTO;
+    o.engine = SL_ZLIB_ENGINE_LIBDEFLATE;
+    ck_assert_int_eq(sl_pgzip_opts_resolve(&o), 0);
+    ck_assert_int_eq(o.format, SL_PGZIP_FORMAT_BLOCKS);
+  }
+}
+END_TEST
+
+/* The default options write what sl_pgzip_opts_resolve says: the same
+ * bytes as the resolved options given explicitly. */
+START_TEST(test_auto_is_resolved) {
+  size_t len = 3 * BLOCK + 11;
+  unsigned char *data = pu_mixed_data(len, 8);
+  static const int levels[] = {1, 6, 9};
+  pu_bytes a = {0}, b = {0};
+  sl_pgzip_opts o;
+
+  ck_assert_ptr_nonnull(data);
+  ck_assert_int_eq(sl_pgzip_opts_init(&o), 0);
+  o.level = levels[_i];
+  o.workers = 2;
+  pgzip_bytes(&a, data, len, sizes_mixed, NELEM(sizes_mixed), &o);
+  ck_assert_int_eq(sl_pgzip_opts_resolve(&o), 0);
+  ck_assert_int_ne(o.engine, SL_ZLIB_ENGINE_AUTO);
+  ck_assert_int_ne(o.format, SL_PGZIP_FORMAT_AUTO);
+  pgzip_bytes(&b, data, len, sizes_big, NELEM(sizes_big), &o);
+  ck_assert(a.len == b.len && memcmp(a.p, b.p, a.len) == 0);
+  pu_bytes_free(&a);
+  pu_bytes_free(&b);
+  free(data);
+}
+END_TEST
+
+/* ------------------------------------------------------------------------
  * Failures and memory
  * ---------------------------------------------------------------------- */
 
@@ -1407,10 +1825,12 @@ START_TEST(test_opts_init) {
   ck_assert_int_eq(o.level, SL_ZLIB_LEVEL_DEFAULT);
   ck_assert_int_eq(o.mem_level, 9);
   ck_assert_int_eq(o.deflate_incompressible, 0);
-  ck_assert_uint_eq(o.block_size, SL_PGZIP_BLOCK_DEFAULT);
+  ck_assert_uint_eq(o.block_size, 0); /* the format's default */
   ck_assert_uint_eq(o.workers, 0);
   ck_assert_uint_eq(o.in_flight, 0);
   ck_assert_ptr_null(o.header);
+  ck_assert_int_eq(o.engine, SL_ZLIB_ENGINE_AUTO);
+  ck_assert_int_eq(o.format, SL_PGZIP_FORMAT_AUTO);
   ck_assert_int_eq(sl_pgzip_opts_init(NULL), SL_EINVAL);
 }
 END_TEST
@@ -1434,6 +1854,8 @@ START_TEST(test_bad_options) {
   } while (0)
   BAD(level, -2);
   BAD(level, 10);
+  BAD(format, 3);
+  BAD(format, -1);
   BAD(mem_level, -1);
   BAD(mem_level, 10);
   BAD(block_size, BMIN - 1);
@@ -2064,6 +2486,16 @@ static Suite *pgzip_suite(void) {
 
   tc = tcase("flush", 60);
   tcase_add_loop_test(tc, test_flush_marker_delivers, 0, 6);
+  suite_add_tcase(s, tc);
+
+  tc = tcase("blocks", 300);
+  tcase_add_loop_test(tc, test_blocks_edge_sizes, 0, NBCASES * 8);
+  tcase_add_test(tc, test_blocks_default_block);
+  tcase_add_loop_test(tc, test_blocks_header, 0, 2);
+  tcase_add_loop_test(tc, test_blocks_flush_cuts, 0, 8);
+  tcase_add_test(tc, test_blocks_invalid);
+  tcase_add_test(tc, test_resolve);
+  tcase_add_loop_test(tc, test_auto_is_resolved, 0, 3);
   suite_add_tcase(s, tc);
 
   tc = tcase("failure", 300);

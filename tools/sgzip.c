@@ -116,6 +116,7 @@ static struct {
   const char *trace;  /* --trace FILE */
   const char *suffix; /* -S */
   int engine;         /* --engine: an SL_ZLIB_ENGINE_* */
+  int format;         /* --format: an SL_PGZIP_FORMAT_* */
 } opt = {.level = 6, .name = -1, .suffix = ".gz"};
 
 static int exit_code = EXIT_OK;
@@ -784,7 +785,15 @@ static int run_job(struct job *j) {
     popts.buf_size = (size_t)32 << 10;
     popts.hwm = popts.buf_size * 4;
   } else {
-    popts.buf_size = opt.block;
+    /* The block the compressor will use (-b, or its format's default). */
+    sl_pgzip_opts ro;
+    sl_pgzip_opts_init(&ro);
+    ro.level = opt.level;
+    ro.block_size = opt.block;
+    ro.engine = opt.engine;
+    ro.format = opt.format;
+    popts.buf_size = sl_pgzip_opts_resolve(&ro) == 0 ? ro.block_size
+                                                     : SL_PGZIP_BLOCK_DEFAULT;
     if (popts.buf_size < ((size_t)128 << 10))
       popts.buf_size = (size_t)128 << 10;
     if (popts.buf_size > ((size_t)1 << 20))
@@ -833,6 +842,7 @@ static int run_job(struct job *j) {
     po.workers = opt.workers;
     po.header = j->header;
     po.engine = opt.engine;
+    po.format = opt.format;
     if ((rc = sl_pgzip_new(&mid, &po)) != 0) {
       errorf("%s: %s", j->label, sl_strerror(rc));
       goto out;
@@ -1027,7 +1037,7 @@ static uint32_t le32(const unsigned char *b) {
 }
 
 static void list_one(const char *name_out, uint64_t packed,
-                     const struct gz_info *g, uint32_t crc, uint32_t isize,
+                     const struct gz_info *g, uint32_t crc, uint64_t isize,
                      time_t fallback_time) {
   if (list_count == 0) {
     if (opt.verbose > 0)
@@ -1068,6 +1078,39 @@ static void list_totals(void) {
          ratio(list_total_out, list_total_in, list_last_hdr));
 }
 
+static int pread_all(int fd, unsigned char *b, size_t n, uint64_t at) {
+  ssize_t r;
+  do
+    r = pread(fd, b, n, (off_t)at);
+  while (r < 0 && errno == EINTR);
+  return r == (ssize_t)n;
+}
+
+/* The block format (sgzip --format=blocks): every member gives its own
+ * length at byte 16 of its header, so -l can add up every member's ISIZE
+ * with two short reads per member, where gzip -l (and -l on a stream)
+ * shows the last member's alone. Returns 1 with the sum in *isize when
+ * the file is members of that format end to end, else 0. */
+static int list_blocks(int fd, uint64_t size, uint64_t *isize) {
+  unsigned char h[20];
+  uint64_t at = 0, sum = 0;
+
+  while (at < size) {
+    if (size - at < 28 || !pread_all(fd, h, sizeof h, at))
+      return 0;
+    if (h[0] != 0x1f || h[1] != 0x8b || h[2] != 8 || !(h[3] & 4) || h[10] < 8 ||
+        memcmp(h + 12, "SL\4\0", 4) != 0)
+      return 0;
+    uint32_t len = le32(h + 16);
+    if (len < 28 || len > size - at || !pread_all(fd, h, 4, at + len - 4))
+      return 0;
+    sum += le32(h);
+    at += len;
+  }
+  *isize = sum;
+  return 1;
+}
+
 static void list_file(const char *path, int fd, const struct stat *st,
                       const char *name_out) {
   struct gz_info g = {0};
@@ -1096,8 +1139,10 @@ static void list_file(const char *path, int fd, const struct stat *st,
     errorf("%s: %s", path, n < 0 ? strerror(errno) : "unexpected end of file");
     return;
   }
+  uint64_t isize = le32(tail + 4);
+  list_blocks(fd, (uint64_t)st->st_size, &isize);
   list_one(opt.name == 1 && g.name ? g.name : name_out, (uint64_t)st->st_size,
-           &g, le32(tail), le32(tail + 4), st->st_mtime);
+           &g, le32(tail), isize, st->st_mtime);
   free(g.name);
 }
 
@@ -1549,14 +1594,22 @@ static void help(void) {
          "  -1 ... -9, --fast, --best\n"
          "                       compression level: 1 fastest, 9 smallest "
          "(default 6)\n"
-         "  -b, --blocksize=KIB  compress in blocks of KIB KiB (default 128, "
-         "at least 32)\n"
+         "  -b, --blocksize=KIB  compress in blocks of KIB KiB (at least 32; "
+         "default 128\n"
+         "                       in the pigz format, 1024 in the block "
+         "format)\n"
          "  -c, --stdout         write to standard output, keep the input "
          "files\n"
          "  -d, --decompress     decompress\n"
          "      --engine=NAME    the deflate library: auto (the default), "
          "zlib,\n"
          "                       isal or libdeflate (see below)\n"
+         "      --format=FMT     auto (the default: see sgzip(1)), pigz (one "
+         "gzip member,\n"
+         "                       pigz's chained blocks) or blocks (a member "
+         "per block\n"
+         "                       that carries its length, for parallel "
+         "decompression)\n"
          "  -f, --force          overwrite outputs, write to or read from a "
          "terminal,\n"
          "                       follow symbolic links, compress files with "
@@ -1607,7 +1660,19 @@ static unsigned long parse_count(const char *what, const char *s,
   return v;
 }
 
-enum { OPT_FAST = 256, OPT_BEST, OPT_STATS, OPT_TRACE, OPT_ENGINE };
+enum { OPT_FAST = 256, OPT_BEST, OPT_STATS, OPT_TRACE, OPT_ENGINE, OPT_FORMAT };
+
+/* --format NAME. */
+static int parse_format(const char *s) {
+  if (strcmp(s, "auto") == 0)
+    return SL_PGZIP_FORMAT_AUTO;
+  if (strcmp(s, "pigz") == 0)
+    return SL_PGZIP_FORMAT_PIGZ;
+  if (strcmp(s, "blocks") == 0)
+    return SL_PGZIP_FORMAT_BLOCKS;
+  usage_error("--format: '%s' is not auto, pigz or blocks", s);
+  return SL_PGZIP_FORMAT_AUTO;
+}
 
 /* --engine NAME: one built in, or auto. */
 static int parse_engine(const char *s) {
@@ -1630,6 +1695,7 @@ int main(int argc, char **argv) {
       {"engine", required_argument, NULL, OPT_ENGINE},
       {"fast", no_argument, NULL, OPT_FAST},
       {"force", no_argument, NULL, 'f'},
+      {"format", required_argument, NULL, OPT_FORMAT},
       {"help", no_argument, NULL, 'h'},
       {"keep", no_argument, NULL, 'k'},
       {"list", no_argument, NULL, 'l'},
@@ -1649,7 +1715,7 @@ int main(int argc, char **argv) {
       {"verbose", no_argument, NULL, 'v'},
       {"version", no_argument, NULL, 'V'},
       {NULL, 0, NULL, 0}};
-  unsigned long block_kib = SL_PGZIP_BLOCK_DEFAULT >> 10;
+  unsigned long block_kib = 0; /* the format's default */
   const char *env;
   int c, threads_set = 0;
 
@@ -1739,6 +1805,9 @@ int main(int argc, char **argv) {
       break;
     case OPT_ENGINE:
       opt.engine = parse_engine(optarg);
+      break;
+    case OPT_FORMAT:
+      opt.format = parse_format(optarg);
       break;
     default: /* '?' */
       if (optopt == 0)

@@ -14,7 +14,10 @@
  * store it too (see deflate_incompressible). Each worker also computes the
  * CRC-32 of its block; the stage's own thread merges them in order with
  * crc32_combine. Out comes one standard gzip member: header, the blocks,
- * trailer, readable by gzip(1), pigz, zlib and sl_gunzip_new.
+ * trailer, readable by gzip(1), pigz, zlib and sl_gunzip_new. That is
+ * pigz's format; the block format writes a member per block instead (enum
+ * sl_pgzip_format), and is what the defaults pick where libdeflate is
+ * built in.
  *
  * The output is a function of the input, the options (level, memory level,
  * block size, deflate_incompressible) and the positions of flush markers
@@ -73,11 +76,53 @@
 extern "C" {
 #endif
 
-/* Block sizes: the default (pigz's), the smallest (one dictionary's
- * worth) and the largest. */
+/* Block sizes: the default of the pigz format (pigz's), the default of
+ * the block format, the smallest (one dictionary's worth) and the
+ * largest. */
 #define SL_PGZIP_BLOCK_DEFAULT ((size_t)128 << 10)
+#define SL_PGZIP_BLOCKS_DEFAULT ((size_t)1 << 20)
 #define SL_PGZIP_BLOCK_MIN ((size_t)32 << 10)
 #define SL_PGZIP_BLOCK_MAX ((size_t)256 << 20)
+
+/* What sl_pgzip_new writes (sl_pgzip_opts.format).
+ *
+ * PIGZ: pigz's format, one gzip member whose blocks are chained by their
+ * 32 KiB dictionaries (described at the top of this header); the bytes
+ * sluice has always written, on zlib or ISA-L.
+ *
+ * BLOCKS: the block format. Every block is a gzip member of its own: a
+ * fresh raw deflate stream (no history from the block before, so any
+ * member can be inflated alone, on any thread) between a header and a
+ * trailer with the block's CRC-32 and length. Every member's header has
+ * FEXTRA set, and its extra field starts with the subfield SI1 'S' (0x53),
+ * SI2 'L' (0x4c), LEN 4, whose data is the member's total length in bytes
+ * (from its first byte to the last of its trailer), little-endian: XLEN
+ * is 8, plus the caller's own extra subfields in the first member, which
+ * follow ours. The first member carries the header the options give
+ * (mtime, name, comment, extra); every later one a bare header (mtime 0,
+ * no name, XFL from the level, OS 3). Blocks are cut at fixed offsets of
+ * the input and at flush markers, and an empty input gives one member of
+ * empty content, so the bytes depend on the input, level, engine and
+ * block size alone. Every gzip reader that reads several members reads
+ * it as one stream (the members' contents joined), as RFC 1952 asks; one
+ * that stops after the first (curl's and some browsers' decoders of an
+ * HTTP body) needs PIGZ. A reader that knows the subfield (as BGZF's
+ * 'B' 'C' subfield, whose 16-bit length caps BGZF's blocks at 64 KiB)
+ * can hand whole members to several threads, from a pipe as well as from
+ * a file. It costs a header and trailer (28 bytes) and a cold start of
+ * the match history per block: with the default 1 MiB blocks a few
+ * tenths of a percent against chaining them, which libdeflate's better
+ * parsing more than makes up for.
+ *
+ * AUTO (0, the default): what measurement picked for the level and the
+ * engine (see sl_pgzip_opts.engine): BLOCKS when the engine is libdeflate
+ * (named, or chosen by AUTO), PIGZ otherwise. sl_pgzip_opts_resolve says
+ * which. */
+enum sl_pgzip_format {
+  SL_PGZIP_FORMAT_AUTO = 0,
+  SL_PGZIP_FORMAT_PIGZ = 1,
+  SL_PGZIP_FORMAT_BLOCKS = 2
+};
 
 /* Options of sl_pgzip_new. Start from sl_pgzip_opts_init, which sets
  * every default, or pass NULL for all of them. Beware: as with
@@ -89,7 +134,9 @@ typedef struct sl_pgzip_opts {
   const char *name;
 
   /* 0 (store) .. 9 (smallest), or SL_ZLIB_LEVEL_DEFAULT (-1), which is
-   * 6. */
+   * 6. On libdeflate (the block format only) 0 .. 12, libdeflate's own
+   * levels: 10 to 12 are slower still and a little smaller than 9; any
+   * other engine refuses them. */
   int level;
 
   /* zlib's memLevel for every worker's deflate state, 1 .. 9; 0 means 9.
@@ -102,9 +149,11 @@ typedef struct sl_pgzip_opts {
   int mem_level;
 
   /* Bytes per block, SL_PGZIP_BLOCK_MIN .. SL_PGZIP_BLOCK_MAX; 0: the
-   * default. Larger blocks compress a little better and cost more memory
-   * and a later first output; smaller ones spread a small input over more
-   * workers. */
+   * format's default, SL_PGZIP_BLOCK_DEFAULT (128 KiB) for PIGZ and
+   * SL_PGZIP_BLOCKS_DEFAULT (1 MiB) for BLOCKS. Larger blocks compress a
+   * little better and cost more memory and a later first output; smaller
+   * ones spread a small input over more workers. In the block format a
+   * block is also what a parallel reader holds whole, per worker. */
   size_t block_size;
 
   /* Worker threads, 1 .. SL_MAP_MAX_WORKERS; 0: sl_cpu_count(). */
@@ -135,25 +184,54 @@ typedef struct sl_pgzip_opts {
   const sl_gzip_header *header;
 
   /* The engine that compresses the blocks (enum sl_zlib_engine). ZLIB:
-   * every level, as described above. ISAL (when built in): levels 0 to
-   * 3, ISA-L's own levels, each block a fresh ISA-L stream primed with
-   * the 32 KiB before it (isal_deflate_set_dict) and ended with a sync
-   * flush, as with zlib; at level 0 ISA-L compresses (its fastest
-   * level) where zlib stores. AUTO (0, the default): ISA-L for levels 1
-   * to 3 when built in (several times faster than zlib there, and about
-   * as small), else zlib. An engine not built in, or ISAL above level 3,
-   * fails with SL_EINVAL. Part of what the output is a function of
-   * (ISA-L's bytes may also differ between processors, as it picks its
-   * code by the instruction sets there; on one machine they are fixed). */
+   * every level 0 to 9, either format. ISAL (when built in): levels 0 to
+   * 3, ISA-L's own levels; in pigz's format each block a fresh ISA-L
+   * stream primed with the 32 KiB before it (isal_deflate_set_dict) and
+   * ended with a sync flush, as with zlib; at level 0 ISA-L compresses
+   * (its fastest level) where zlib stores. LIBDEFLATE (when built in):
+   * levels 0 to 12, the block format only (libdeflate compresses a whole
+   * buffer, with no dictionary to chain blocks with; pigz's format with
+   * it is SL_EINVAL); each worker makes one compressor and compresses
+   * each block whole. In the block format every engine compresses each
+   * block as a fresh raw deflate stream, ended, with no dictionary.
+   *
+   * AUTO (0, the default), with format AUTO: by measurement (sgzip(1)
+   * has the table and the figures), the fastest engine that writes no
+   * more than pigz at the level: libdeflate in the block format at levels
+   * 1 to 12 when built in (smaller than pigz at every level, and faster),
+   * else zlib in pigz's format; level 0 is zlib in pigz's format always.
+   * ISA-L, the fastest, writes more than pigz at each of its levels, so
+   * AUTO picks it only where the caller asks for pigz's format: AUTO with
+   * format PIGZ is ISA-L at 1 to 3 when built in, else zlib, as before
+   * the block format existed (and with format BLOCKS, where libdeflate is
+   * not built in, the same). An engine not built in, or a level or format
+   * it cannot do, fails with SL_EINVAL. Part of what the output is a
+   * function of (ISA-L's bytes may also differ between processors, as it
+   * picks its code by the instruction sets there; on one machine they are
+   * fixed; libdeflate's between its versions). */
   int engine;
+
+  /* What to write: an enum sl_pgzip_format, AUTO (0) by default. PIGZ
+   * with the engine ZLIB writes, for the same options, exactly the bytes
+   * sluice wrote before the block format existed. */
+  int format;
 } sl_pgzip_opts;
 
 /* Fill *opts with the defaults: name NULL, level SL_ZLIB_LEVEL_DEFAULT,
- * mem_level 9, deflate_incompressible 0, block_size SL_PGZIP_BLOCK_DEFAULT,
- * workers 0 (every processor), in_flight 0 (2 * workers + 2), header NULL,
- * engine SL_ZLIB_ENGINE_AUTO.
+ * mem_level 9, deflate_incompressible 0, block_size 0 (the format's
+ * default), workers 0 (every processor), in_flight 0 (2 * workers + 2),
+ * header NULL, engine SL_ZLIB_ENGINE_AUTO, format SL_PGZIP_FORMAT_AUTO.
  * Returns 0, or SL_EINVAL when opts is NULL. Any thread. */
 SL_EXTERN int sl_pgzip_opts_init(sl_pgzip_opts *opts);
+
+/* Resolve in *opts what sl_pgzip_new would choose: level (the default
+ * becomes 6), engine and format (AUTO becomes the one picked for the
+ * level) and block_size (0 becomes the format's default); the other
+ * fields are left as they are. For a program that sizes its buffers to
+ * the block, or says what it will write. Returns 0; SL_EINVAL when opts
+ * is NULL or sl_pgzip_new would refuse it (opts is then unchanged). Any
+ * thread. */
+SL_EXTERN int sl_pgzip_opts_resolve(sl_pgzip_opts *opts);
 
 /* A transform stage that compresses its input into one gzip member, on
  * opts->workers threads (NULL: every default). opts is not kept; the

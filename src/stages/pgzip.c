@@ -22,6 +22,15 @@
  * itself; the bytes are the same in effect.) The worker also computes the
  * block's CRC-32 and leaves it in the job.
  *
+ * The block format (format BLOCKS) runs the same machinery with every
+ * block on its own: no dictionary (the stage keeps no previous block),
+ * each block finished instead of flushed, and the worker writes the whole
+ * member into its output area, header first (the caller's on the first
+ * block, a bare one after), the deflate data, the trailer, and last the
+ * member's length into the header's 'S' 'L' subfield. So the stage only
+ * pushes members as they come back; it writes no header or trailer of its
+ * own. libdeflate compresses a block in one call and can only do this.
+ *
  * A block that looks incompressible (looks_incompressible: bytes close to
  * uniform, no repeats worth a match) skips deflate: the worker writes it
  * as stored blocks, the bytes zlib itself writes at level 0, and the
@@ -105,6 +114,10 @@
 #include <isa-l/igzip_lib.h>
 #endif
 
+#ifdef HAVE_LIBDEFLATE
+#include <libdeflate.h>
+#endif
+
 #define DICT_SIZE ((size_t)32768)
 #define IN_FLIGHT_MAX 65536u
 /* zlib's largest memLevel: its own default is 8, but 9 (a hash table
@@ -172,6 +185,7 @@ typedef struct pgz_job {
   size_t len;           /* bytes in the block */
   uint32_t crc;         /* the block's CRC-32, set by the worker */
   bool last;            /* finish the stream instead of a sync flush */
+  bool first;           /* the block format's first member */
   struct pgz_job *next; /* free list */
 } pgz_job;
 
@@ -183,6 +197,9 @@ typedef struct pgz_worker {
   struct isal_zstream *is; /* the ISA-L engine's stream, and its buffer */
   uint8_t *level_buf;
 #endif
+#ifdef HAVE_LIBDEFLATE
+  struct libdeflate_compressor *ld; /* the libdeflate engine's */
+#endif
   unsigned char *out; /* output area, about one block */
   size_t cap;
   uint32_t seen[1 << SEEN_BITS]; /* looks_incompressible's positions */
@@ -192,13 +209,16 @@ typedef struct pgz {
   sl_stage *stage;
   sl__map *m;
   int level, mem_level;
-  int engine; /* SL_ZLIB_ENGINE_ZLIB or SL_ZLIB_ENGINE_ISAL */
-  bool store; /* store blocks that look incompressible */
+  int engine;  /* SL_ZLIB_ENGINE_ZLIB, _ISAL or _LIBDEFLATE */
+  bool blocks; /* the block format (SL_PGZIP_FORMAT_BLOCKS) */
+  bool store;  /* store blocks that look incompressible */
   size_t block;
   unsigned workers, in_flight;
   unsigned slots;        /* jobs in the engine at most: in_flight + extra */
   unsigned char *header; /* the gzip header's bytes */
   size_t header_len;
+  unsigned char *bare; /* blocks: the header of every later member */
+  size_t bare_len;
 
   /* The stage's thread only. */
   sl_buf *cur;   /* the block being filled, or NULL */
@@ -206,6 +226,7 @@ typedef struct pgz {
   pgz_job *jobs; /* slots + 1 of them */
   pgz_job *free_jobs;
   bool header_sent;
+  uint64_t submitted; /* blocks handed to the engine */
   uint32_t crc;
   uint64_t bytes_in, bytes_out;
 
@@ -252,11 +273,33 @@ static int pgz_worker_init(void *owner, unsigned i, void **wctx) {
    * stored block; run grows it should an engine ever need more. */
   w->cap = g->block + (g->block >> 12) + (g->block >> 14) + (g->block >> 25) +
            13 + 64;
+#ifdef HAVE_LIBDEFLATE
+  if (g->engine == SL_ZLIB_ENGINE_LIBDEFLATE) {
+    w->ld = libdeflate_alloc_compressor(g->level);
+    if (w->ld == NULL) {
+      sl__free(w);
+      goto nomem;
+    }
+    size_t bound = libdeflate_deflate_compress_bound(w->ld, g->block);
+    if (bound > w->cap)
+      w->cap = bound;
+  }
+#endif
+  /* The block format: a whole member, header and trailer around the
+   * deflate data. */
+  if (g->blocks)
+    w->cap += (g->header_len > g->bare_len ? g->header_len : g->bare_len) + 8;
   w->out = sl__malloc(w->cap);
   if (w->out == NULL) {
-    sl__free(w);
+    pgz_worker_fini(owner, w);
     goto nomem;
   }
+#ifdef HAVE_LIBDEFLATE
+  if (g->engine == SL_ZLIB_ENGINE_LIBDEFLATE) {
+    *wctx = w;
+    return 0;
+  }
+#endif
 #ifdef HAVE_ISAL
   if (g->engine == SL_ZLIB_ENGINE_ISAL) {
     w->is = sl__malloc(sizeof *w->is);
@@ -298,6 +341,9 @@ static void pgz_worker_fini(void *owner, void *wctx) {
 #ifdef HAVE_ISAL
   sl__free(w->is);
   sl__free(w->level_buf);
+#endif
+#ifdef HAVE_LIBDEFLATE
+  libdeflate_free_compressor(w->ld);
 #endif
   sl__free(w->out);
   sl__free(w);
@@ -448,7 +494,8 @@ static size_t put_stored(unsigned char *out, const unsigned char *p, size_t n,
  * job's dictionary, then a sync flush or (the last block) a finish. Sets
  * *olen to the bytes written. */
 static int deflate_block(pgz *g, pgz_worker *w, const pgz_job *job,
-                         const unsigned char *p, size_t n, size_t *olen) {
+                         const unsigned char *p, size_t n, size_t at,
+                         size_t *olen) {
   int flush = job->last ? Z_FINISH : Z_SYNC_FLUSH;
   int zr, rc;
 
@@ -463,8 +510,8 @@ static int deflate_block(pgz *g, pgz_worker *w, const pgz_job *job,
   }
   w->strm.next_in = p;
   w->strm.avail_in = (uInt)n;
-  w->strm.next_out = w->out;
-  w->strm.avail_out = (uInt)w->cap;
+  w->strm.next_out = w->out + at;
+  w->strm.avail_out = (uInt)(w->cap - at);
   for (;;) {
     /* A sync flush wants more than six bytes of room, or it may emit its
      * marker twice. */
@@ -485,7 +532,7 @@ static int deflate_block(pgz *g, pgz_worker *w, const pgz_job *job,
         (zr == Z_BUF_ERROR && w->strm.avail_out == room))
       return zlib_error(g->stage, "deflate", zr); /* cannot happen */
   }
-  *olen = (size_t)(w->strm.next_out - w->out);
+  *olen = (size_t)(w->strm.next_out - w->out) - at;
   return 0;
 }
 
@@ -495,9 +542,10 @@ static int deflate_block(pgz *g, pgz_worker *w, const pgz_job *job,
  * (an empty stored block: the output ends on a byte boundary) or, for the
  * last block, the end of the stream. */
 static int isal_block(pgz *g, pgz_worker *w, const pgz_job *job,
-                      const unsigned char *p, size_t n, size_t *olen) {
+                      const unsigned char *p, size_t n, size_t at,
+                      size_t *olen) {
   struct isal_zstream *s = w->is;
-  size_t used = 0;
+  size_t used = at;
   int rc;
 
   isal_deflate_init(s);
@@ -535,7 +583,23 @@ static int isal_block(pgz *g, pgz_worker *w, const pgz_job *job,
     if (s->avail_out == 0 && (rc = pgz_worker_grow(g, w)) != 0)
       return rc;
   }
-  *olen = used;
+  *olen = used - at;
+  return 0;
+}
+#endif
+
+#ifdef HAVE_LIBDEFLATE
+/* A whole block on libdeflate, as one raw deflate stream: the worker's
+ * area has room for libdeflate's bound (pgz_worker_init). */
+static int libdeflate_block(pgz *g, pgz_worker *w, const unsigned char *p,
+                            size_t n, size_t at, size_t *olen) {
+  size_t r = libdeflate_deflate_compress(w->ld, p, n, w->out + at, w->cap - at);
+
+  if (r == 0) { /* cannot happen: the area holds the bound */
+    sl_stage_set_error(g->stage, "deflate: libdeflate ran out of room");
+    return SL_EIO;
+  }
+  *olen = r;
   return 0;
 }
 #endif
@@ -551,22 +615,46 @@ static int pgz_run(void *owner, void *wctx, sl_buf *in, void *arg,
   sl_buf *b = NULL;
   int rc;
 
+  /* The block format: the member's header first (the caller's on the
+   * first, a bare one on the others), the deflate data after it. */
+  const unsigned char *hdr = job->first ? g->header : g->bare;
+  size_t at = g->blocks ? (job->first ? g->header_len : g->bare_len) : 0;
+
   *out = NULL;
   job->crc = sl__crc32(0, p, n);
   if (g->store && looks_incompressible(w, p, n)) {
-    if (stored_size(n) > w->cap) /* cannot happen: cap >= its bound */
+    if (at + stored_size(n) > w->cap) /* cannot happen: cap >= its bound */
       rc = zlib_error(g->stage, "deflate", Z_BUF_ERROR);
     else {
-      olen = put_stored(w->out, p, n, job->last);
+      olen = put_stored(w->out + at, p, n, job->last);
       rc = 0;
     }
   }
 #ifdef HAVE_ISAL
   else if (g->engine == SL_ZLIB_ENGINE_ISAL)
-    rc = isal_block(g, w, job, p, n, &olen);
+    rc = isal_block(g, w, job, p, n, at, &olen);
+#endif
+#ifdef HAVE_LIBDEFLATE
+  else if (g->engine == SL_ZLIB_ENGINE_LIBDEFLATE)
+    rc = libdeflate_block(g, w, p, n, at, &olen);
 #endif
   else
-    rc = deflate_block(g, w, job, p, n, &olen);
+    rc = deflate_block(g, w, job, p, n, at, &olen);
+  if (rc == 0 && g->blocks) {
+    /* The trailer, then the member's length into its header. */
+    if (w->cap - at - olen < 8 && (rc = pgz_worker_grow(g, w)) != 0)
+      goto out;
+    memcpy(w->out, hdr, at);
+    put_le32(w->out + at + olen, job->crc);
+    put_le32(w->out + at + olen + 4, (uint32_t)n);
+    olen += at + 8;
+    if (olen > UINT32_MAX) { /* cannot happen: blocks are at most 256 MiB */
+      sl_stage_set_error(g->stage, "deflate: a member over 4 GiB");
+      rc = SL_EIO;
+      goto out;
+    }
+    sl__gzip_block_header_set(w->out, at, (uint32_t)olen);
+  }
   /* The dictionary has been used: let the block go while this job's
    * result waits for the ones before it. */
   sl_buf_unref(job->dict);
@@ -650,7 +738,7 @@ static int pgz_emit(void *owner, sl_buf *out, void *arg) {
   pgz *g = owner;
   pgz_job *job = arg;
   sl_buf *rest = job->rest;
-  int rc = header_push(g);
+  int rc = g->blocks ? 0 : header_push(g); /* a member has its own */
 
   job->rest = NULL;
   if (rc == 0)
@@ -689,8 +777,11 @@ static int submit_block(pgz *g, bool last) {
   job->len = sl_buf_len(b);
   job->rest = NULL;
   job->crc = 0;
-  job->last = last;
-  g->prev = last ? NULL : sl_buf_ref(b);
+  /* The block format: every block a stream of its own, finished, with no
+   * dictionary. */
+  job->last = last || g->blocks;
+  job->first = g->submitted++ == 0;
+  g->prev = last || g->blocks ? NULL : sl_buf_ref(b);
   return sl__map_submit(g->m, b, job);
 }
 
@@ -744,7 +835,7 @@ static int pgz_sync(sl_stage *st, void *ctx) {
     rc = submit_block(g, false);
   if (rc == 0)
     rc = sl__map_drain(g->m);
-  if (rc == 0)
+  if (rc == 0 && !g->blocks) /* a member is never pushed in part */
     rc = header_push(g);
   return rc;
 }
@@ -756,10 +847,16 @@ static int pgz_flush(sl_stage *st, void *ctx) {
   int rc;
 
   (void)st;
-  rc = submit_block(g, true);
+  /* The block format ends with the last block that holds data; an empty
+   * stream is one member of empty content. */
+  if (!g->blocks || g->submitted == 0 ||
+      (g->cur != NULL && sl_buf_len(g->cur) > 0))
+    rc = submit_block(g, true);
+  else
+    rc = 0;
   if (rc == 0)
     rc = sl__map_drain(g->m);
-  if (rc == 0) {
+  if (rc == 0 && !g->blocks) {
     put_le32(trailer, g->crc);
     put_le32(trailer + 4, (uint32_t)g->bytes_in);
     rc = push_copy(g, trailer, sizeof trailer);
@@ -796,6 +893,7 @@ static void pgz_destroy(void *ctx) {
       sl_buf_unref(g->jobs[i].dict);
   sl__free(g->jobs);
   sl__free(g->header);
+  sl__free(g->bare);
   pthread_mutex_destroy(&g->mu);
   sl__free(g);
 }
@@ -806,35 +904,76 @@ int sl_pgzip_opts_init(sl_pgzip_opts *opts) {
   memset(opts, 0, sizeof *opts);
   opts->level = SL_ZLIB_LEVEL_DEFAULT;
   opts->mem_level = MEM_LEVEL_DEFAULT;
-  opts->block_size = SL_PGZIP_BLOCK_DEFAULT;
   return 0;
 }
 
-/* The engine that compresses at level (0..9) for the choice engine:
- * ISA-L does levels 0 to 3 and AUTO takes it for 1 to 3 (level 0 stays
- * zlib's stored blocks); zlib does every level. SL_EINVAL for an engine
- * not built in or unable to do the level. */
-static int pgz_engine(int engine, int level) {
-  switch (engine) {
-  case SL_ZLIB_ENGINE_AUTO:
-    return sl__engine_built(SL_ZLIB_ENGINE_ISAL) && level >= 1 && level <= 3
+/* AUTO's choice at each level 0..12, engine and format, by measurement
+ * (sgzip(1) has the table and the figures): the fastest that writes no
+ * more than pigz at the level. libdeflate, in the block format with its
+ * default 1 MiB blocks, writes less than pigz at every level, in about
+ * half zlib's CPU time. ISA-L is faster still but writes more than pigz
+ * at each of its levels, in either format, so AUTO never picks it.
+ * Without libdeflate, zlib in pigz's format, whose chained blocks cost
+ * next to nothing against pigz. Level 0 stores: zlib, pigz's format. */
+static void pgz_auto(int level, int *engine, int *format) {
+  *engine = SL_ZLIB_ENGINE_ZLIB;
+  *format = SL_PGZIP_FORMAT_PIGZ;
+  if (level >= 1 && sl__engine_built(SL_ZLIB_ENGINE_LIBDEFLATE)) {
+    *engine = SL_ZLIB_ENGINE_LIBDEFLATE;
+    *format = SL_PGZIP_FORMAT_BLOCKS;
+  }
+}
+
+/* The engine, format and level (0..12) sl_pgzip_new uses for o, or
+ * SL_EINVAL: an engine not built in, or unable to do the level or the
+ * format. ISA-L does levels 0 to 3, zlib 0 to 9, libdeflate 0 to 12 and
+ * only the block format (it has no dictionary to chain blocks with). */
+static int pgz_choose(const sl_pgzip_opts *o, int *engine, int *format,
+                      int *level) {
+  int l = o->level == SL_ZLIB_LEVEL_DEFAULT ? 6 : o->level;
+  int e = o->engine, f = o->format;
+
+  if (l < 0 || l > 12 || sl_zlib_engine_name(e) == NULL ||
+      f < SL_PGZIP_FORMAT_AUTO || f > SL_PGZIP_FORMAT_BLOCKS)
+    return SL_EINVAL;
+  if (e == SL_ZLIB_ENGINE_AUTO && f == SL_PGZIP_FORMAT_AUTO) {
+    pgz_auto(l, &e, &f);
+  } else if (e == SL_ZLIB_ENGINE_AUTO) {
+    int ae, af;
+    pgz_auto(l, &ae, &af);
+    /* pigz's format: ISA-L at 1 to 3 (faster than zlib there), zlib
+     * above; the block format: the table's engine, or ISA-L at 1 to 3
+     * and zlib above where the table says zlib. */
+    if (f == SL_PGZIP_FORMAT_PIGZ || ae == SL_ZLIB_ENGINE_ZLIB)
+      ae = sl__engine_built(SL_ZLIB_ENGINE_ISAL) && l >= 1 && l <= 3
                ? SL_ZLIB_ENGINE_ISAL
                : SL_ZLIB_ENGINE_ZLIB;
-  case SL_ZLIB_ENGINE_ZLIB:
-    return engine;
-  case SL_ZLIB_ENGINE_ISAL:
-    return sl__engine_built(engine) && level <= 3 ? engine : SL_EINVAL;
-  default:
-    return SL_EINVAL;
+    e = ae;
+  } else if (f == SL_PGZIP_FORMAT_AUTO) {
+    f = e == SL_ZLIB_ENGINE_LIBDEFLATE ? SL_PGZIP_FORMAT_BLOCKS
+                                       : SL_PGZIP_FORMAT_PIGZ;
   }
+  if (!sl__engine_built(e))
+    return SL_EINVAL;
+  if (l > (e == SL_ZLIB_ENGINE_LIBDEFLATE ? 12
+           : e == SL_ZLIB_ENGINE_ISAL     ? 3
+                                          : 9))
+    return SL_EINVAL;
+  if (e == SL_ZLIB_ENGINE_LIBDEFLATE && f != SL_PGZIP_FORMAT_BLOCKS)
+    return SL_EINVAL;
+  *engine = e;
+  *format = f;
+  *level = l;
+  return 0;
 }
 
 static bool pgz_opts_valid(const sl_pgzip_opts *o) {
   const sl_gzip_header *h = o->header;
+  int e, f, l;
 
   if (o->name != NULL && o->name[0] == '\0')
     return false;
-  if (o->level < SL_ZLIB_LEVEL_DEFAULT || o->level > SL_ZLIB_LEVEL_BEST)
+  if (o->level < SL_ZLIB_LEVEL_DEFAULT)
     return false;
   if (o->mem_level < 0 || o->mem_level > 9)
     return false;
@@ -843,13 +982,28 @@ static bool pgz_opts_valid(const sl_pgzip_opts *o) {
     return false;
   if (o->workers > SL_MAP_MAX_WORKERS || o->in_flight > IN_FLIGHT_MAX)
     return false;
-  if (h != NULL && (h->extra_len > 65535 || (h->extra == NULL && h->extra_len)))
+  if (pgz_choose(o, &e, &f, &l) != 0)
     return false;
-  int level = o->level == SL_ZLIB_LEVEL_DEFAULT ? 6 : o->level;
-  if (sl_zlib_engine_name(o->engine) == NULL ||
-      pgz_engine(o->engine, level) < 0)
+  if (h != NULL &&
+      (h->extra_len > (f == SL_PGZIP_FORMAT_BLOCKS ? 65535 - 8 : 65535) ||
+       (h->extra == NULL && h->extra_len)))
     return false;
   return true;
+}
+
+int sl_pgzip_opts_resolve(sl_pgzip_opts *opts) {
+  int e, f, l;
+
+  if (opts == NULL || !pgz_opts_valid(opts))
+    return SL_EINVAL;
+  pgz_choose(opts, &e, &f, &l);
+  opts->engine = e;
+  opts->format = f;
+  opts->level = l;
+  if (opts->block_size == 0)
+    opts->block_size = f == SL_PGZIP_FORMAT_BLOCKS ? SL_PGZIP_BLOCKS_DEFAULT
+                                                   : SL_PGZIP_BLOCK_DEFAULT;
+  return 0;
 }
 
 int sl_pgzip_new(sl_stage **out, const sl_pgzip_opts *opts) {
@@ -874,7 +1028,7 @@ int sl_pgzip_new(sl_stage **out, const sl_pgzip_opts *opts) {
     o = *opts;
   else
     sl_pgzip_opts_init(&o);
-  if (!pgz_opts_valid(&o))
+  if (sl_pgzip_opts_resolve(&o) != 0)
     return SL_EINVAL;
 
   g = sl__calloc(1, sizeof *g);
@@ -884,11 +1038,12 @@ int sl_pgzip_new(sl_stage **out, const sl_pgzip_opts *opts) {
     sl__free(g);
     return SL_ENOMEM;
   }
-  g->level = o.level == SL_ZLIB_LEVEL_DEFAULT ? 6 : o.level;
-  g->engine = pgz_engine(o.engine, g->level);
+  g->level = o.level;
+  g->engine = o.engine;
+  g->blocks = o.format == SL_PGZIP_FORMAT_BLOCKS;
   g->mem_level = o.mem_level ? o.mem_level : MEM_LEVEL_DEFAULT;
   g->store = g->level > 0 && !o.deflate_incompressible;
-  g->block = o.block_size ? o.block_size : SL_PGZIP_BLOCK_DEFAULT;
+  g->block = o.block_size;
   g->workers = o.workers;
   if (g->workers == 0) {
     g->workers = sl_cpu_count();
@@ -899,8 +1054,15 @@ int sl_pgzip_new(sl_stage **out, const sl_pgzip_opts *opts) {
   g->slots = g->in_flight + (g->workers > 4 ? 2 * (g->workers - 4) : 0);
   g->crc = (uint32_t)crc32(0L, Z_NULL, 0);
 
-  rc = sl__gzip_header_make(o.header, g->level, Z_DEFAULT_STRATEGY, &g->header,
-                            &g->header_len);
+  if (g->blocks) {
+    rc = sl__gzip_block_header_make(o.header, g->level, &g->header,
+                                    &g->header_len);
+    if (rc == 0)
+      rc = sl__gzip_block_header_make(NULL, g->level, &g->bare, &g->bare_len);
+  } else {
+    rc = sl__gzip_header_make(o.header, g->level, Z_DEFAULT_STRATEGY,
+                              &g->header, &g->header_len);
+  }
   if (rc != 0)
     goto fail;
   g->jobs = sl__calloc((size_t)g->slots + 1, sizeof *g->jobs);

@@ -22,6 +22,24 @@
 int sl__gzip_header_make(const sl_gzip_header *h, int level, int strategy,
                          unsigned char **out, size_t *len);
 
+/* The block format's member header (sl_pgzip_opts.format BLOCKS): what
+ * sl__gzip_header_make writes for h at level, FEXTRA set and the extra
+ * field starting with the subfield 'S' 'L', LEN 4, room for the member's
+ * length (zero until sl__gzip_block_header_set), then h's own extra
+ * subfields. Levels above 9 (libdeflate's) write the XFL of level 9. h
+ * NULL: the bare header of every member after the first (20 bytes).
+ * Returns as sl__gzip_header_make; SL_EINVAL also when h's extra field
+ * leaves no room for the subfield (over 65527 bytes). */
+#define SL__GZIP_BLOCK_LEN_AT 16 /* the subfield's data, from byte 0 */
+int sl__gzip_block_header_make(const sl_gzip_header *h, int level,
+                               unsigned char **out, size_t *len);
+
+/* Write the member's total length into a header hdr[0..hlen) made by
+ * sl__gzip_block_header_make, and its header CRC16 again when it has one
+ * (FHCRC). Any thread, on its own copy. */
+void sl__gzip_block_header_set(unsigned char *hdr, size_t hlen,
+                               uint32_t member_len);
+
 /* A member's end, for a gunzip that leaves the CRC-32 to another stage:
  * the CRC-32 stored in its trailer, the member's length in bytes and the
  * trailer's input offset. Returns 0 or SL_ENOMEM. */

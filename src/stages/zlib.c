@@ -804,6 +804,55 @@ int sl__gzip_header_make(const sl_gzip_header *h, int level, int strategy,
   return 0;
 }
 
+/* The block format's headers (zlib-int.h): the subfield goes first in
+ * the extra field, so that a reader finds it at a fixed offset of every
+ * member (SL__GZIP_BLOCK_LEN_AT), and the header is otherwise written by
+ * sl__gzip_header_make, the one writer. */
+int sl__gzip_block_header_make(const sl_gzip_header *h, int level,
+                               unsigned char **out, size_t *len) {
+  sl_gzip_header bh;
+  unsigned char *extra;
+  size_t xlen = 8;
+  int rc;
+
+  if (h != NULL) {
+    if (h->extra_len > 65535 - 8 || (h->extra == NULL && h->extra_len))
+      return SL_EINVAL;
+    bh = *h;
+    xlen += h->extra_len;
+  } else {
+    memset(&bh, 0, sizeof bh);
+  }
+  extra = sl__malloc(xlen);
+  if (extra == NULL)
+    return SL_ENOMEM;
+  memcpy(extra, "SL\4\0\0\0\0\0", 8);
+  if (h != NULL && h->extra_len)
+    memcpy(extra + 8, h->extra, h->extra_len);
+  bh.extra = extra;
+  bh.extra_len = xlen;
+  rc = sl__gzip_header_make(&bh, level > 9 ? 9 : level,
+                            SL_ZLIB_STRATEGY_DEFAULT, out, len);
+  sl__free(extra);
+  return rc;
+}
+
+void sl__gzip_block_header_set(unsigned char *hdr, size_t hlen,
+                               uint32_t member_len) {
+  unsigned char *p = hdr + SL__GZIP_BLOCK_LEN_AT;
+
+  p[0] = (unsigned char)member_len;
+  p[1] = (unsigned char)(member_len >> 8);
+  p[2] = (unsigned char)(member_len >> 16);
+  p[3] = (unsigned char)(member_len >> 24);
+  if (hdr[3] & SL_GZIP_FHCRC) {
+    uLong c = crc32(0L, Z_NULL, 0);
+    c = crc32(c, hdr, (uInt)(hlen - 2));
+    hdr[hlen - 2] = (unsigned char)c;
+    hdr[hlen - 1] = (unsigned char)(c >> 8);
+  }
+}
+
 static int zstage_new(sl_stage **out, const sl_zlib_opts *opts,
                       enum zkind kind) {
   static const sl_stage_ops comp_ops = {.transform = cz_transform,
