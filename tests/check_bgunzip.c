@@ -456,6 +456,67 @@ START_TEST(test_api) {
 }
 END_TEST
 
+/* What sl_pgzip_new writes in the block format, on every engine built
+ * in, is read back on the workers: every member takes the parallel path
+ * (the count of members inflated there is the count written), on 1, 2
+ * and 4 workers, whatever the chunks the input arrives in. */
+START_TEST(test_pgzip_blocks) {
+  static const size_t cut[] = {1, 4096, 65536, 777}, whole[] = {1 << 20};
+  const size_t block = 32768, len = 10 * block + 123;
+  unsigned char *in = malloc(len);
+  uint32_t x = 2024;
+
+  ck_assert_ptr_nonnull(in);
+  for (size_t i = 0; i < len; i++) { /* text, and some noise */
+    x = x * 1103515245u + 12345u;
+    in[i] = (i / 4096) % 3 ? (unsigned char)("abcdefgh \n"[(x >> 16) % 10])
+                           : (unsigned char)(x >> 24);
+  }
+  for (int e = SL_ZLIB_ENGINE_ZLIB; e <= SL_ZLIB_ENGINE_LIBDEFLATE; e++) {
+    if (!sl__engine_built(e))
+      continue;
+    sl_pgzip_opts po;
+    sl_pgzip_opts_init(&po);
+    po.level = 1;
+    po.engine = e;
+    po.format = SL_PGZIP_FORMAT_BLOCKS;
+    po.block_size = block;
+    po.workers = 2;
+    sl_pipeline *p;
+    sl_stage *gz;
+    pu_src src;
+    pu_sink sink;
+    ck_assert_int_eq(sl_pipeline_new(&p, NULL), 0);
+    pu_src_init(&src, in, len, cut, 4);
+    pu_sink_init(&sink);
+    ck_assert_int_eq(sl_pgzip_new(&gz, &po), 0);
+    ck_assert_int_eq(sl_pipeline_chain(p, pu_src_stage("src", &src), gz,
+                                       pu_sink_stage("sink", &sink), NULL),
+                     0);
+    ck_assert_int_eq(sl_pipeline_start(p), 0);
+    ck_assert_msg(sl_pipeline_wait(p) == 0, "%s", sl_pipeline_error(p));
+    sl_pipeline_free(p);
+
+    bfile f = {0};
+    pu_bytes_add(&f.z, sink.got.p, sink.got.len);
+    pu_bytes_add(&f.plain, in, len);
+    for (unsigned w = 1; w <= 4; w *= 2)
+      for (int c = 0; c < 2; c++) {
+        brun r;
+        brun_go(&r, f.z.p, f.z.len, c ? cut : whole, c ? 4 : 1, w, NULL);
+        ck_assert_msg(r.rc == 0, "%s: %s", sl_zlib_engine_name(e), r.err);
+        ck_assert_uint_eq(r.sink.got.len, len);
+        ck_assert_int_eq(memcmp(r.sink.got.p, in, len), 0);
+        ck_assert_uint_eq(sl__bgunzip_blocks(r.gun), 11); /* ten and a bit */
+        brun_free(&r);
+      }
+    bfile_free(&f);
+    pu_sink_fini(&sink);
+  }
+  free(in);
+}
+END_TEST
+
 static Suite *bgunzip_suite(void) {
   Suite *s = suite_create("bgunzip");
   TCase *tc = tcase_create("blocks");
@@ -471,6 +532,7 @@ static Suite *bgunzip_suite(void) {
   tcase_add_test(tc, test_corrupt_data);
   tcase_add_test(tc, test_plain_gzip);
   tcase_add_test(tc, test_api);
+  tcase_add_test(tc, test_pgzip_blocks);
   suite_add_tcase(s, tc);
   return s;
 }
