@@ -378,7 +378,10 @@ SL_EXTERN int sl_pgunzip_chain(sl_pipeline *p, sl_stage *src, sl_stage *next,
  *     The output is the same as gzip's;
  *   - a member longer than 4 MiB compressed, or whose ISIZE says more than
  *     64 MiB: likewise from that member on (memory stays bounded, whatever
- *     the lengths claim).
+ *     the lengths claim);
+ *   - a member that the input ends inside: likewise, so that what can be
+ *     decoded of it is delivered before the error (a truncation, or the
+ *     damage met first), as gzip delivers it.
  *
  * Errors of block members are reported in input order (the first damaged
  * member is the one named, whichever worker found what first), by the
@@ -392,15 +395,11 @@ SL_EXTERN int sl_pgunzip_chain(sl_pipeline *p, sl_stage *src, sl_stage *next,
  *           past the member's end at byte 4990
  *   gunzip: block length 12 shorter than its header and trailer at input
  *           byte 4096
- *   gunzip: truncated input at byte 10000
  *
  * where the first offset is the member's first byte. Damaged deflate data
  * is named where the engine's inflate found it, as sl_gunzip_new names it
  * (with libdeflate built in, a member that libdeflate refuses is inflated
- * again on the streaming engine to find the byte). A stream cut inside a
- * block member is checked as far as it goes: damage there, or deflate
- * data that ends before the length says, is reported as such, else the
- * truncation. */
+ * again on the streaming engine to find the byte). */
 SL_EXTERN int sl_pgunzip_chain_workers(sl_pipeline *p, sl_stage *src,
                                        sl_stage *next, const sl_zlib_opts *opts,
                                        unsigned workers);

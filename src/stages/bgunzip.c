@@ -33,7 +33,9 @@
  *   - a member too large to hold whole (compressed over MEMBER_MAX, or
  *     ISIZE over OUT_MAX or beyond what its data could hold): the same,
  *     from that member on, so memory stays bounded whatever the lengths
- *     claim.
+ *     claim;
+ *   - a member the input ends inside: the same, so that every byte of it
+ *     that can be decoded is delivered before the error, as gzip does.
  *
  * The CRC-32 of the streamed members is checked by the stage after this
  * one (pgzip.c's checker) through the member-end callback, as in
@@ -128,7 +130,6 @@ typedef struct bgz {
   size_t hdr_len, hdr_cap;
   sl_buf *member; /* BM_BODY: the member being gathered */
   size_t clen;    /* its length */
-  bg_worker *own; /* for a member cut short at the end of the input */
 } bgz;
 
 /* ---- the workers ---- */
@@ -535,41 +536,15 @@ static int bg_sync(sl_stage *st, void *ctx) {
   return rc;
 }
 
-/* The input ends inside a member whose length is known: its data as far
- * as it goes says which error it is (damage, a wrong length), or it was
- * cut short. */
-static int member_cut(sl_stage *st, bgz *g) {
-  char msg[SL_ERRMSG_MAX];
-  size_t made;
-  int rc;
-
-  if (g->own == NULL && (rc = bg_worker_make(g, &g->own)) != 0)
-    return rc;
-  size_t avail = sl_buf_len(g->member);
-  rc = g->hdr_len == avail
-           ? SL_AGAIN
-           : member_inflate(g, g->own, sl_buf_data(g->member), g->hdr_len,
-                            g->clen, avail, g->member_off, NULL, 0, &made, msg,
-                            sizeof msg);
-  if (rc == SL_EDATA) {
-    sl_stage_set_error(st, "%s", msg);
-    return rc;
-  }
-  if (rc != SL_AGAIN && rc != 0)
-    return rc;
-  sl_stage_set_error(st, "truncated input at byte %llu",
-                     (unsigned long long)g->in_off);
-  return SL_EDATA;
-}
-
 static int bg_flush(sl_stage *st, void *ctx) {
   bgz *g = ctx;
   int rc = 0;
 
   if (g->mode == BM_BODY) {
-    rc = sl__map_drain(g->m);
-    if (rc == 0)
-      rc = member_cut(st, g);
+    /* The input ends inside a member: the streaming gunzip reads what
+     * there is of it, so that every byte it can decode is delivered
+     * before the error, as gzip delivers it, and the error is gzip's. */
+    rc = to_stream(st, g);
   } else if (g->mode == BM_HEADER && (g->nmember == 0 || g->hdr_len > 0)) {
     /* Nothing, or a header cut short: the streaming gunzip's answer. */
     rc = to_stream(st, g);
@@ -595,7 +570,6 @@ static void bg_destroy(void *ctx) {
     return;
   sl__map_free(g->m);
   sl_buf_unref(g->member);
-  bg_worker_fini(g, g->own);
   sl__gzhdr_free(&g->gh);
   sl__free(g->hdr);
   sl__free(g->jobs);
