@@ -180,10 +180,11 @@ static int fz_detect(const uint8_t *d, size_t n) {
  * length - 1; the first such subfield of a well-formed extra field) is
  * read by that length, which must then be the member's own: a wrong one
  * fails the stream where gzip would read on. The members that the stage
- * streams instead (from the first one without a length, or one too large
- * to hold: over 4 MiB, or an ISIZE over 64 MiB that its data could make)
- * end the rule for the rest of the input. Returns the length (0: none),
- * and in *stream whether the rule ends at this member. */
+ * streams instead (from the first one without a length, one too large
+ * to hold: over 4 MiB, or an ISIZE over 64 MiB that its data could make,
+ * or one the input ends inside) end the rule for the rest of the input.
+ * Returns the length (0: none), and in *stream whether the rule ends at
+ * this member. */
 #define FZ_MEMBER_MAX ((uint64_t)4 << 20)
 #define FZ_OUT_BIG ((uint64_t)64 << 20)
 
@@ -234,6 +235,10 @@ static uint64_t fz_block_length(const uint8_t *d, size_t n, int *stream) {
     if (isize > FZ_OUT_BIG && isize <= (len - 8 - hlen) * 1032 + 64)
       return 0;
   }
+  /* The input ends inside the member: the stage streams it, so that what
+   * it can decode comes out before the error, as gzip's does. */
+  if (len > n)
+    return 0;
   *stream = 0;
   return len;
 }
