@@ -379,9 +379,10 @@ SL_EXTERN int sl_pgunzip_chain(sl_pipeline *p, sl_stage *src, sl_stage *next,
  *   - a member longer than 4 MiB compressed, or whose ISIZE says more than
  *     64 MiB: likewise from that member on (memory stays bounded, whatever
  *     the lengths claim);
- *   - a member that the input ends inside: likewise, so that what can be
- *     decoded of it is delivered before the error (a truncation, or the
- *     damage met first), as gzip delivers it.
+ *   - a member that the input ends inside, or that a flush marker cuts:
+ *     likewise, so that what can be decoded of it is delivered (before
+ *     the error, a truncation or the damage met first, as gzip delivers
+ *     it; before the marker goes on).
  *
  * Errors of block members are reported in input order (the first damaged
  * member is the one named, whichever worker found what first), by the

@@ -527,9 +527,13 @@ static int bg_transform(sl_stage *st, void *ctx, sl_buf *in) {
   return rc;
 }
 
+/* A flush marker: everything before it goes out. A member gathered in
+ * part can only go out through the streaming gunzip, which from then on
+ * reads the rest of the input (sgzip marks the end of its input so, that
+ * a cut member's decodable bytes are written before the error). */
 static int bg_sync(sl_stage *st, void *ctx) {
   bgz *g = ctx;
-  int rc = sl__map_drain(g->m);
+  int rc = g->mode == BM_BODY ? to_stream(st, g) : sl__map_drain(g->m);
 
   if (rc == 0 && g->mode == BM_STREAM)
     rc = g->inner->ops.sync(st, g->inner->ctx);
