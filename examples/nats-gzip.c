@@ -72,12 +72,21 @@ static uint64_t get_index(const unsigned char *p) {
 
 /* One independent gzip member of in[0..len) into out (room: cap), level
  * 6, no name or time in the header, so the same block gives the same
- * bytes anywhere. Returns its length, 0 on failure. */
+ * bytes anywhere. The member is one of sluice's block format (see
+ * <sluice/pgzip.h>): its header's extra field holds the subfield 'S','L'
+ * with the member's whole length, so that sgzip -d inflates the members
+ * of the result on all its threads. Returns its length, 0 on failure. */
 static size_t member(const unsigned char *in, size_t len, unsigned char *out,
                      size_t cap) {
+  unsigned char extra[8] = {'S', 'L', 4, 0, 0, 0, 0, 0};
+  gz_header h = {.extra = extra, .extra_len = sizeof extra, .os = 3};
   z_stream z = {0};
   if (deflateInit2(&z, 6, Z_DEFLATED, 31, 8, Z_DEFAULT_STRATEGY) != Z_OK)
     return 0;
+  if (deflateSetHeader(&z, &h) != Z_OK) {
+    deflateEnd(&z);
+    return 0;
+  }
   z.next_in = (unsigned char *)in;
   z.avail_in = (uInt)len;
   z.next_out = out;
@@ -85,11 +94,15 @@ static size_t member(const unsigned char *in, size_t len, unsigned char *out,
   int rc = deflate(&z, Z_FINISH);
   size_t n = cap - z.avail_out;
   deflateEnd(&z);
-  return rc == Z_STREAM_END ? n : 0;
+  if (rc != Z_STREAM_END || n < 20 || n > UINT32_MAX)
+    return 0;
+  for (int i = 0; i < 4; i++) /* the length, at byte 16 */
+    out[16 + i] = (unsigned char)(n >> (8 * i));
+  return n;
 }
 
 static size_t member_bound(size_t len) {
-  return len + len / 1000 + 64 + 18;
+  return len + len / 1000 + 64 + 18 + 10;
 }
 
 static int fail(const char *what, natsStatus s) {
