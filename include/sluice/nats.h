@@ -32,13 +32,12 @@
  * twice; a NATS sink given message ids (the same input giving the same id)
  * has the server drop the duplicates within the stream's duplicate window.
  *
- * Copies. The source copies nothing: each chunk is a byte buffer over
- * its message's payload (sl_buf_new_wrap), and the batch's messages are
- * freed when its checkpoint has been settled and its last chunk released,
- * in either order (the ack needs the message, a stage may keep a chunk
- * longer). A pipeline therefore holds the fetched messages themselves,
- * bounded as any chunks are by the rings' marks. The sink's publish is
- * copied by the client into its outgoing buffer.
+ * Copies. The source copies each payload once into a pooled byte buffer
+ * and keeps the natsMsg (for its ack) until the batch's checkpoint is
+ * settled. (A chunk over the payload itself, sl_buf_new_wrap, was tried:
+ * under ThreadSanitizer a server restart showed the client freeing a
+ * fetched payload while such a chunk was read, so the copy stays.) The
+ * sink's publish is copied by the client into its outgoing buffer.
  *
  * Connections. Each stage opens its own connection on its thread, at its
  * first op, so errors (an unreachable server, a missing stream) are
